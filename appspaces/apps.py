@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AppspacesConfig(AppConfig):
+    name = "appspaces"
+    verbose_name = "Apps and appspaces"

@@ -1,0 +1,1 @@
+"""The appspace gateway: every request to an appspace host passes through here."""

@@ -1,0 +1,22 @@
+"""ASGI entry point: Daphne serves the panel (Django) and the appspace gateway from here."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dropserver_site.settings")
+# Django must be set up before anything imports models.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+
+from appspaces.gateway.asgi import gateway_http, gateway_websocket  # noqa: E402
+from dropserver_site.routing import HostRouter, not_found  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": HostRouter(panel=django_asgi_app, appspace=gateway_http),
+        # The panel has no WebSocket endpoints of its own.
+        "websocket": HostRouter(panel=not_found, appspace=gateway_websocket),
+    }
+)

@@ -1,0 +1,61 @@
+"""The ASGI host router: the panel host goes to Django, appspace hosts to the gateway.
+
+Anything else gets a bare 404 (HTTP) or a refused handshake (WebSocket), so a scanner
+learns nothing about the instance from a wrong Host header.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from django.conf import settings
+
+from dropserver_site.hosts import Site, classify_host, split_host_header
+
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+
+
+def scope_host(scope: dict) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            return split_host_header(value.decode("latin-1"))
+    return ""
+
+
+async def not_found(scope: dict, receive: Callable, send: Callable) -> None:
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = b"Not Found"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-content-type-options", b"nosniff"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class HostRouter:
+    """Dispatch one ASGI protocol on the Host header."""
+
+    def __init__(self, *, panel: ASGIApp, appspace: ASGIApp) -> None:
+        self.panel = panel
+        self.appspace = appspace
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> Any:
+        site, subdomain = classify_host(
+            scope_host(scope), domain=settings.DS_DOMAIN, panel_host=settings.DS_PANEL_HOST
+        )
+        if site is Site.PANEL:
+            return await self.panel(scope, receive, send)
+        if site is Site.APPSPACE:
+            scope = dict(scope, appspace_subdomain=subdomain)
+            return await self.appspace(scope, receive, send)
+        return await not_found(scope, receive, send)

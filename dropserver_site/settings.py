@@ -1,0 +1,306 @@
+"""Dropserver's one settings module: everything comes from the environment (django-environ).
+
+Embedded defaults need no server (SQLite, kombu's filesystem broker, the in-memory channel
+layer, console email); real engines are switched on by environment variables. A public
+domain is "production": it must have https, an explicit secret key and DEBUG off, or the
+process refuses to start.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from dropserver_site.hosts import is_dev_domain, normalize_host
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# --- Platform -------------------------------------------------------------------------------
+
+DS_DATA_DIR = Path(env.str("DS_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
+DS_DOMAIN = normalize_host(env.str("DS_DOMAIN", default="localhost"))
+DS_PANEL_HOST = normalize_host(env.str("DS_PANEL_HOST", default=f"dropid.{DS_DOMAIN}"))
+DS_PORT = env.int("DS_PORT", default=8000)
+DS_BIND = env.str("DS_BIND", default="127.0.0.1")
+DS_PRODUCTION = not is_dev_domain(DS_DOMAIN)
+DS_SCHEME = env.str("DS_SCHEME", default="https" if DS_PRODUCTION else "http")
+
+if DS_SCHEME not in ("http", "https"):
+    raise ImproperlyConfigured(f"DS_SCHEME must be 'http' or 'https', not {DS_SCHEME!r}.")
+if DS_SCHEME == "http" and DS_PRODUCTION:
+    raise ImproperlyConfigured(
+        f"DS_SCHEME=http is only allowed for development domains such as 'localhost'; "
+        f"{DS_DOMAIN!r} is public, so it must be served over https."
+    )
+if DS_PANEL_HOST == DS_DOMAIN or not DS_PANEL_HOST.endswith("." + DS_DOMAIN):
+    raise ImproperlyConfigured(
+        f"DS_PANEL_HOST ({DS_PANEL_HOST!r}) must be a subdomain of DS_DOMAIN ({DS_DOMAIN!r})."
+    )
+
+DS_HTTPS = DS_SCHEME == "https"
+_DEFAULT_PORT = 443 if DS_HTTPS else 80
+# The port in public URLs; behind a TLS proxy set DS_PUBLIC_PORT=443.
+DS_PUBLIC_PORT = env.int("DS_PUBLIC_PORT", default=_DEFAULT_PORT if DS_PRODUCTION else DS_PORT)
+DS_PORT_SUFFIX = "" if DS_PUBLIC_PORT == _DEFAULT_PORT else f":{DS_PUBLIC_PORT}"
+DS_PANEL_URL = f"{DS_SCHEME}://{DS_PANEL_HOST}{DS_PORT_SUFFIX}"
+
+# --- Core Django ----------------------------------------------------------------------------
+
+DEBUG = env.bool("DEBUG", default=False)
+if DEBUG and DS_PRODUCTION:
+    raise ImproperlyConfigured("DEBUG must be off on a public domain.")
+
+
+def _secret_key() -> str:
+    """SECRET_KEY or SECRET_KEY_FILE; a development instance makes its own under DS_DATA_DIR."""
+    if value := env.str("SECRET_KEY", default=""):
+        key = value
+    elif path := env.str("SECRET_KEY_FILE", default=""):
+        key = Path(path).read_text().strip()
+    elif DS_PRODUCTION:
+        raise ImproperlyConfigured(
+            "Set SECRET_KEY or SECRET_KEY_FILE: a public instance never invents its own key."
+        )
+    else:
+        key_file = DS_DATA_DIR / "secret_key"
+        if not key_file.exists():
+            DS_DATA_DIR.mkdir(parents=True, exist_ok=True)
+            key_file.touch(mode=0o600)
+            key_file.write_text(secrets.token_urlsafe(50))
+        key = key_file.read_text().strip()
+    if DS_PRODUCTION and (len(key) < 50 or key.startswith("django-insecure") or "change" in key):
+        raise ImproperlyConfigured("SECRET_KEY looks like a default or is too short (< 50 chars).")
+    return key
+
+
+SECRET_KEY = _secret_key()
+
+# Appspace hosts never reach Django: the ASGI router sends them to the gateway.
+ALLOWED_HOSTS = [DS_PANEL_HOST]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "accounts",
+    "appspaces",
+    "sandbox",
+    "backups",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "dropserver_site.urls"
+ASGI_APPLICATION = "dropserver_site.asgi.application"
+AUTH_USER_MODEL = "accounts.User"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "dropserver_site.context_processors.platform",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{DS_DATA_DIR / 'dropserver.sqlite3'}")
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process read while a Celery worker writes; IMMEDIATE avoids
+    # "database is locked" on read-then-write transactions.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+
+# The cache holds allauth's rate-limit counters: share it (Redis) when running several processes.
+CACHES = {"default": env.cache_url("CACHE_URL", default=REDIS_URL or "locmemcache://")}
+
+# --- Channels -------------------------------------------------------------------------------
+
+CHANNEL_LAYER_URL = env.str("CHANNEL_LAYER_URL", default=REDIS_URL)
+if CHANNEL_LAYER_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [CHANNEL_LAYER_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Celery ---------------------------------------------------------------------------------
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = DS_DATA_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+    }
+# Long work is tracked on Job rows, not in a result backend.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE_FILENAME = str(DS_DATA_DIR / "celerybeat-schedule")
+
+# --- Email ----------------------------------------------------------------------------------
+
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or str(DS_DATA_DIR / "mail")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=f"Dropserver <noreply@{DS_DOMAIN}>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# --- Accounts (django-allauth) --------------------------------------------------------------
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="mandatory")
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = DS_SCHEME
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Dropserver] "
+# allauth's rate limits stay on; failed logins: 10/min per IP and 5 per account per 5 minutes.
+ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/300s/key"}
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "Dropserver"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGIN_URL = "account_login"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Invitations and the first-admin setup link.
+DS_INVITATION_DAYS = env.int("DS_INVITATION_DAYS", default=7)
+DS_SETUP_LINK_HOURS = env.int("DS_SETUP_LINK_HOURS", default=24)
+
+# --- Panel security baseline ----------------------------------------------------------------
+
+# Host-only cookies (no Domain): appspace subdomains never receive the panel's cookies.
+SESSION_COOKIE_DOMAIN = None
+CSRF_COOKIE_DOMAIN = None
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = DS_HTTPS
+CSRF_COOKIE_SECURE = DS_HTTPS
+# The __Host- prefix makes browsers enforce Secure, Path=/ and no Domain.
+SESSION_COOKIE_NAME = "__Host-ds_panel" if DS_HTTPS else "ds_panel"
+CSRF_COOKIE_NAME = "__Host-ds_csrf" if DS_HTTPS else "ds_csrf"
+SESSION_COOKIE_AGE = 60 * 60 * 24 * 14
+CSRF_TRUSTED_ORIGINS = [DS_PANEL_URL]
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SECURE_SSL_REDIRECT = DS_HTTPS and env.bool("DS_SSL_REDIRECT", default=True)
+SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365 if DS_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = DS_HTTPS
+SECURE_HSTS_PRELOAD = env.bool("DS_HSTS_PRELOAD", default=False)
+if DS_HTTPS and env.bool("DS_BEHIND_PROXY", default=False):
+    # Only trust X-Forwarded-Proto when an operator says a TLS proxy sets it.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Preloading HSTS is hard to undo, so it is the operator's opt-in (DS_HSTS_PRELOAD), not a default.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'", DS_PANEL_URL, f"{DS_SCHEME}://*.{DS_DOMAIN}{DS_PORT_SUFFIX}"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# --- Static files ---------------------------------------------------------------------------
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DS_DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True  # no collectstatic step needed to run
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}

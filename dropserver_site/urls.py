@@ -1,0 +1,14 @@
+"""Panel URLs (the panel host only; appspace hosts never reach Django's URL resolver)."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+admin.site.site_header = "Dropserver administration"
+admin.site.site_title = "Dropserver admin"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("accounts.urls")),
+    path("accounts/", include("allauth.urls")),
+    path("", include("appspaces.urls")),
+]

@@ -1,0 +1,70 @@
+"""Shared fixtures: a private DS_DATA_DIR per test and the personas every feature is tested with.
+
+Personas (as in healthchecks): `admin` runs the instance, `alice` owns things, `bob` is her
+friend, `charlie` is an outsider who should have no access to Alice's stuff.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.conf import settings
+
+PASSWORD = "correct horse battery staple 42"
+
+
+@pytest.fixture(scope="session")
+def data_root():
+    # Not under pytest's basetemp: that is 0700, and sandbox uids must traverse DS_DATA_DIR.
+    root = Path(tempfile.mkdtemp(prefix="ds-tests-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def ds_data_dir(settings, data_root) -> Path:
+    """Every test gets its own DS_DATA_DIR, laid out with the modes of a real one."""
+    path = Path(tempfile.mkdtemp(prefix="data-", dir=data_root))
+    path.chmod(0o711)
+    settings.DS_DATA_DIR = path
+    return path
+
+
+def make_user(email: str, *, staff: bool = False, display_name: str = ""):
+    from accounts.models import User
+
+    user = User.objects.create_user(
+        email, PASSWORD, is_staff=staff, is_superuser=staff, display_name=display_name
+    )
+    EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
+    return user
+
+
+@pytest.fixture
+def admin_user(db):
+    return make_user("admin@example.com", staff=True, display_name="Admin")
+
+
+@pytest.fixture
+def alice(db):
+    return make_user("alice@example.com", display_name="Alice")
+
+
+@pytest.fixture
+def bob(db):
+    return make_user("bob@example.com", display_name="Bob")
+
+
+@pytest.fixture
+def charlie(db):
+    return make_user("charlie@example.com", display_name="Charlie")
+
+
+@pytest.fixture
+def panel_host() -> str:
+    return settings.DS_PANEL_HOST
