@@ -6,7 +6,8 @@ learns nothing about the instance from a wrong Host header.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from django.conf import settings
 

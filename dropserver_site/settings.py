@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "appspaces",
     "sandbox",
     "backups",
+    "dropserver_site",  # platform-wide management commands (serve)
 ]
 
 MIDDLEWARE = [

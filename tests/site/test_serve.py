@@ -1,0 +1,102 @@
+"""`manage.py serve` as a newcomer runs it: embedded defaults, real subprocesses, real signals."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.site.processes import descendants, free_port, read_until
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+EMBEDDED_ONLY = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CHANNEL_LAYER_URL", "CACHE_URL")
+
+
+def embedded_env(data_dir: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in EMBEDDED_ONLY}
+    env.update(DS_DATA_DIR=str(data_dir), DS_PORT=str(port), PYTHONUNBUFFERED="1")
+    return env
+
+
+def get(port: int, host: str, path: str = "/") -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path, headers={"Host": f"{host}:{port}"})
+    response = conn.getresponse()
+    response.body = response.read()
+    conn.close()
+    return response
+
+
+@pytest.fixture
+def served(ds_data_dir):
+    """A migrated instance on the embedded defaults, with `serve` running."""
+    port = free_port()
+    env = embedded_env(ds_data_dir, port)
+    manage = [sys.executable, str(BASE_DIR / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*manage, "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        banner = read_until(proc, "Press Ctrl-C to stop.", timeout=90)
+        yield proc, port, banner
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_it_serves_the_panel_and_dispatches_hosts(served):
+    proc, port, banner = served
+    assert f"http://dropid.localhost:{port}/" in banner
+    assert "/setup/" in banner  # a fresh instance prints its one-time setup link
+
+    login = get(port, "dropid.localhost", "/accounts/login/")
+    assert login.status == 200
+    assert b"Log in" in login.body or b"Sign In" in login.body
+    assert get(port, "dropid.localhost", "/").status == 302  # dashboard needs a login
+    assert get(port, "nosuchthing.localhost").status == 404  # no such appspace
+    unknown = get(port, "example.com")
+    assert unknown.status == 404
+    assert unknown.body == b"Not Found"
+
+
+def test_it_stops_every_child_on_ctrl_c(served):
+    proc, port, _ = served
+    children = descendants(proc.pid)
+    assert len(children) >= 3  # supervisor, worker (+ pool), web server
+
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, output
+    assert "Dropserver stopped." in output
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+
+
+def test_it_stops_with_an_error_when_a_child_dies(served):
+    proc, port, _ = served
+    web = next(pid for pid, cmd in descendants(proc.pid, with_cmdline=True) if "daphne" in cmd)
+    os.kill(web, signal.SIGKILL)
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode != 0
+    assert "web server exited unexpectedly" in output
+
+
+def test_it_refuses_an_unmigrated_database(ds_data_dir):
+    env = embedded_env(ds_data_dir, free_port())
+    result = subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), "serve"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "run `python manage.py migrate`" in result.stderr
