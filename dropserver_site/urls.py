@@ -3,6 +3,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts.urls import setup_urlpatterns
+
 admin.site.site_header = "Dropserver administration"
 admin.site.site_title = "Dropserver admin"
 
@@ -10,5 +12,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
+    path("", include(setup_urlpatterns)),  # accounts: the first-admin setup link
     path("", include("appspaces.urls")),
 ]
