@@ -307,3 +307,24 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+
+# --- App packages ---------------------------------------------------------------------------
+# Limits for unpacking untrusted app packages (appspaces.extraction) and for the platform's
+# own outbound fetch of package URLs and app listings (appspaces.fetch).
+
+DS_APP_MAX_PACKAGE_MB = env.int("DS_APP_MAX_PACKAGE_MB", default=50)
+DS_APP_MAX_UNPACKED_MB = env.int("DS_APP_MAX_UNPACKED_MB", default=100)
+DS_APP_MAX_FILE_MB = env.int("DS_APP_MAX_FILE_MB", default=50)
+DS_APP_MAX_FILES = env.int("DS_APP_MAX_FILES", default=5000)
+# Unpacked/compressed; code compresses ~3-10x, a bomb ~1000x. 0 turns the check off.
+DS_APP_MAX_COMPRESSION_RATIO = env.int("DS_APP_MAX_COMPRESSION_RATIO", default=200)
+DS_FETCH_CONNECT_TIMEOUT = env.float("DS_FETCH_CONNECT_TIMEOUT", default=10.0)
+DS_FETCH_READ_TIMEOUT = env.float("DS_FETCH_READ_TIMEOUT", default=30.0)
+DS_FETCH_TOTAL_TIMEOUT = env.float("DS_FETCH_TOTAL_TIMEOUT", default=300.0)
+DS_FETCH_MAX_REDIRECTS = env.int("DS_FETCH_MAX_REDIRECTS", default=5)
+DS_FETCH_MAX_LISTING_KB = env.int("DS_FETCH_MAX_LISTING_KB", default=1024)
+# Lets the fetch reach 127.0.0.1/::1 (never private or metadata addresses): for test servers only.
+DS_FETCH_ALLOW_LOOPBACK = env.bool("DS_FETCH_ALLOW_LOOPBACK", default=False)
+if DS_FETCH_ALLOW_LOOPBACK and DS_PRODUCTION:
+    raise ImproperlyConfigured("DS_FETCH_ALLOW_LOOPBACK is for tests; never on a public domain.")
+# --- End of App packages --------------------------------------------------------------------

@@ -1,0 +1,47 @@
+"""`manage.py package_app DIR -o FILE`: validate an app's folder and build its package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from appspaces.extraction import ExtractionLimits, PackageError
+from appspaces.package_build import build_package
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.1f} KB"
+
+
+class Command(BaseCommand):
+    help = (
+        "Validate an app folder (dropapp.json, entrypoint, files) and build a deterministic "
+        ".tar.gz package from it. Exits non-zero with the reasons if the app is not valid."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("dir", help="the app's folder, with dropapp.json at its root")
+        parser.add_argument("-o", "--output", required=True, help="the .tar.gz file to write")
+
+    def handle(self, *args, **options) -> None:
+        source, output = Path(options["dir"]), Path(options["output"])
+        try:
+            result = build_package(source, output, limits=ExtractionLimits.for_app_packages())
+        except PackageError as exc:
+            raise CommandError(str(exc)) from None
+        for warning in result.manifest.warnings:
+            self.stderr.write(f"warning: {warning}")
+        for skipped in result.skipped:
+            self.stderr.write(f"skipped: {skipped}")
+        if not result.ok:
+            reasons = [str(e) for e in result.manifest.errors] + result.errors
+            raise CommandError(
+                "The app cannot be packaged:\n" + "\n".join(f"  - {r}" for r in reasons)
+            )
+        manifest = result.manifest.manifest
+        assert manifest is not None
+        self.stdout.write(
+            f"Packaged {manifest.name or source.name} {manifest.version}: {result.files} files, "
+            f"{_size(result.total_bytes)} -> {output}\nsha256 {result.sha256}"
+        )
