@@ -1,4 +1,4 @@
-"""Panel views for apps and appspaces."""
+"""The dashboard: the signed-in user's appspaces, apps and pending work."""
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse

@@ -1,0 +1,118 @@
+"""Job rows: how long work (installs, migrations, backups, restores) claims, reports and ends.
+
+A task claims its job with a conditional UPDATE, so a retried or duplicated task finds it
+already taken and does nothing. Progress, warnings and the human-readable message live on
+the row; the panel polls it. Cancellation is a flag the owner sets and the task checks
+between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.db import transaction
+from django.utils import timezone
+
+from appspaces.models import Job
+
+log = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):
+    """The owner cancelled the job; the task unwinds and leaves nothing behind."""
+
+
+class JobFailed(Exception):
+    """A failure the user can act on: its message is shown as it is."""
+
+
+def job_claim(job_id: int) -> Job | None:
+    """Take a queued job for this worker, or None if another worker has it or it ended."""
+    claimed = Job.objects.filter(pk=job_id, state=Job.State.QUEUED).update(
+        state=Job.State.RUNNING, updated=timezone.now()
+    )
+    return Job.objects.get(pk=job_id) if claimed else None
+
+
+def job_step(job: Job, step: str, progress: int) -> None:
+    """Record the step being worked on; raise JobCancelled if the owner cancelled meanwhile."""
+    job.step = step
+    job.progress = max(0, min(100, progress))
+    updated = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
+        step=job.step, progress=job.progress, updated=timezone.now()
+    )
+    if not updated:
+        raise JobCancelled()
+
+
+def job_progress(job: Job, progress: int) -> None:
+    """Move the bar within a step (cheap enough to call per chunk; it writes only on change)."""
+    progress = max(0, min(100, progress))
+    if progress != job.progress:
+        job_step(job, job.step, progress)
+
+
+def job_finish(job: Job, state: str, message: str = "", **fields) -> None:
+    job.state = state
+    job.message = message
+    job.finished = timezone.now()
+    if state == Job.State.SUCCEEDED:
+        job.progress = 100
+    for name, value in fields.items():
+        setattr(job, name, value)
+    job.save(update_fields=["state", "message", "finished", "progress", "updated", *fields])
+
+
+def job_cancel(job: Job) -> bool:
+    """Ask a job to stop; it ends as cancelled at its next step. False if already finished."""
+    return bool(
+        Job.objects.filter(pk=job.pk)
+        .exclude(state__in=Job.FINISHED)
+        .update(state=Job.State.CANCELLED, finished=timezone.now(), message="Cancelled.")
+    )
+
+
+@contextmanager
+def job_running(job: Job, *, cleanup=None) -> Iterator[Job]:
+    """Run the body as the job's work: a JobFailed or any other error ends it as failed with a
+    readable message (never a traceback), a cancel ends it as cancelled; `cleanup` runs on
+    every unsuccessful end so nothing half-done stays behind."""
+    try:
+        yield job
+    except JobCancelled:
+        if cleanup:
+            cleanup()
+        job.refresh_from_db(fields=["state", "message"])
+        if job.state != Job.State.CANCELLED:
+            job_finish(job, Job.State.CANCELLED, "Cancelled.")
+    except JobFailed as exc:
+        if cleanup:
+            cleanup()
+        job_finish(job, Job.State.FAILED, str(exc))
+    except Exception:
+        log.exception("job %s (%s) failed", job.public_id, job.kind)
+        if cleanup:
+            cleanup()
+        with transaction.atomic():
+            job_finish(
+                job,
+                Job.State.FAILED,
+                "Something went wrong on the server; the administrator can find the details "
+                f"in the worker's log (job {job.public_id}).",
+            )
+
+
+def job_as_json(job: Job) -> dict:
+    return {
+        "id": str(job.public_id),
+        "kind": job.kind,
+        "state": job.state,
+        "state_display": job.get_state_display(),
+        "step": job.step,
+        "progress": job.progress,
+        "warnings": job.warnings,
+        "message": job.message,
+        "finished": job.is_finished,
+    }
