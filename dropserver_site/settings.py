@@ -9,6 +9,7 @@ process refuses to start.
 from __future__ import annotations
 
 import secrets
+import warnings
 from pathlib import Path
 
 import environ
@@ -57,7 +58,6 @@ DEBUG = env.bool("DEBUG", default=False)
 if DEBUG and DS_PRODUCTION:
     raise ImproperlyConfigured("DEBUG must be off on a public domain.")
 
-
 def _secret_key() -> str:
     """SECRET_KEY or SECRET_KEY_FILE; a development instance makes its own under DS_DATA_DIR."""
     if value := env.str("SECRET_KEY", default=""):
@@ -78,7 +78,6 @@ def _secret_key() -> str:
     if DS_PRODUCTION and (len(key) < 50 or key.startswith("django-insecure") or "change" in key):
         raise ImproperlyConfigured("SECRET_KEY looks like a default or is too short (< 50 chars).")
     return key
-
 
 SECRET_KEY = _secret_key()
 
@@ -145,6 +144,8 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while a Celery worker writes; IMMEDIATE avoids
     # "database is locked" on read-then-write transactions.
+    # Tests on SQLite use a file too: in-memory SQLite has table locks instead of WAL.
+    DATABASES["default"]["TEST"] = {"NAME": str(DS_DATA_DIR / "test.sqlite3")}
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
@@ -287,12 +288,45 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# --- Sandbox ----------------------------------------------------------------------------------
+# Owned by sandbox/ (see docs/sandbox.md). Every Deno process runs under bubblewrap as its own
+# uid (>= DS_SANDBOX_UID_BASE) inside cgroups, started by the supervisor (`manage.py sandboxd`).
+
+DS_SANDBOX_BWRAP = env.str("DS_SANDBOX_BWRAP", default="/usr/bin/bwrap")
+DS_SANDBOX_DENO = env.str("DS_SANDBOX_DENO", default="")  # empty: the `deno` PyPI package's binary
+DS_SANDBOX_UID_BASE = env.int("DS_SANDBOX_UID_BASE", default=200000)
+DS_SANDBOX_CGROUP_PARENT = env.str("DS_SANDBOX_CGROUP_PARENT", default="dropserver")
+# Development only: run without bubblewrap/cgroups/root when they are missing. Logged loudly.
+DS_SANDBOX_UNSAFE_DEV = env.bool("DS_SANDBOX_UNSAFE_DEV", default=False)
+DS_SANDBOX_MAX_RUNNING = env.int("DS_SANDBOX_MAX_RUNNING", default=32)
+DS_SANDBOX_MIN_FREE_MB = env.int("DS_SANDBOX_MIN_FREE_MB", default=256)
+DS_SANDBOX_MAX_JOBS = env.int("DS_SANDBOX_MAX_JOBS", default=2)  # concurrent run_once
+DS_SANDBOX_IDLE_TIMEOUT = env.float("DS_SANDBOX_IDLE_TIMEOUT", default=600.0)
+DS_SANDBOX_START_TIMEOUT = env.float("DS_SANDBOX_START_TIMEOUT", default=10.0)
+DS_SANDBOX_STOP_GRACE = env.float("DS_SANDBOX_STOP_GRACE", default=3.0)
+# CPU quota until the ready handshake (Deno's start-up is CPU-heavy), then the sandbox's own.
+DS_SANDBOX_START_CPU_PERCENT = env.int("DS_SANDBOX_START_CPU_PERCENT", default=100)
+DS_SANDBOX_CRASH_LIMIT = env.int("DS_SANDBOX_CRASH_LIMIT", default=5)  # crashes in the window
+DS_SANDBOX_CRASH_WINDOW = env.float("DS_SANDBOX_CRASH_WINDOW", default=300.0)
+DS_SANDBOX_RESTART_BACKOFF = env.float("DS_SANDBOX_RESTART_BACKOFF", default=0.5)  # doubles
+DS_SANDBOX_LOG_MAX_BYTES = env.int("DS_SANDBOX_LOG_MAX_BYTES", default=1024 * 1024)
+DS_SANDBOX_LOG_KEEP = env.int("DS_SANDBOX_LOG_KEEP", default=3)  # rotated files kept
+# Default limits of a sandbox when its spec gives none.
+DS_SANDBOX_MEMORY_MB = env.int("DS_SANDBOX_MEMORY_MB", default=256)
+DS_SANDBOX_CPU_PERCENT = env.int("DS_SANDBOX_CPU_PERCENT", default=50)
+DS_SANDBOX_PIDS = env.int("DS_SANDBOX_PIDS", default=64)
+DS_SANDBOX_TMPFS_MB = env.int("DS_SANDBOX_TMPFS_MB", default=16)
+DS_SANDBOX_HEAP_MB = env.int("DS_SANDBOX_HEAP_MB", default=128)
+# --- End of Sandbox ---------------------------------------------------------------------------
+
 # --- Static files ---------------------------------------------------------------------------
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DS_DATA_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True  # no collectstatic step needed to run
+# STATIC_ROOT only exists once an operator runs collectstatic; finders serve until then.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -27,6 +27,13 @@ def data_root():
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2 costs ~0.5 s a hash on these machines (its point in production); no test
+    # depends on the hasher, and the personas alone would cost seconds per test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def ds_data_dir(settings, data_root) -> Path:
     """Every test gets its own DS_DATA_DIR, laid out with the modes of a real one."""
     path = Path(tempfile.mkdtemp(prefix="data-", dir=data_root))

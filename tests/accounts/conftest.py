@@ -32,13 +32,6 @@ def clear_rate_limits() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # PBKDF2 costs ~0.5 s a hash on these machines (its point in production); no flow
-    # tested here depends on the hasher, and rate-limit tests hash dozens of passwords.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _clean_rate_limits():
     clear_rate_limits()
     yield

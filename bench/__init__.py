@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench` / `python -m bench`): one module per area, each with `run(options)`."""

@@ -1,0 +1,486 @@
+"""Per-sandbox cgroups: one interface, a cgroup v1 and a cgroup v2 backend, chosen by probing.
+
+Each sandbox gets a group `<parent>/<instance>/<name>` (parent `dropserver` by default) with a
+memory hard limit and no swap, a CPU quota, a pids limit, IO accounting where the host has it,
+freeze/thaw, kill-all and usage read-back. The supervisor writes the new process into the
+group's `cgroup.procs` files between fork and exec (see `sandbox.spawn`), so no app code ever
+runs outside its limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+CFS_PERIOD_US = 100_000
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer", "blkio")
+V1_REQUIRED = ("memory", "cpu", "cpuacct", "pids", "freezer")
+V2_REQUIRED = ("memory", "cpu", "pids")
+
+
+class CgroupError(RuntimeError):
+    """cgroups are missing or unusable; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class CgroupLimits:
+    memory_bytes: int
+    cpu_percent: int
+    pids: int
+
+
+@dataclass
+class Usage:
+    memory_bytes: int = 0
+    memory_peak_bytes: int = 0
+    cpu_usage_ns: int = 0
+    pids: int = 0
+    io_read_bytes: int | None = None
+    io_write_bytes: int | None = None
+    oom_kills: int = 0
+    pids_limit_hits: int = 0
+
+
+class Cgroup(Protocol):
+    name: str
+
+    def procs_files(self) -> list[str]: ...
+    def procs(self) -> list[int]: ...
+    def freeze(self) -> None: ...
+    def thaw(self) -> None: ...
+    def set_cpu(self, percent: int) -> None: ...
+    def kill_once(self) -> None: ...
+    def kill_all(self) -> None: ...
+    def usage(self) -> Usage: ...
+    def remove(self) -> None: ...
+
+
+class CgroupBackend(Protocol):
+    version: str
+
+    def create(self, name: str, limits: CgroupLimits) -> Cgroup: ...
+    def open(self, name: str) -> Cgroup: ...
+    def children(self) -> list[str]: ...
+    def remove_parent(self) -> None: ...
+
+
+def _write(path: Path, value: str) -> None:
+    # One write() per value: cgroup files act on each write call.
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read_int(path: Path, default: int = 0) -> int:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return default
+    if text == "max":
+        return -1
+    try:
+        return int(text)
+    except ValueError:
+        return default
+
+
+def _read_keyed(path: Path) -> dict[str, int]:
+    """Files of `key value` lines (memory.events, pids.events, memory.oom_control, cpu.stat)."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+                out[parts[0]] = int(parts[1])
+    return out
+
+
+def _rmdir_when_empty(path: Path, deadline: float) -> None:
+    """rmdir refuses (EBUSY) while a dying task is still accounted; retry until the deadline."""
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def _kill_pids(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- cgroup v1: one hierarchy per controller -------------------------------------------------
+
+
+class V1Cgroup:
+    def __init__(self, name: str, dirs: dict[str, Path]):
+        self.name = name
+        self.dirs = dirs  # controller -> group directory
+
+    def procs_files(self) -> list[str]:
+        # Controllers co-mounted (cpu,cpuacct) share one directory: write once per directory.
+        return sorted({str(d / "cgroup.procs") for d in self.dirs.values()})
+
+    def procs(self) -> list[int]:
+        pids: set[int] = set()
+        for d in {*self.dirs.values()}:
+            with contextlib.suppress(OSError):
+                pids.update(int(x) for x in (d / "cgroup.procs").read_text().split())
+        return sorted(pids)
+
+    def freeze(self) -> None:
+        state = self.dirs["freezer"] / "freezer.state"
+        _write(state, "FROZEN")
+        deadline = time.monotonic() + 5
+        while state.read_text().strip() != "FROZEN":
+            if time.monotonic() > deadline:
+                raise CgroupError(f"cgroup {self.name} did not freeze")
+            time.sleep(0.002)
+
+    def thaw(self) -> None:
+        _write(self.dirs["freezer"] / "freezer.state", "THAWED")
+
+    def set_cpu(self, percent: int) -> None:
+        _write(self.dirs["cpu"] / "cpu.cfs_quota_us", str(CFS_PERIOD_US * percent // 100))
+
+    def kill_once(self) -> None:
+        """SIGKILL every task; frozen first so nothing forks between listing and killing."""
+        with contextlib.suppress(OSError, CgroupError):
+            self.freeze()
+        _kill_pids(self.procs())
+        with contextlib.suppress(OSError):
+            self.thaw()  # SIGKILL is delivered once the tasks run again
+
+    def kill_all(self) -> None:
+        deadline = time.monotonic() + 5
+        while pids := self.procs():
+            self.kill_once()
+            if time.monotonic() > deadline:
+                raise CgroupError(f"cgroup {self.name}: tasks survive SIGKILL: {pids}")
+            time.sleep(0.002)
+
+    def usage(self) -> Usage:
+        mem = self.dirs["memory"]
+        usage = Usage(
+            memory_bytes=_read_int(mem / "memory.usage_in_bytes"),
+            memory_peak_bytes=_read_int(mem / "memory.max_usage_in_bytes"),
+            cpu_usage_ns=_read_int(self.dirs["cpuacct"] / "cpuacct.usage"),
+            pids=_read_int(self.dirs["pids"] / "pids.current"),
+            oom_kills=_read_keyed(mem / "memory.oom_control").get("oom_kill", 0),
+            pids_limit_hits=_read_keyed(self.dirs["pids"] / "pids.events").get("max", 0),
+        )
+        if "blkio" in self.dirs:
+            read = write = 0
+            path = self.dirs["blkio"] / "blkio.throttle.io_service_bytes_recursive"
+            with contextlib.suppress(OSError):
+                for line in path.read_text().splitlines():
+                    parts = line.split()
+                    if len(parts) == 3 and parts[1] == "Read":
+                        read += int(parts[2])
+                    elif len(parts) == 3 and parts[1] == "Write":
+                        write += int(parts[2])
+            usage.io_read_bytes, usage.io_write_bytes = read, write
+        return usage
+
+    def remove(self) -> None:
+        self.kill_all()
+        deadline = time.monotonic() + 5
+        for d in {*self.dirs.values()}:
+            _rmdir_when_empty(d, deadline)
+
+
+class V1Backend:
+    version = "v1"
+
+    def __init__(self, mounts: dict[str, Path], parent: str):
+        self.mounts = mounts  # controller -> hierarchy mount point
+        self.parent = parent.strip("/")
+
+    def _parent_dirs(self) -> dict[str, Path]:
+        return {c: m / self.parent for c, m in self.mounts.items()}
+
+    def _ensure_parents(self) -> None:
+        for ctrl, path in self._parent_dirs().items():
+            path.mkdir(parents=True, exist_ok=True)
+            if ctrl == "memory":
+                # Children must be accounted in the parent too (default on modern kernels).
+                with contextlib.suppress(OSError):
+                    if (path / "memory.use_hierarchy").read_text().strip() != "1":
+                        _write(path / "memory.use_hierarchy", "1")
+
+    def create(self, name: str, limits: CgroupLimits) -> V1Cgroup:
+        self._ensure_parents()
+        dirs = {c: p / name for c, p in self._parent_dirs().items()}
+        for d in {*dirs.values()}:
+            d.mkdir(exist_ok=True)
+        mem = dirs["memory"]
+        _write(mem / "memory.limit_in_bytes", str(limits.memory_bytes))
+        if (mem / "memory.memsw.limit_in_bytes").exists():
+            # memory+swap = memory: the sandbox may not swap at all.
+            _write(mem / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+        with contextlib.suppress(OSError):
+            _write(mem / "memory.swappiness", "0")
+        _write(dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
+        _write(dirs["cpu"] / "cpu.cfs_quota_us", str(CFS_PERIOD_US * limits.cpu_percent // 100))
+        _write(dirs["pids"] / "pids.max", str(limits.pids))
+        _write(dirs["freezer"] / "freezer.state", "THAWED")
+        return V1Cgroup(name, dirs)
+
+    def open(self, name: str) -> V1Cgroup:
+        return V1Cgroup(name, {c: p / name for c, p in self._parent_dirs().items()})
+
+    def children(self) -> list[str]:
+        names: set[str] = set()
+        for path in self._parent_dirs().values():
+            with contextlib.suppress(FileNotFoundError):
+                names.update(p.name for p in path.iterdir() if p.is_dir())
+        return sorted(names)
+
+    def remove_parent(self) -> None:
+        for name in self.children():
+            self.open(name).remove()
+        deadline = time.monotonic() + 5
+        for path in self._parent_dirs().values():
+            # Only our instance directory; the shared `dropserver` level stays for others.
+            _rmdir_when_empty(path, deadline)
+
+
+# --- cgroup v2: the unified hierarchy --------------------------------------------------------
+
+
+class V2Cgroup:
+    def __init__(self, name: str, path: Path):
+        self.name = name
+        self.path = path
+
+    def procs_files(self) -> list[str]:
+        return [str(self.path / "cgroup.procs")]
+
+    def procs(self) -> list[int]:
+        try:
+            return sorted(int(x) for x in (self.path / "cgroup.procs").read_text().split())
+        except OSError:
+            return []
+
+    def freeze(self) -> None:
+        _write(self.path / "cgroup.freeze", "1")
+        deadline = time.monotonic() + 5
+        while _read_keyed(self.path / "cgroup.events").get("frozen") != 1:
+            if time.monotonic() > deadline:
+                raise CgroupError(f"cgroup {self.name} did not freeze")
+            time.sleep(0.002)
+
+    def thaw(self) -> None:
+        _write(self.path / "cgroup.freeze", "0")
+
+    def set_cpu(self, percent: int) -> None:
+        _write(self.path / "cpu.max", f"{CFS_PERIOD_US * percent // 100} {CFS_PERIOD_US}")
+
+    def kill_once(self) -> None:
+        kill_file = self.path / "cgroup.kill"
+        if kill_file.exists():
+            _write(kill_file, "1")  # kernel >= 5.14: atomic, races no fork
+        else:
+            _kill_pids(self.procs())
+
+    def kill_all(self) -> None:
+        deadline = time.monotonic() + 5
+        while pids := self.procs():
+            self.kill_once()
+            if time.monotonic() > deadline:
+                raise CgroupError(f"cgroup {self.name}: tasks survive SIGKILL: {pids}")
+            time.sleep(0.002)
+
+    def usage(self) -> Usage:
+        p = self.path
+        usage = Usage(
+            memory_bytes=_read_int(p / "memory.current"),
+            memory_peak_bytes=_read_int(p / "memory.peak"),  # kernel >= 5.19
+            cpu_usage_ns=_read_keyed(p / "cpu.stat").get("usage_usec", 0) * 1000,
+            pids=_read_int(p / "pids.current"),
+            oom_kills=_read_keyed(p / "memory.events").get("oom_kill", 0),
+            pids_limit_hits=_read_keyed(p / "pids.events").get("max", 0),
+        )
+        io = p / "io.stat"
+        if io.exists():
+            read = write = 0
+            for line in io.read_text().splitlines():
+                for item in line.split()[1:]:
+                    key, _, value = item.partition("=")
+                    if key == "rbytes":
+                        read += int(value)
+                    elif key == "wbytes":
+                        write += int(value)
+            usage.io_read_bytes, usage.io_write_bytes = read, write
+        return usage
+
+    def remove(self) -> None:
+        self.kill_all()
+        _rmdir_when_empty(self.path, time.monotonic() + 5)
+
+
+class V2Backend:
+    version = "v2"
+
+    def __init__(self, root: Path, parent: str):
+        self.root = root
+        self.parent_path = root / parent.strip("/")
+
+    def _ensure_parents(self) -> set[str]:
+        """Create each level down to the instance group, delegating controllers level by level."""
+        available = set((self.root / "cgroup.controllers").read_text().split())
+        wanted = [c for c in ("memory", "cpu", "pids", "io") if c in available]
+        missing = [c for c in V2_REQUIRED if c not in available]
+        if missing:
+            raise CgroupError(f"cgroup v2 controllers missing at {self.root}: {missing}")
+        level = self.root
+        for part in self.parent_path.relative_to(self.root).parts:
+            enabled = set((level / "cgroup.subtree_control").read_text().split())
+            for ctrl in wanted:
+                if ctrl not in enabled:
+                    _write(level / "cgroup.subtree_control", f"+{ctrl}")
+            level = level / part
+            level.mkdir(exist_ok=True)
+        enabled = set((level / "cgroup.subtree_control").read_text().split())
+        for ctrl in wanted:
+            if ctrl not in enabled:
+                _write(level / "cgroup.subtree_control", f"+{ctrl}")
+        return set(wanted)
+
+    def create(self, name: str, limits: CgroupLimits) -> V2Cgroup:
+        controllers = self._ensure_parents()
+        path = self.parent_path / name
+        path.mkdir(exist_ok=True)
+        _write(path / "memory.max", str(limits.memory_bytes))
+        if (path / "memory.swap.max").exists():
+            _write(path / "memory.swap.max", "0")
+        quota = CFS_PERIOD_US * limits.cpu_percent // 100
+        _write(path / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        _write(path / "pids.max", str(limits.pids))
+        if "memory" in controllers and (path / "memory.oom.group").exists():
+            _write(path / "memory.oom.group", "1")  # an OOM takes the whole sandbox down
+        return V2Cgroup(name, path)
+
+    def open(self, name: str) -> V2Cgroup:
+        return V2Cgroup(name, self.parent_path / name)
+
+    def children(self) -> list[str]:
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(p.name for p in self.parent_path.iterdir() if p.is_dir())
+        return []
+
+    def remove_parent(self) -> None:
+        for name in self.children():
+            self.open(name).remove()
+        _rmdir_when_empty(self.parent_path, time.monotonic() + 5)
+
+
+# --- probing ---------------------------------------------------------------------------------
+
+
+def _cgroup_mounts(mountinfo: str) -> tuple[dict[str, Path], list[Path]]:
+    """(v1 controller -> mount point, v2 mount points) from /proc/self/mountinfo text."""
+    v1: dict[str, Path] = {}
+    v2: list[Path] = []
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        mount_point, fstype, super_opts = Path(fields[4]), rfields[0], rfields[2].split(",")
+        if fstype == "cgroup2":
+            v2.append(mount_point)
+        elif fstype == "cgroup":
+            for opt in super_opts:
+                if opt in V1_CONTROLLERS:
+                    v1[opt] = mount_point
+    return v1, v2
+
+
+def probe(parent: str, mountinfo: str | None = None) -> CgroupBackend:
+    """The backend this host supports, or CgroupError saying what is missing.
+
+    A v2 mount with the memory controller wins (pure v2 host). Hybrid hosts mount an empty v2
+    hierarchy next to the v1 controllers; there the v1 controllers are what limits anything.
+    """
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    v1, v2 = _cgroup_mounts(mountinfo)
+    for root in v2:
+        controllers = root / "cgroup.controllers"
+        if controllers.exists() and "memory" in controllers.read_text().split():
+            if not os.access(root / "cgroup.subtree_control", os.W_OK):
+                raise CgroupError(
+                    f"cgroup v2 at {root} is not writable: run the supervisor as root"
+                )
+            return V2Backend(root, parent)
+    missing = [c for c in V1_REQUIRED if c not in v1]
+    if not missing:
+        if not all(os.access(v1[c], os.W_OK) for c in V1_REQUIRED):
+            raise CgroupError("cgroup v1 hierarchies are not writable: run the supervisor as root")
+        return V1Backend({c: v1[c] for c in V1_CONTROLLERS if c in v1}, parent)
+    raise CgroupError(
+        "No usable cgroups: need cgroup v2 with the memory, cpu and pids controllers, or cgroup v1 "
+        f"with {', '.join(V1_REQUIRED)} (missing: {', '.join(missing)}). Boot with cgroups "
+        "enabled (systemd does by default) and run the supervisor as root."
+    )
+
+
+class NullCgroup:
+    """UNSAFE development mode without cgroups: no limits; the process group stands in."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.pid: int | None = None
+
+    def attach(self, pid: int) -> None:
+        self.pid = pid
+
+    def procs_files(self) -> list[str]:
+        return []
+
+    def procs(self) -> list[int]:
+        if self.pid is None:
+            return []
+        try:
+            os.killpg(self.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [self.pid]
+
+    def freeze(self) -> None:
+        raise CgroupError("no cgroups on this host: cannot freeze")
+
+    def thaw(self) -> None:
+        raise CgroupError("no cgroups on this host: cannot thaw")
+
+    def set_cpu(self, percent: int) -> None:
+        pass
+
+    def kill_once(self) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    def kill_all(self) -> None:
+        self.kill_once()
+
+    def usage(self) -> Usage:
+        return Usage()
+
+    def remove(self) -> None:
+        self.kill_once()

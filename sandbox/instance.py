@@ -1,0 +1,62 @@
+"""One appspace sandbox as the supervisor tracks it: state, current process, crash history."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandbox import cgroups, layout
+from sandbox.output import BlockedTable, LogSink
+from sandbox.runner import SandboxProcess
+from sandbox.spec import SandboxSpec
+
+STOPPED, STARTING, RUNNING, STOPPING, FROZEN, CRASHED, PROBLEM = (
+    "stopped",
+    "starting",
+    "running",
+    "stopping",
+    "frozen",
+    "crashed",
+    "problem",
+)
+
+
+@dataclass
+class Instance:
+    """One appspace sandbox: its current process (if any) and its history."""
+
+    id: str
+    spec: SandboxSpec
+    raw_spec: dict
+    log: LogSink
+    state: str = STOPPED
+    process: SandboxProcess | None = None
+    cgroup: cgroups.Cgroup | None = None
+    started_at: float = 0.0
+    last_used: float = 0.0
+    crashes: deque[float] = field(default_factory=deque)
+    next_start_at: float = 0.0
+    last_exit: str | None = None
+    problem: str | None = None
+    blocked: BlockedTable = field(default_factory=BlockedTable)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def socket(self) -> str:
+        return str(layout.sandbox_socket_path(self.id))
+
+    def to_json(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "id": self.id,
+            "state": self.state,
+            "pid": self.process.pid if self.process and self.state != STOPPED else None,
+            "uptime_s": round(now - self.started_at, 3) if self.state == RUNNING else None,
+            "idle_s": round(now - self.last_used, 3) if self.last_used else None,
+            "crashes": len(self.crashes),
+            "last_exit": self.last_exit,
+            "problem": self.problem,
+            "socket": self.socket(),
+        }

@@ -1,0 +1,91 @@
+"""Refuse to be unsafe: checks that this host can build real sandboxes, and says what is missing.
+
+Without bubblewrap, usable cgroups or root, sandboxes do not start; `ensure`/`run_once` fail
+with these messages. DS_SANDBOX_UNSAFE_DEV=1 lets a developer run apps anyway with whatever
+layers exist, and every start says so loudly in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from sandbox import cgroups, launcher, layout
+
+log = logging.getLogger("sandbox")
+
+
+@dataclass
+class HostCheck:
+    bwrap: bool
+    cgroup_backend: cgroups.CgroupBackend | None
+    root: bool
+    deno: str | None
+    problems: list[str] = field(default_factory=list)
+    unsafe_dev: bool = False
+
+    @property
+    def safe(self) -> bool:
+        return not self.problems
+
+    @property
+    def usable(self) -> bool:
+        """Sandboxes may start: everything is there, or the developer opted out of safety."""
+        return self.deno is not None and (self.safe or self.unsafe_dev)
+
+    def message(self) -> str:
+        return "Sandboxes cannot start safely on this host: " + "; ".join(self.problems)
+
+
+def check_host() -> HostCheck:
+    problems: list[str] = []
+    bwrap = Path(settings.DS_SANDBOX_BWRAP)
+    has_bwrap = bwrap.is_file() and os.access(bwrap, os.X_OK)
+    if not has_bwrap:
+        problems.append(
+            f"bubblewrap not found at {bwrap}: install it (apt-get install -y bubblewrap) "
+            "or set DS_SANDBOX_BWRAP"
+        )
+    root = os.geteuid() == 0
+    if not root:
+        problems.append(
+            "the supervisor is not running as root: it needs root to give each sandbox its own "
+            "uid and cgroups (run `manage.py sandboxd` / `manage.py serve` as root)"
+        )
+    backend: cgroups.CgroupBackend | None = None
+    try:
+        parent = f"{settings.DS_SANDBOX_CGROUP_PARENT.strip('/')}/{layout.instance_name()}"
+        backend = cgroups.probe(parent)
+    except (cgroups.CgroupError, OSError) as exc:
+        problems.append(str(exc))
+    deno: str | None = None
+    try:
+        candidate = launcher.deno_path()
+        if Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            deno = candidate
+        else:
+            problems.append(f"Deno at {candidate} is missing or not executable")
+    except Exception as exc:  # the `deno` package missing or broken
+        problems.append(f"Deno not found ({exc}): pip install -r requirements/base.txt")
+    return HostCheck(
+        bwrap=has_bwrap,
+        cgroup_backend=backend,
+        root=root,
+        deno=deno,
+        problems=problems,
+        unsafe_dev=settings.DS_SANDBOX_UNSAFE_DEV,
+    )
+
+
+def warn_unsafe(check: HostCheck, sandbox_id: str) -> None:
+    """Logged on every start in the opt-out mode, so nobody runs it by accident for long."""
+    log.warning(
+        "UNSAFE DEVELOPMENT MODE (DS_SANDBOX_UNSAFE_DEV=1): starting sandbox %s without full "
+        "isolation (%s). Never use this with apps you do not trust.",
+        sandbox_id,
+        "; ".join(check.problems) or "all layers present",
+    )

@@ -1,0 +1,145 @@
+"""Host-side directories of a sandbox, created and owned the way the sandbox must see them.
+
+The data dir belongs to the sandbox's uid (0700); meta is root's, readable by the sandbox's
+group only; the socket dir is recreated empty for each start (a stale socket gives AddrInUse);
+app files and the emit cache stay root's and read-only except while warming the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+from sandbox import launcher, layout
+from sandbox.protocol import SandboxStartFailed
+from sandbox.spec import SandboxSpec
+
+
+def _mkdir_chain(path: Path, mode: int = 0o711) -> None:
+    """Create missing parents as root with traverse-only permission for sandbox uids."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        directory.mkdir()
+        os.chmod(directory, mode)
+
+
+def _refuse_symlink(path: Path, what: str) -> None:
+    if path.is_symlink():
+        raise SandboxStartFailed(f"{what} {path} is a symlink: refused", reason="bad_layout")
+
+
+def _check_reachable(path: Path, *, readable: bool) -> None:
+    """bubblewrap runs as the sandbox uid, so every directory on the way must let "others"
+    through; say so plainly instead of bubblewrap's "Can't find source path"."""
+    chain = [path, *path.parents]
+    for directory in chain:
+        mode = directory.stat().st_mode
+        need = 0o005 if (readable and directory == path) else 0o001
+        if mode & need != need:
+            raise SandboxStartFailed(
+                f"{directory} (mode {oct(mode & 0o777)}) is not reachable by sandbox uids: "
+                f"it needs o+x{'r' if need == 0o005 else ''}",
+                reason="bad_layout",
+            )
+
+
+def prepare_common(spec: SandboxSpec, *, as_root: bool) -> None:
+    app_dir = Path(spec.app_dir)
+    _refuse_symlink(app_dir, "app dir")
+    if not app_dir.is_dir():
+        raise SandboxStartFailed(f"the app files {app_dir} are missing", reason="app_files_missing")
+    _check_reachable(app_dir, readable=True)
+    if not (app_dir / spec.entrypoint).is_file():
+        raise SandboxStartFailed(
+            f"the app's entrypoint {spec.entrypoint} is missing in {app_dir}",
+            reason="app_files_missing",
+        )
+    cache = Path(spec.cache_dir)
+    _refuse_symlink(cache, "cache dir")
+    if not cache.exists():
+        _mkdir_chain(cache.parent)
+        cache.mkdir()
+        os.chmod(cache, 0o755)
+    _check_reachable(cache, readable=True)
+    if spec.data_dir is not None:
+        data = Path(spec.data_dir)
+        _refuse_symlink(data, "data dir")
+        if not data.exists():
+            _mkdir_chain(data.parent)
+            data.mkdir()
+        if as_root:
+            os.chown(data, spec.uid, spec.uid)
+        os.chmod(data, 0o700)
+        _check_reachable(data.parent, readable=False)
+    if spec.meta_dir is not None:
+        meta = Path(spec.meta_dir)
+        _refuse_symlink(meta, "meta dir")
+        if not meta.exists():
+            _mkdir_chain(meta.parent)
+            meta.mkdir()
+        if as_root:
+            os.chown(meta, 0, spec.uid)
+        os.chmod(meta, 0o750)
+        _check_reachable(meta.parent, readable=False)
+
+
+def prepare_socket_dir(spec: SandboxSpec, *, as_root: bool) -> Path:
+    run = layout.sandbox_run_dir(spec.id)
+    _mkdir_chain(run.parent)
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir()
+    if as_root:
+        os.chown(run, spec.uid, spec.uid)
+    os.chmod(run, 0o700)
+    return run
+
+
+def remove_socket_dir(sandbox_id: str) -> None:
+    shutil.rmtree(layout.sandbox_run_dir(sandbox_id), ignore_errors=True)
+
+
+def chown_tree(path: Path, uid: int, gid: int) -> None:
+    """Hand the emit cache to the warming job's uid, and back to root afterwards."""
+    os.chown(path, uid, gid, follow_symlinks=False)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+
+
+def open_cache_databases(cache_dir: str) -> dict[str, int]:
+    """Read-only fds of the app version's SQLite caches, for bubblewrap to copy in (--file)."""
+    fds: dict[str, int] = {}
+    for name in launcher.CACHE_DATABASES:
+        with contextlib.suppress(FileNotFoundError):
+            fds[name] = os.open(Path(cache_dir) / name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    return fds
+
+
+def close_fds(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def checkpoint_cache_databases(cache_dir: str) -> None:
+    """Fold the write-ahead logs into the database files after warming, so each sandbox gets
+    one self-contained file per cache (a copy without its -wal would lose the entries)."""
+    for name in launcher.CACHE_DATABASES:
+        path = Path(cache_dir) / name
+        if not path.is_file() or path.is_symlink():
+            continue
+        con = sqlite3.connect(path)
+        try:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            con.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            con.close()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
