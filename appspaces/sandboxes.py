@@ -1,0 +1,81 @@
+"""How apps and appspaces become sandbox specs, and what the host publishes into their meta dir.
+
+Everything that asks the supervisor for a sandbox builds its spec here, so the gateway,
+installs, migrations and backups agree on uid, directories, allowlist and limits.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from appspaces.allowlist import parse_server_entry
+from appspaces.models import AllowlistEntry, Appspace, AppVersion, Job
+from sandbox import layout
+from sandbox.spec import Limits, SandboxSpec
+
+# Install-time sandboxes (app-init, cache warming) get uids far above any appspace's, one
+# per job, so two concurrent installs never share a uid either.
+INSTALL_UID_OFFSET = 1 << 24
+
+
+def appspace_limits(appspace: Appspace) -> Limits:
+    defaults = Limits.defaults()
+    return Limits(
+        memory_mb=appspace.memory_mb,
+        cpu_percent=appspace.cpu_percent,
+        pids=defaults.pids,
+        tmpfs_mb=defaults.tmpfs_mb,
+        heap_mb=min(defaults.heap_mb, appspace.memory_mb * 3 // 4),
+    )
+
+
+def appspace_spec(appspace: Appspace, *, version: AppVersion | None = None) -> SandboxSpec:
+    """The spec of an appspace's sandbox (of `version` while migrating to it)."""
+    version = version or appspace.app_version
+    allow_net = [
+        parse_server_entry(value).deno_net_value()
+        for value in appspace.allowlist.filter(kind=AllowlistEntry.Kind.SERVER).values_list(
+            "value", flat=True
+        )
+    ]
+    return SandboxSpec.for_appspace(
+        appspace_id=str(appspace.public_id),
+        app_id=str(version.app.public_id),
+        version=version.version,
+        uid=appspace.sandbox_uid,
+        entrypoint=version.entrypoint,
+        allow_net=tuple(sorted(allow_net)),
+        limits=appspace_limits(appspace),
+    )
+
+
+def install_spec(job: Job, *, app_id: str, version: str, entrypoint: str) -> SandboxSpec:
+    """The spec of an install job's app-init and cache warming: no data, no network."""
+    return SandboxSpec.for_app_version(
+        job_id=f"install-{job.public_id}",
+        app_id=app_id,
+        version=version,
+        uid=settings.DS_SANDBOX_UID_BASE + INSTALL_UID_OFFSET + job.pk % INSTALL_UID_OFFSET,
+        entrypoint=entrypoint,
+    )
+
+
+def publish_users(appspace: Appspace) -> None:
+    """Write the appspace's users (owner first) where `ctx.appspace.users()` reads them."""
+    owner = appspace.owner
+    users = [
+        {
+            "id": str(owner.public_id),
+            "displayName": owner.name,
+            "permissions": [p["key"] for p in appspace.app_version.permissions],
+        }
+    ]
+    for member in appspace.users.select_related("user"):
+        users.append(
+            {
+                "id": str(member.user.public_id),
+                "displayName": member.display_name,
+                "permissions": list(member.permissions),
+            }
+        )
+    layout.write_users(appspace.meta_path, users)
