@@ -147,7 +147,8 @@ def _parse_ip(text: str) -> IPAddress | None:
 @dataclass(frozen=True, order=True)
 class ServerEntry:
     """A host the app's server code may connect to. `host` is canonical (punycode, or the
-    compressed IP); `wildcard` means any subdomain of `host`; `port` None means any port."""
+    compressed IP); `port` None means any port. `wildcard` (`*.host`) means `host` and any
+    subdomain of it: that is what Deno's --allow-net grants, and Deno is what enforces it."""
 
     host: str
     port: int | None = None
@@ -171,7 +172,7 @@ class ServerEntry:
         if self.port is not None and port != self.port:
             return False
         if self.wildcard:
-            return host.endswith("." + self.host)
+            return host == self.host or host.endswith("." + self.host)
         return host == self.host
 
 

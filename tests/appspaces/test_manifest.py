@@ -454,7 +454,7 @@ def test_it_refuses_bad_server_entries(text, reason):
 def test_server_entries_match_hosts():
     wildcard = parse_server_entry("*.example.org:443")
     assert wildcard.matches("a.b.example.org", 443)
-    assert not wildcard.matches("example.org", 443)
+    assert wildcard.matches("example.org", 443)  # as Deno's --allow-net=*.example.org does
     assert not wildcard.matches("evilexample.org", 443)
     assert not wildcard.matches("a.example.org", 80)
     assert parse_server_entry("example.org").matches("example.org", 8080)
