@@ -137,11 +137,9 @@ class JobRunner:
         limit: float,
     ) -> dict[str, Any]:
         sup = self.supervisor
-        cache_fds: dict[str, int] = {}
-        if sup.host.bwrap and not warming:
-            cache_fds = prepare.open_cache_databases(spec.cache_dir)
+        files = sup.open_start_files(spec, warming=warming)
         try:
-            argv, env, uid = sup.argv(spec, mode, args, cache_fds=cache_fds, warming=warming)
+            argv, env, uid = sup.argv(spec, mode, args, files=files, warming=warming)
             proc = SandboxProcess(
                 name=spec.id,
                 argv=argv,
@@ -150,7 +148,7 @@ class JobRunner:
                 cgroup=cgroup,
                 log_sink=log_sink,
                 umask=0o022 if warming else 0o077,  # the cache is read by every appspace uid
-                pass_fds=tuple(cache_fds.values()),
+                pass_fds=files.fds(),
             )
             log_sink.write("sup", f"job {mode} starting")
             self.running[spec.id] = proc
@@ -161,7 +159,7 @@ class JobRunner:
                     f"cannot start job {spec.id}: {exc}", reason="spawn"
                 ) from None
         finally:
-            prepare.close_fds(cache_fds)
+            files.close()
         timed_out = False
         try:
             await asyncio.wait_for(asyncio.shield(proc.exited), max(limit, 0.001))

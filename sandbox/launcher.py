@@ -171,7 +171,8 @@ def deno_argv(spec: SandboxSpec, mode: str, view: View, args: dict | None = None
     nets: list[str] = []
     if has_data:
         reads.append(view.data)
-        writes.append(view.data)
+        if not spec.data_readonly:
+            writes.append(view.data)
     if spec.meta_dir is not None and mode != "app-init":
         reads.append(view.meta)
     if mode == "appspace":
@@ -223,8 +224,12 @@ def bwrap_argv(
     *,
     cache_fds: dict[str, int] | None = None,
     warming: bool = False,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The full command: bubblewrap building the sandbox's world, then Deno inside it.
+
+    `seccomp_fd` holds the compiled filter of `sandbox.seccomp`; bubblewrap loads it right
+    before it execs Deno (the supervisor always passes one; None only in unit tests).
 
     `/cache` is the app version's cache bound read-write only while `warming`. Otherwise it is
     a small tmpfs holding the emit cache (`gen/`, bound read-only) and private copies of Deno's
@@ -250,6 +255,8 @@ def bwrap_argv(
         "--hostname",
         "sandbox",
     ]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     if not network_allowed(spec, mode):
         argv.append("--unshare-net")
     argv += ["--proc", "/proc", "--dev", "/dev"]
@@ -270,7 +277,8 @@ def bwrap_argv(
             argv += ["--file", str(fd), f"{v.cache}/{name}"]
     chdir = "/"
     if spec.data_dir is not None and mode in ("appspace", "migrate"):
-        argv += ["--bind", spec.data_dir, v.data]
+        # Over quota: the mount refuses writes even if Deno's check were bypassed.
+        argv += ["--ro-bind" if spec.data_readonly else "--bind", spec.data_dir, v.data]
         chdir = v.data
     if spec.meta_dir is not None and mode in ("appspace", "migrate"):
         argv += ["--ro-bind", spec.meta_dir, v.meta]

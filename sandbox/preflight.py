@@ -1,8 +1,9 @@
 """Refuse to be unsafe: checks that this host can build real sandboxes, and says what is missing.
 
-Without bubblewrap, usable cgroups or root, sandboxes do not start; `ensure`/`run_once` fail
-with these messages. DS_SANDBOX_UNSAFE_DEV=1 lets a developer run apps anyway with whatever
-layers exist, and every start says so loudly in the log.
+Without bubblewrap, usable cgroups, root or libseccomp (the filter is compiled here, once per
+supervisor start), sandboxes do not start; `ensure`/`run_once` fail with these messages.
+DS_SANDBOX_UNSAFE_DEV=1 lets a developer run apps anyway with whatever layers exist, and every
+start says so loudly in the log.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from sandbox import cgroups, launcher, layout
+from sandbox import cgroups, launcher, layout, seccomp
 
 log = logging.getLogger("sandbox")
 
@@ -27,6 +28,7 @@ class HostCheck:
     deno: str | None
     problems: list[str] = field(default_factory=list)
     unsafe_dev: bool = False
+    seccomp_filter: seccomp.Filter | None = None  # compiled once, loaded by every bubblewrap
 
     @property
     def safe(self) -> bool:
@@ -50,6 +52,12 @@ def check_host() -> HostCheck:
             f"bubblewrap not found at {bwrap}: install it (apt-get install -y bubblewrap) "
             "or set DS_SANDBOX_BWRAP"
         )
+    seccomp_filter: seccomp.Filter | None = None
+    try:
+        seccomp_filter = seccomp.build()
+    except seccomp.SeccompUnavailable as exc:
+        problems.append(str(exc))
+    warn_ipv6_only_resolver()
     root = os.geteuid() == 0
     if not root:
         problems.append(
@@ -78,7 +86,27 @@ def check_host() -> HostCheck:
         deno=deno,
         problems=problems,
         unsafe_dev=settings.DS_SANDBOX_UNSAFE_DEV,
+        seccomp_filter=seccomp_filter,
     )
+
+
+def warn_ipv6_only_resolver(resolv_conf: Path = Path("/etc/resolv.conf")) -> bool:
+    """Sandboxes have no IPv6 (seccomp refuses AF_INET6 sockets), so a host whose resolvers
+    are all IPv6 leaves apps with an allowlist unable to resolve names: say so at start."""
+    try:
+        lines = resolv_conf.read_text().splitlines()
+    except OSError:
+        return False
+    servers = [ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1]
+    if servers and all(":" in server for server in servers):
+        log.warning(
+            "%s lists only IPv6 nameservers (%s): sandboxes have no IPv6, so apps with an "
+            "allowlist cannot resolve names; add an IPv4 nameserver",
+            resolv_conf,
+            ", ".join(servers),
+        )
+        return True
+    return False
 
 
 def warn_unsafe(check: HostCheck, sandbox_id: str) -> None:

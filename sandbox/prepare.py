@@ -11,9 +11,10 @@ import contextlib
 import os
 import shutil
 import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox import launcher, layout
+from sandbox import launcher, layout, seccomp
 from sandbox.protocol import SandboxStartFailed
 from sandbox.spec import SandboxSpec
 
@@ -126,6 +127,39 @@ def close_fds(fds: dict[str, int]) -> None:
     for fd in fds.values():
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+@dataclass
+class StartFiles:
+    """The fds one bubblewrap reads while it starts: Deno's cache copies (name -> fd) and the
+    seccomp filter. Close them once it has started; its copies live on."""
+
+    cache: dict[str, int] = field(default_factory=dict)
+    seccomp: int | None = None
+
+    def fds(self) -> tuple[int, ...]:
+        return (*self.cache.values(), *([self.seccomp] if self.seccomp is not None else []))
+
+    def close(self) -> None:
+        close_fds(self.cache)
+        if self.seccomp is not None:
+            close_fds({"seccomp": self.seccomp})
+        self.cache, self.seccomp = {}, None
+
+
+def open_start_files(
+    spec: SandboxSpec, *, seccomp_filter: seccomp.Filter | None, warming: bool = False
+) -> StartFiles:
+    files = StartFiles()
+    try:
+        if not warming:
+            files.cache = open_cache_databases(spec.cache_dir)
+        if seccomp_filter is not None:
+            files.seccomp = seccomp_filter.open_fd()
+    except OSError:
+        files.close()
+        raise
+    return files
 
 
 def checkpoint_cache_databases(cache_dir: str) -> None:

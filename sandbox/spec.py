@@ -62,7 +62,11 @@ class Limits:
 
 @dataclass(frozen=True)
 class SandboxSpec:
-    """One sandbox. `data_dir` is None for app-init and cache warming (no appspace yet)."""
+    """One sandbox. `data_dir` is None for app-init and cache warming (no appspace yet).
+
+    `data_readonly` (an appspace over its disk quota): the data dir is mounted read-only and
+    Deno gets no write grant on it; the app still reads its data and serves requests.
+    """
 
     id: str
     uid: int
@@ -73,6 +77,7 @@ class SandboxSpec:
     entrypoint: str = "app.ts"
     allow_net: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    data_readonly: bool = False
 
     @classmethod
     def for_appspace(
@@ -85,6 +90,7 @@ class SandboxSpec:
         entrypoint: str = "app.ts",
         allow_net: tuple[str, ...] | list[str] = (),
         limits: Limits | None = None,
+        data_readonly: bool = False,
     ) -> SandboxSpec:
         """The spec of an appspace's sandbox, with the standard layout under DS_DATA_DIR."""
         return cls(
@@ -97,6 +103,7 @@ class SandboxSpec:
             entrypoint=entrypoint,
             allow_net=tuple(allow_net),
             limits=limits or Limits.defaults(),
+            data_readonly=data_readonly,
         )
 
     @classmethod
@@ -164,6 +171,8 @@ class SandboxSpec:
             raise SpecError("entrypoint escapes the app directory")
         for entry_net in self.allow_net:
             validate_allow_net_entry(entry_net)
+        if not isinstance(self.data_readonly, bool):
+            raise SpecError("data_readonly must be true or false")
         if not isinstance(self.limits, Limits):
             raise SpecError("limits must be an object")
         self.limits.validate()

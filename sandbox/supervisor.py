@@ -79,16 +79,32 @@ class Supervisor:
         mode: str,
         args: dict | None = None,
         *,
-        cache_fds: dict[str, int] | None = None,
+        files: prepare.StartFiles | None = None,
         warming: bool = False,
     ) -> tuple[list[str], dict[str, str], int | None]:
         """(argv, env, uid) for the host we are on; only UNSAFE_DEV ever lacks a layer."""
         uid = spec.uid if self.host.root else None
         if self.host.bwrap:
-            argv = launcher.bwrap_argv(spec, mode, args, cache_fds=cache_fds, warming=warming)
+            files = files or prepare.StartFiles()
+            argv = launcher.bwrap_argv(
+                spec,
+                mode,
+                args,
+                cache_fds=files.cache,
+                warming=warming,
+                seccomp_fd=files.seccomp,
+            )
             return argv, {}, uid
         argv, env = launcher.direct_argv(spec, mode, args)
         return argv, env, uid
+
+    def open_start_files(self, spec: SandboxSpec, *, warming: bool = False) -> prepare.StartFiles:
+        """What bubblewrap reads at start; close it (`.close()`) once the process runs."""
+        if not self.host.bwrap:
+            return prepare.StartFiles()
+        return prepare.open_start_files(
+            spec, seccomp_filter=self.host.seccomp_filter, warming=warming
+        )
 
     def log_sink(self, sandbox_id: str) -> LogSink:
         return LogSink(
@@ -197,7 +213,7 @@ class Supervisor:
         inst.state = STARTING
         inst.last_exit = None
         t0 = time.monotonic()
-        cache_fds: dict[str, int] = {}
+        files = prepare.StartFiles()
         try:
             prepare.prepare_common(spec, as_root=self.host.root)
             prepare.prepare_socket_dir(spec, as_root=self.host.root)
@@ -207,9 +223,8 @@ class Supervisor:
             # it would sit out whole CFS periods. Boost until ready, then apply the limit.
             boost = max(spec.limits.cpu_percent, settings.DS_SANDBOX_START_CPU_PERCENT)
             inst.cgroup = self.new_cgroup(f"sb-{spec.id}", spec, cpu_percent=boost)
-            if self.host.bwrap:
-                cache_fds = prepare.open_cache_databases(spec.cache_dir)
-            argv, env, uid = self.argv(spec, "appspace", cache_fds=cache_fds)
+            files = self.open_start_files(spec)
+            argv, env, uid = self.argv(spec, "appspace", files=files)
             proc = SandboxProcess(
                 name=spec.id,
                 argv=argv,
@@ -218,7 +233,7 @@ class Supervisor:
                 cgroup=inst.cgroup,
                 log_sink=inst.log,
                 on_event=lambda event: self._on_event(inst, event),
-                pass_fds=tuple(cache_fds.values()),
+                pass_fds=files.fds(),
             )
             inst.process = proc
             t1 = time.monotonic()
@@ -234,7 +249,7 @@ class Supervisor:
             inst.state = STOPPED
             raise
         finally:
-            prepare.close_fds(cache_fds)
+            files.close()
         t2 = time.monotonic()
         try:
             await asyncio.wait_for(asyncio.shield(proc.ready), settings.DS_SANDBOX_START_TIMEOUT)

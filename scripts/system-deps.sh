@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the OS packages Dropserver needs (as root), or prints the exact command to run.
-#   system-deps.sh run   -> what `make run` needs (bubblewrap for the sandbox)
-#   system-deps.sh test  -> plus Chromium for the browser tests
+#   system-deps.sh run   -> what `make run` needs (bubblewrap and libseccomp2 for the sandbox)
+#   system-deps.sh test  -> plus Chromium for the browser tests, wrk for `make bench`
 set -euo pipefail
-want=(bubblewrap)
-[[ "${1:-run}" == test ]] && want+=(chromium)
+want=(bubblewrap libseccomp2)
+[[ "${1:-run}" == test ]] && want+=(chromium iproute2)  # ip netns: the sandbox network tests
+[[ "${1:-run}" == test ]] && want+=(wrk)  # the load generator of bench/gateway.py
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

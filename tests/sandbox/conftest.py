@@ -5,3 +5,4 @@ skip, when something is missing, so a broken host cannot pass as a safe one.
 """
 
 from tests.sandbox.fixtures import *  # noqa: F403
+from tests.sandbox.netlab import net_lab  # noqa: F401  (private namespaces: IPv6, DNS)

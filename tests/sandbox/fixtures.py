@@ -10,6 +10,8 @@ Fixtures (all bound to the per-test DS_DATA_DIR of tests/conftest.py):
   output, `.cgroup_dirs()` the per-controller cgroup directories of this instance.
 - `start_supervisor(**settings)` -> Supervisor: the same with settings overrides, e.g.
   `start_supervisor(DS_SANDBOX_IDLE_TIMEOUT=0.5)`; call again after `.kill()` to restart.
+  `command_prefix=[...]` runs it under another command (`tests/sandbox/netlab.py` puts it in
+  a private network namespace that way).
 - `make_app(files, entrypoint="app.ts", version="1.0.0")` -> AppVersion: lays out
   DS_DATA_DIR/apps/<uuid>/<version>/files from a {relative path: text} dict with the modes a
   real install has; `.spec(...)` builds an appspace SandboxSpec with a fresh appspace id and a
@@ -17,7 +19,9 @@ Fixtures (all bound to the per-test DS_DATA_DIR of tests/conftest.py):
 - `http_request(socket, method, path, headers=None, body=None)` -> (status, headers, body):
   raw HTTP/1.1 over the sandbox's unix socket, as the gateway sends it (default route 0).
 - `host_listener` -> Listener: a TCP listener on 127.0.0.1 that counts accepted connections,
-  to prove from the host that a sandbox did not reach it.
+  to prove from the host that a sandbox did not reach it (`Listener(host, port)` for others).
+- `net_lab` (tests/sandbox/netlab.py; this package's conftest imports it): two private network
+  namespaces, a fake DNS server and a supervisor inside them, for IPv6 and DNS checks.
 """
 
 from __future__ import annotations
@@ -177,7 +181,7 @@ def free_port() -> int:
 def start_supervisor(ds_data_dir: Path) -> Iterator[Callable[..., Supervisor]]:
     started: list[Supervisor] = []
 
-    def start(**overrides: object) -> Supervisor:
+    def start(*, command_prefix: list[str] | None = None, **overrides: object) -> Supervisor:
         env = dict(os.environ)
         env.update(
             DS_DATA_DIR=str(ds_data_dir),
@@ -190,7 +194,7 @@ def start_supervisor(ds_data_dir: Path) -> Iterator[Callable[..., Supervisor]]:
         log_path = ds_data_dir / f"supervisor-{len(started)}.log"
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(
-                [sys.executable, "-m", "sandbox"],
+                [*(command_prefix or []), sys.executable, "-m", "sandbox"],
                 cwd=REPO,
                 env=env,
                 stdout=log_file,
@@ -354,12 +358,14 @@ def http_request() -> Callable[..., tuple[int, dict[str, str], bytes]]:
 
 
 class Listener:
-    """A loopback TCP listener that records every connection it accepts."""
+    """A TCP listener (loopback unless told otherwise; IPv6 when `host` has a colon) that
+    records every connection it accepts."""
 
-    def __init__(self, host: str = "127.0.0.1"):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.accepted: list[tuple[str, int]] = []
@@ -374,9 +380,22 @@ class Listener:
             except OSError:
                 return
             self.accepted.append(addr)
-            with contextlib.suppress(OSError):
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nLEAKED")
-                conn.close()
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _answer(conn: socket.socket) -> None:
+        # Read the request head first: closing with unread data sends a reset, which can
+        # reach an HTTP client before the response does.
+        with contextlib.suppress(OSError), conn:
+            conn.settimeout(2)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nLEAKED")
+            conn.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
         self._closed = True

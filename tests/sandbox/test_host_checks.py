@@ -49,3 +49,24 @@ def test_no_cgroups_means_a_message_naming_what_is_missing():
 def test_this_host_gets_the_v1_backend_for_real():
     backend = cgroups.probe(f"dropserver/{layout.instance_name()}")
     assert backend.version == ("v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1")
+
+
+def test_a_resolver_list_with_only_ipv6_nameservers_is_reported(tmp_path):
+    from sandbox import preflight
+
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver fd00::53\nnameserver 2001:db8::1\noptions edns0\n")
+    assert preflight.warn_ipv6_only_resolver(conf) is True
+    conf.write_text("nameserver fd00::53\nnameserver 10.0.0.53\n")
+    assert preflight.warn_ipv6_only_resolver(conf) is False
+
+
+def test_without_libseccomp_the_host_is_unsafe_and_says_what_to_install(monkeypatch):
+    import sys
+
+    from sandbox import preflight
+
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)  # as if the binding were missing
+    check = preflight.check_host()
+    assert check.seccomp_filter is None and not check.safe
+    assert any("apt-get install -y libseccomp2" in p for p in check.problems)
