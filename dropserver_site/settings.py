@@ -362,3 +362,27 @@ DS_FETCH_ALLOW_LOOPBACK = env.bool("DS_FETCH_ALLOW_LOOPBACK", default=False)
 if DS_FETCH_ALLOW_LOOPBACK and DS_PRODUCTION:
     raise ImproperlyConfigured("DS_FETCH_ALLOW_LOOPBACK is for tests; never on a public domain.")
 # --- End of App packages --------------------------------------------------------------------
+
+# --- Gateway ----------------------------------------------------------------------------------
+# Owned by appspaces/gateway (see docs/gateway.md): limits and timeouts of every appspace request.
+
+DS_GATEWAY_MAX_BODY_BYTES = env.int("DS_GATEWAY_MAX_BODY_BYTES", default=10 * 1024 * 1024)
+DS_GATEWAY_MAX_HEADERS = env.int("DS_GATEWAY_MAX_HEADERS", default=100)  # request headers
+DS_GATEWAY_MAX_HEADER_BYTES = env.int("DS_GATEWAY_MAX_HEADER_BYTES", default=12 * 1024)  # total
+# What the app may answer with: its response head (status line and headers), in bytes.
+DS_GATEWAY_MAX_RESPONSE_HEAD = env.int("DS_GATEWAY_MAX_RESPONSE_HEAD", default=64 * 1024)
+DS_GATEWAY_CONNECT_TIMEOUT = env.float("DS_GATEWAY_CONNECT_TIMEOUT", default=5.0)
+DS_GATEWAY_FIRST_BYTE_TIMEOUT = env.float("DS_GATEWAY_FIRST_BYTE_TIMEOUT", default=60.0)
+DS_GATEWAY_IDLE_TIMEOUT = env.float("DS_GATEWAY_IDLE_TIMEOUT", default=60.0)  # between body reads
+# Cached appspace config and sessions are re-read at least this often (the bound on how long a
+# change made in another process goes unseen); changes made in this process apply at once.
+DS_GATEWAY_CACHE_TTL = env.float("DS_GATEWAY_CACHE_TTL", default=2.0)
+DS_GATEWAY_ENSURE_INTERVAL = env.float("DS_GATEWAY_ENSURE_INTERVAL", default=1.0)
+DS_GATEWAY_POOL_IDLE = env.int("DS_GATEWAY_POOL_IDLE", default=32)  # kept-open conns per sandbox
+DS_GATEWAY_STATIC_CACHE_MB = env.int("DS_GATEWAY_STATIC_CACHE_MB", default=32)
+DS_GATEWAY_STATIC_CACHE_FILE_KB = env.int("DS_GATEWAY_STATIC_CACHE_FILE_KB", default=256)
+DS_GATEWAY_WS_MAX_MESSAGE_BYTES = env.int("DS_GATEWAY_WS_MAX_MESSAGE_BYTES", default=1024 * 1024)
+DS_GATEWAY_WS_MAX_PENDING = env.int("DS_GATEWAY_WS_MAX_PENDING", default=64)  # messages queued
+DS_GATEWAY_LOGIN_TOKEN_SECONDS = env.int("DS_GATEWAY_LOGIN_TOKEN_SECONDS", default=60)
+DS_GATEWAY_SESSION_DAYS = env.int("DS_GATEWAY_SESSION_DAYS", default=14)
+# --- End of Gateway ---------------------------------------------------------------------------

@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterable
+
+from appspaces.allowlist import AllowlistError, parse_browser_origin
+
+log = logging.getLogger(__name__)
+
+# What a browser-allowlist source may look like once it is in a header: scheme://host[:port],
+# host possibly starting with "*.". Anything else (quotes, ';', ',', spaces, paths) could add
+# directives or keywords to the policy, so it is dropped even if it reached the database.
+_SOURCE = re.compile(r"^https?://(\*\.)?[a-z0-9.-]+(:\d{1,5})?$")
+
+FIXED_DIRECTIVES = "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+
+
+def csp_sources(values: Iterable[str]) -> list[str]:
+    """The CSP sources of stored browser-allowlist values; invalid ones are logged and left out."""
+    sources = set()
+    for value in values:
+        try:
+            source = parse_browser_origin(value).csp_source()
+        except AllowlistError as exc:
+            log.warning("browser allowlist entry %r left out of the CSP: %s", value, exc)
+            continue
+        if _SOURCE.match(source):
+            sources.add(source)
+        else:  # pragma: no cover - parse_browser_origin only produces such sources
+            log.warning("browser allowlist entry %r left out of the CSP", value)
+    return sorted(sources)
 
 
 def appspace_csp(browser_origins: Iterable[str]) -> str:
     """`default-src 'self'` plus only the origins the owner allowed for the browser.
 
-    Origins were validated when the owner approved them (scheme://host[:port], no path,
-    no quotes or semicolons), so they can be joined as CSP source expressions as they are.
+    Origins are parsed again here (scheme://host[:port], no path, quotes, ';' or ','), so
+    a bad value in the database cannot add a directive or a keyword to the policy.
     """
-    sources = " ".join(["'self'", *sorted(set(browser_origins))])
-    return (
-        f"default-src {sources}; "
-        "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
-    )
+    sources = " ".join(["'self'", *csp_sources(browser_origins)])
+    return f"default-src {sources}; {FIXED_DIRECTIVES}"

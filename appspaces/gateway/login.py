@@ -1,0 +1,101 @@
+"""The platform's own paths on every appspace host, under `/.dropserver/` (apps never see them):
+`login` redeems a one-time token from the panel for a session cookie, `logout` ends it,
+`style.css` styles the gateway's pages (served from 'self', so the appspace's CSP allows it).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils.encoding import iri_to_uri
+
+from appspaces import sessions as appspace_sessions
+from appspaces.gateway import pages
+from appspaces.gateway.auth import RequestFacts, Visitor, open_url, same_origin_proven, visitor
+from appspaces.gateway.config import AppspaceConfig
+from appspaces.gateway.headers import appspace_cookie_name
+
+PREFIX = "/.dropserver/"
+
+_redeem = database_sync_to_async(appspace_sessions.login_token_redeem, thread_sensitive=False)
+_revoke = database_sync_to_async(appspace_sessions.appspace_session_revoke, thread_sensitive=False)
+
+LOGIN_FAILED = (
+    "This login link did not work",
+    "It has expired, was already used, or is for another appspace. Log in again to continue.",
+)
+LOGGED_OUT = ("Logged out", "You are logged out of this appspace.")
+METHOD_NOT_ALLOWED = ("Method not allowed", "This address does not accept that method.")
+
+
+def session_cookie(value: str, *, max_age: int) -> bytes:
+    """Host-only (no Domain), HttpOnly, SameSite=Lax, Secure over https."""
+    parts = [f"{appspace_cookie_name()}={value}", "Path=/", f"Max-Age={max_age}", "HttpOnly",
+             "SameSite=Lax"]
+    if settings.DS_HTTPS:
+        parts.append("Secure")
+    return "; ".join(parts).encode("latin-1")
+
+
+async def handle(
+    scope: dict,
+    receive,
+    send,
+    *,
+    config: AppspaceConfig,
+    facts: RequestFacts,
+    origin: bytes,
+    host: str,
+) -> None:
+    path = scope["raw_path"].decode("latin-1")
+    method = scope["method"]
+    platform = config.platform_headers
+
+    async def page(status: int, text: tuple[str, str], headers=(), **context) -> None:
+        await pages.send_page(
+            send, status, title=text[0], message=text[1], host=host, platform=platform,
+            headers=headers, head_only=method == "HEAD", **context,
+        )
+
+    if path == pages.STYLESHEET_PATH and method in ("GET", "HEAD"):
+        return await pages.send_stylesheet(send, platform, head_only=method == "HEAD")
+    if path == appspace_sessions.LOGIN_PATH:
+        if method != "GET":  # not even HEAD: a link checker must not spend the token
+            return await page(405, METHOD_NOT_ALLOWED, [(b"allow", b"GET")])
+        return await _login(scope, config, facts, page, send)
+    if path == "/.dropserver/logout":
+        if method != "POST":
+            return await page(405, METHOD_NOT_ALLOWED, [(b"allow", b"POST")])
+        if not same_origin_proven(facts, origin):
+            return await page(403, pages.CROSS_ORIGIN)
+        if facts.cookie_key:
+            await _revoke(key=facts.cookie_key)
+        clear = session_cookie("", max_age=0)
+        return await page(200, LOGGED_OUT, [(b"set-cookie", clear)])
+    return await page(404, pages.NOT_FOUND)
+
+
+async def _login(scope: dict, config: AppspaceConfig, facts: RequestFacts, page, send) -> None:
+    # The panel's redirect arrives "same-site" (or "none" when typed); a link planted on
+    # another site must not log a visitor in to an account of the planter's choosing.
+    if facts.fetch_site == b"cross-site":
+        return await page(403, pages.CROSS_ORIGIN)
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), max_num_fields=10)
+    token = (query.get("token") or [""])[0]
+    next_path = appspace_sessions.safe_next_path((query.get("next") or ["/"])[0])
+    key = await _redeem(token=token, appspace_pk=config.pk)
+    redirect_headers = []
+    if key is not None:
+        max_age = settings.DS_GATEWAY_SESSION_DAYS * 24 * 3600
+        redirect_headers.append((b"set-cookie", session_cookie(key, max_age=max_age)))
+    else:
+        who, _member = await visitor(config, facts)
+        if who is not Visitor.MEMBER:  # a reload of a spent link is fine when logged in
+            return await page(
+                400, LOGIN_FAILED, login_url=open_url(config.subdomain, next_path)
+            )
+    await pages.send_redirect(
+        send, iri_to_uri(next_path), platform=config.platform_headers, headers=redirect_headers
+    )
