@@ -11,6 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 run: system-deps deps
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py install_examples
 	$(PY) manage.py serve --port $(PORT)
 
 # The suite runs against this machine's PostgreSQL and Redis, plus one serve smoke test on

@@ -6,8 +6,10 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 
@@ -82,6 +84,14 @@ class AppVersion(models.Model):
     @property
     def permissions(self) -> list[dict]:
         return list(self.manifest.get("permissions") or [])
+
+    @property
+    def short_description(self) -> str:
+        return str(self.manifest.get("short-description") or "")
+
+    @property
+    def release_date(self) -> str:
+        return str(self.manifest.get("release-date") or "")
 
     @property
     def suggested_network(self) -> dict:
@@ -308,3 +318,19 @@ class AppspaceSession(models.Model):
 
     def __str__(self) -> str:
         return f"session of {self.user} in {self.appspace}"
+
+
+# `manage.py install_examples` on a fresh instance keeps the example apps for the first admin
+# (see appspaces/examples.py): queue them once that account exists. Connected here because
+# this module is imported in every process (web, worker, commands) before any user is saved.
+@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="appspaces.examples_for_admin")
+def _examples_for_first_admin(sender, instance, created: bool, **kwargs) -> None:
+    if not (created and instance.is_superuser and instance.is_active):
+        return
+
+    def queue() -> None:
+        from appspaces.examples import examples_pending_queue
+
+        examples_pending_queue(owner=instance)
+
+    transaction.on_commit(queue, robust=True)

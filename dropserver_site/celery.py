@@ -1,6 +1,7 @@
 """The Celery app: installs, backups, usage collection and cleanup run here."""
 
 import os
+from pathlib import Path
 
 from celery import Celery
 
@@ -9,3 +10,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dropserver_site.settings")
 app = Celery("dropserver_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def _create_filesystem_broker_folders(sender: Celery, **kwargs) -> None:
+    # kombu's filesystem transport (the embedded default) expects its folders to exist, in
+    # the worker and in every process that queues a task.
+    options = sender.conf.broker_transport_options or {}
+    if str(sender.conf.broker_url).startswith("filesystem://"):
+        for key in ("data_folder_in", "data_folder_out", "control_folder"):
+            if options.get(key):
+                Path(options[key]).mkdir(parents=True, exist_ok=True)

@@ -386,3 +386,22 @@ DS_GATEWAY_WS_MAX_PENDING = env.int("DS_GATEWAY_WS_MAX_PENDING", default=64)  # 
 DS_GATEWAY_LOGIN_TOKEN_SECONDS = env.int("DS_GATEWAY_LOGIN_TOKEN_SECONDS", default=60)
 DS_GATEWAY_SESSION_DAYS = env.int("DS_GATEWAY_SESSION_DAYS", default=14)
 # --- End of Gateway ---------------------------------------------------------------------------
+
+# --- App installs ---------------------------------------------------------------------------
+# The install pipeline (appspaces/install.py): time limits of the sandbox runs at install,
+# how often app listings are checked for newer versions, and the periodic upkeep.
+
+DS_APP_INIT_TIMEOUT = env.float("DS_APP_INIT_TIMEOUT", default=15.0)  # seconds
+DS_APP_WARM_TIMEOUT = env.float("DS_APP_WARM_TIMEOUT", default=60.0)  # seconds
+DS_LISTING_CHECK_HOURS = env.float("DS_LISTING_CHECK_HOURS", default=6.0)
+# An install waiting for its owner to accept warnings is cancelled after this long.
+DS_INSTALL_CONFIRM_HOURS = env.float("DS_INSTALL_CONFIRM_HOURS", default=24.0)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "app-listings-refresh": {
+        "task": "appspaces.tasks.listings_refresh",
+        "schedule": DS_LISTING_CHECK_HOURS * 3600,
+    },
+    "app-installs-sweep": {"task": "appspaces.tasks.installs_sweep", "schedule": 600.0},
+}
+# --- End of App installs --------------------------------------------------------------------

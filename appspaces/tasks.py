@@ -1,0 +1,37 @@
+"""Celery tasks of apps: they take ids, call one service, and are harmless when run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from appspaces import install_upkeep, listings
+from appspaces.install import REQUEUED, install_job_run
+from appspaces.models import App
+
+SANDBOX_RETRIES = 20  # x 3 s: a worker may start before the supervisor is listening
+
+
+@shared_task(bind=True, max_retries=SANDBOX_RETRIES, default_retry_delay=3)
+def install_app(self, job_id: int) -> str:
+    """Run an install job; if the supervisor is not up yet the job waits and is retried."""
+    retry = not self.request.is_eager and self.request.retries < self.max_retries
+    outcome = install_job_run(job_id=job_id, requeue_if_sandbox_down=retry)
+    if outcome == REQUEUED:
+        raise self.retry()
+    return outcome
+
+
+@shared_task
+def listing_refresh(app_id: int) -> str:
+    app = App.objects.filter(pk=app_id).exclude(listing_url="").first()
+    return listings.listing_refresh(app=app) if app else ""
+
+
+@shared_task
+def listings_refresh() -> int:
+    return listings.listings_refresh_all()
+
+
+@shared_task
+def installs_sweep() -> dict[str, int]:
+    return install_upkeep.installs_sweep()
