@@ -1,5 +1,8 @@
 """Safe unpacking of untrusted `.tar.gz` and `.zip` archives (app packages, backup restores).
 
+Backups (backups/archive.py) also use `.tar.zst`, accepted only where the limits list it in
+`formats`, so an app package is never anything but a `.tar.gz` or `.zip`.
+
 Everything an archive says is checked before it is believed: names (relative, clean, UTF-8,
 no duplicates or file/folder clashes), entry types (regular files and folders only), counts,
 sizes and compression ratios. Sizes are enforced twice: from the headers before a member is
@@ -16,13 +19,16 @@ passed; on any failure the temporary folder is removed and the destination never
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
+import queue
 import shutil
 import stat
 import struct
 import tarfile
 import tempfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Generator, Iterator
@@ -30,6 +36,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
+
+import zstandard
 
 from appspaces.package_paths import UnsafePath, clean_relative_path, collision_key
 
@@ -57,7 +65,7 @@ _ZIP_KIND_NAMES = {
     stat.S_IFSOCK: "a socket",
 }
 
-ArchiveFormat = Literal["tar.gz", "zip"]
+ArchiveFormat = Literal["tar.gz", "zip", "tar.zst"]
 Progress = Callable[[int, int], None]  # (files and folders done, bytes written)
 
 
@@ -78,6 +86,7 @@ class ExtractionLimits:
     max_ratio: float | None = None  # unpacked / compressed; None: no ratio check
     ratio_grace_bytes: int = 1024 * 1024  # small archives may compress very well
     refuse_case_collisions: bool = True  # 'A' and 'a' would clash off Linux (and in zips)
+    formats: tuple[str, ...] = ("tar.gz", "zip")  # what detect_format may find
 
     @classmethod
     def for_app_packages(cls) -> ExtractionLimits:
@@ -126,6 +135,8 @@ def detect_format(archive_path: Path) -> ArchiveFormat:
         return "tar.gz"
     if magic in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
+    if magic == b"\x28\xb5\x2f\xfd":
+        return "tar.zst"
     raise PackageError("The file is not a .tar.gz or .zip archive.")
 
 
@@ -194,19 +205,84 @@ class _BoundedTarInfo(tarfile.TarInfo):
         return super()._proc_member(tar)
 
 
-def _tar_entries(path: Path, limits: ExtractionLimits) -> Iterator[_Entry]:
+class _ReadAhead(io.RawIOBase):
+    """Inflates in a thread of its own (zstandard releases the GIL), so decompression overlaps
+    with writing files, as gzip and tar overlap in `tar xzf`. At most `depth` chunks wait."""
+
+    def __init__(self, source: IO[bytes], depth: int = 8):
+        self.source = source
+        self.chunks: queue.Queue = queue.Queue(maxsize=depth)
+        self.pending = b""
+        self.finished = False
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name="extract-inflate", daemon=True)
+        self.thread.start()
+
+    def _produce(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                data = self.source.read(CHUNK_BYTES * 4)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reading thread, raised there
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = CHUNK_BYTES
+        while not self.pending and not self.finished:
+            item = self.chunks.get()
+            if isinstance(item, BaseException):
+                self.finished = True
+                raise item
+            if not item:
+                self.finished = True
+            self.pending = item
+        data, self.pending = self.pending[:size], self.pending[size:]
+        return data
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        super().close()
+
+
+def _tar_entries(path: Path, limits: ExtractionLimits, zstd: bool = False) -> Iterator[_Entry]:
     with open(path, "rb") as raw:
         compressed = _CountingReader(raw)
-        gz = gzip.GzipFile(fileobj=compressed, mode="rb")  # type: ignore[arg-type]
-        stream = _BudgetReader(gz, compressed, limits)
-        with tarfile.open(
-            fileobj=stream,  # type: ignore[arg-type]
-            mode="r|",
-            tarinfo=_BoundedTarInfo,
-            encoding="utf-8",
-            errors="surrogateescape",
-        ) as tar:
-            yield from _tar_members(tar)
+        if zstd:
+            inflated: IO[bytes] = _ReadAhead(
+                zstandard.ZstdDecompressor().stream_reader(
+                    compressed, read_across_frames=True, closefd=False
+                )
+            )
+        else:
+            inflated = gzip.GzipFile(fileobj=compressed, mode="rb")  # type: ignore[arg-type]
+        stream = _BudgetReader(inflated, compressed, limits)
+        try:
+            with tarfile.open(
+                fileobj=stream,  # type: ignore[arg-type]
+                mode="r|",
+                tarinfo=_BoundedTarInfo,
+                encoding="utf-8",
+                errors="surrogateescape",
+            ) as tar:
+                yield from _tar_members(tar)
+        finally:
+            if zstd:
+                inflated.close()  # stops the inflating thread before the file closes
 
 
 def _tar_members(tar: tarfile.TarFile) -> Iterator[_Entry]:
@@ -299,7 +375,9 @@ def _check_zip_layout(infos: list[zipfile.ZipInfo], central_directory: int) -> N
 def _entries(
     path: Path, fmt: ArchiveFormat, limits: ExtractionLimits
 ) -> Generator[_Entry, None, None]:
-    return _tar_entries(path, limits) if fmt == "tar.gz" else _zip_entries(path, limits)
+    if fmt == "zip":
+        return _zip_entries(path, limits)
+    return _tar_entries(path, limits, zstd=fmt == "tar.zst")
 
 
 def _shown(name: str) -> str:
@@ -313,7 +391,14 @@ def _open_archive(archive_path: Path, limits: ExtractionLimits) -> ArchiveFormat
         raise PackageError(
             f"The package file is {_size(size)}; the limit is {_size(limits.max_archive_bytes)}."
         )
-    return detect_format(archive_path)
+    try:
+        fmt = detect_format(archive_path)
+    except PackageError:
+        fmt = None
+    if fmt not in limits.formats:
+        kinds = " or ".join(f".{name}" for name in limits.formats)
+        raise PackageError(f"The file is not a {kinds} archive.")
+    return fmt
 
 
 def _too_big(limits: ExtractionLimits) -> PackageError:
@@ -331,7 +416,7 @@ def _damaged(exc: BaseException) -> PackageError:
 # (a full disk) are the server's problem, not the package's, and are not reworded.
 _ARCHIVE_ERRORS = (
     tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, gzip.BadGzipFile, zlib.error,
-    EOFError, struct.error, ValueError, NotImplementedError,
+    EOFError, struct.error, ValueError, NotImplementedError, zstandard.ZstdError,
 )  # fmt: skip
 
 
@@ -339,8 +424,15 @@ _ARCHIVE_ERRORS = (
 
 
 class _Unpacker:
-    def __init__(self, root: Path, limits: ExtractionLimits, progress: Progress | None):
+    def __init__(
+        self,
+        root: Path,
+        limits: ExtractionLimits,
+        progress: Progress | None,
+        digests: dict[str, str] | None = None,
+    ):
         self.root, self.limits, self.progress = root, limits, progress
+        self.digests = digests
         self.kinds: dict[str, str] = {}  # clean path -> "file" | "dir"
         self.by_key: dict[str, str] = {}  # collision key -> clean path
         self.files = self.folders = self.total = 0
@@ -415,6 +507,7 @@ class _Unpacker:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self.root / path, flags, 0o600)
         written = 0
+        digest = hashlib.sha256() if self.digests is not None else None
         with os.fdopen(fd, "wb") as out, entry.open() as source:
             while chunk := source.read(CHUNK_BYTES):
                 # Header sizes can lie (zip): the streamed bytes are what counts.
@@ -423,11 +516,15 @@ class _Unpacker:
                 if self.total + len(chunk) > limits.max_total_bytes:
                     raise _too_big(limits)
                 out.write(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 written += len(chunk)
                 self.total += len(chunk)
                 self._report()
         if written != entry.size:
             raise PackageError(f"The archive entry {path!r} is shorter than it claims.")
+        if digest is not None and self.digests is not None:
+            self.digests[path] = digest.hexdigest()
 
     def _report(self) -> None:
         if self.progress is not None:
@@ -440,12 +537,15 @@ def safe_extract(
     *,
     limits: ExtractionLimits,
     progress: Progress | None = None,
+    digests: dict[str, str] | None = None,
 ) -> ExtractionReport:
     """Unpack archive_path (.tar.gz or .zip, by content) into dest, which must not exist.
 
     Raises PackageError (a sentence for the user) and leaves nothing behind on any problem.
     Missing parents of dest are created (and not removed). `progress(entries, bytes)` is
-    called as work advances: after each entry and each chunk written.
+    called as work advances: after each entry and each chunk written. With `digests` (a dict),
+    the SHA-256 of each file's bytes as written is stored under its clean path (backups check
+    them against their metadata without reading the files again).
     """
     archive_path, dest = Path(archive_path), Path(dest)
     fmt = _open_archive(archive_path, limits)
@@ -454,7 +554,7 @@ def safe_extract(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
-        unpacker = _Unpacker(tmp, limits, progress)
+        unpacker = _Unpacker(tmp, limits, progress, digests)
         try:
             with closing(_entries(archive_path, fmt, limits)) as entries:
                 for entry in entries:

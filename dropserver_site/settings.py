@@ -405,3 +405,47 @@ CELERY_BEAT_SCHEDULE = {
     "app-installs-sweep": {"task": "appspaces.tasks.installs_sweep", "schedule": 600.0},
 }
 # --- End of App installs --------------------------------------------------------------------
+
+# --- Backups ----------------------------------------------------------------------------------
+# Owned by backups/ (see docs/backups.md): schedule bounds, retention defaults, the per-user
+# storage cap, compression and the periodic tasks. Archives live in DS_DATA_DIR/backups/.
+
+# How often an appspace is backed up: its owner picks within [MIN, MAX] hours.
+DS_BACKUP_DEFAULT_INTERVAL_HOURS = env.int("DS_BACKUP_DEFAULT_INTERVAL_HOURS", default=24)
+DS_BACKUP_MIN_INTERVAL_HOURS = env.int("DS_BACKUP_MIN_INTERVAL_HOURS", default=1)
+DS_BACKUP_MAX_INTERVAL_HOURS = env.int("DS_BACKUP_MAX_INTERVAL_HOURS", default=24 * 7)
+# A failed scheduled backup is tried again after this long (not at every tick).
+DS_BACKUP_RETRY_MINUTES = env.int("DS_BACKUP_RETRY_MINUTES", default=60)
+# Retention defaults of a new appspace, and the most an owner may ask to keep.
+DS_BACKUP_KEEP_DAILY = env.int("DS_BACKUP_KEEP_DAILY", default=7)
+DS_BACKUP_KEEP_WEEKLY = env.int("DS_BACKUP_KEEP_WEEKLY", default=4)
+DS_BACKUP_KEEP_PRE_MIGRATION_DAYS = env.int("DS_BACKUP_KEEP_PRE_MIGRATION_DAYS", default=30)
+DS_BACKUP_MAX_KEEP_DAILY = env.int("DS_BACKUP_MAX_KEEP_DAILY", default=31)
+DS_BACKUP_MAX_KEEP_WEEKLY = env.int("DS_BACKUP_MAX_KEEP_WEEKLY", default=52)
+DS_BACKUP_MAX_KEEP_PRE_MIGRATION_DAYS = env.int(
+    "DS_BACKUP_MAX_KEEP_PRE_MIGRATION_DAYS", default=365
+)
+# Archive bytes one user's backups may take, all appspaces together; 0: no cap.
+DS_BACKUP_USER_CAP_MB = env.int("DS_BACKUP_USER_CAP_MB", default=10 * 1024)
+# zstd level (3: measured faster than `tar czf` and smaller; see docs/backups.md) and threads.
+DS_BACKUP_ZSTD_LEVEL = env.int("DS_BACKUP_ZSTD_LEVEL", default=3)
+DS_BACKUP_ZSTD_THREADS = env.int("DS_BACKUP_ZSTD_THREADS", default=2)
+DS_BACKUP_VERIFY_AFTER_WRITE = env.bool("DS_BACKUP_VERIFY_AFTER_WRITE", default=True)
+# Uploaded archives (restore, import) and what one restore may unpack.
+DS_BACKUP_MAX_UPLOAD_MB = env.int("DS_BACKUP_MAX_UPLOAD_MB", default=2048)
+DS_BACKUP_MAX_FILES = env.int("DS_BACKUP_MAX_FILES", default=1_000_000)
+# A backup whose worker has not reported for this long is taken as dead: its appspace is thawed
+# and its leftovers removed by the sweep.
+DS_BACKUP_STALE_SECONDS = env.int("DS_BACKUP_STALE_SECONDS", default=60)
+# The data a restore replaced is kept (appspaces/<id>/.previous-*) until the appspace runs on the
+# restored data, and at most this long.
+DS_BACKUP_KEEP_PREVIOUS_DAYS = env.int("DS_BACKUP_KEEP_PREVIOUS_DAYS", default=7)
+DS_BACKUP_VERIFY_DAYS = env.int("DS_BACKUP_VERIFY_DAYS", default=7)  # re-read every archive
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "backups-schedule": {"task": "backups.tasks.backups_schedule", "schedule": 300.0},
+    "backups-prune": {"task": "backups.tasks.backups_prune", "schedule": 3600.0},
+    "backups-sweep": {"task": "backups.tasks.backups_sweep", "schedule": 60.0},
+    "backups-verify": {"task": "backups.tasks.backups_verify", "schedule": 6 * 3600.0},
+}
+# --- End of Backups ---------------------------------------------------------------------------

@@ -14,4 +14,5 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("", include(setup_urlpatterns)),  # accounts: the first-admin setup link
     path("", include("appspaces.urls")),
+    path("appspaces/<uuid:appspace_id>/backups/", include("backups.urls")),
 ]

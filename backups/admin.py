@@ -1,0 +1,108 @@
+"""The admin's view of backups: every archive, and the health overview (last good backup per
+appspace, failures, damaged archives) at admin/backups/backup/health/."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib import admin
+from django.db.models import Count, Max, Q, Sum
+from django.shortcuts import render
+from django.urls import path
+from django.utils import timezone
+
+from appspaces.models import Appspace
+from backups.models import Backup, BackupPolicy
+from backups.retention import clamp_interval
+
+
+def health_rows(now=None) -> list[dict]:
+    """One row per appspace, those needing attention first."""
+    now = now or timezone.now()
+    ready = Q(backups__state=Backup.State.READY)
+    appspaces = (
+        Appspace.objects.select_related("owner", "backup_policy")
+        .annotate(
+            last_ready=Max("backups__created", filter=ready),
+            count=Count("backups", filter=ready),
+            bytes=Sum("backups__size_bytes", filter=ready),
+            damaged=Count("backups", filter=ready & ~Q(backups__verify_error="")),
+        )
+        .order_by("subdomain")
+    )
+    last_failures: dict[int, Backup] = {}
+    for backup in Backup.objects.filter(state=Backup.State.FAILED).order_by("created"):
+        last_failures[backup.appspace_id] = backup
+    rows = []
+    for appspace in appspaces:
+        policy = getattr(appspace, "backup_policy", None)
+        hours = clamp_interval(policy.interval_hours if policy else 24)
+        failure = last_failures.get(appspace.pk)
+        if failure and appspace.last_ready and failure.created < appspace.last_ready:
+            failure_is_last = False
+        else:
+            failure_is_last = failure is not None
+        problem = ""
+        if appspace.damaged:
+            problem = "damaged archive"
+        elif failure_is_last:
+            problem = "last attempt failed"
+        elif (
+            appspace.status == Appspace.Status.ACTIVE
+            and (policy is None or policy.enabled)
+            and (
+                appspace.last_ready is None
+                or appspace.last_ready < now - timedelta(hours=2 * hours)
+            )
+        ):
+            problem = "overdue"
+        rows.append(
+            {
+                "appspace": appspace,
+                "last_ready": appspace.last_ready,
+                "last_failure": failure,
+                "count": appspace.count,
+                "bytes": appspace.bytes or 0,
+                "damaged": appspace.damaged,
+                "problem": problem,
+            }
+        )
+    rows.sort(key=lambda r: (not r["problem"], r["appspace"].subdomain))
+    return rows
+
+
+@admin.register(Backup)
+class BackupAdmin(admin.ModelAdmin):
+    list_display = [
+        "appspace", "kind", "state", "created", "size_bytes", "downtime_ms", "verified_at",
+    ]  # fmt: skip
+    list_filter = ["state", "kind"]
+    search_fields = ["appspace__subdomain", "appspace__owner__email", "file_name"]
+    readonly_fields = [f.name for f in Backup._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def get_urls(self):
+        return [
+            path("health/", self.admin_site.admin_view(self.health_view), name="backup_health"),
+            *super().get_urls(),
+        ]
+
+    def health_view(self, request):
+        rows = health_rows()
+        return render(
+            request,
+            "backups/health.html",
+            {
+                "rows": rows,
+                "problems": sum(1 for r in rows if r["problem"]),
+                "total_bytes": sum(r["bytes"] for r in rows),
+            },
+        )
+
+
+@admin.register(BackupPolicy)
+class BackupPolicyAdmin(admin.ModelAdmin):
+    list_display = ["appspace", "enabled", "interval_hours", "keep_daily", "keep_weekly"]
+    search_fields = ["appspace__subdomain"]

@@ -1,0 +1,116 @@
+"""Backups of appspace data (archives under DS_DATA_DIR/backups/<appspace>/) and each appspace's
+schedule and retention policy."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from appspaces.models import Appspace, AppVersion, Job, data_dir
+
+
+def backups_root() -> Path:
+    return data_dir() / "backups"
+
+
+def appspace_backups_dir(appspace: Appspace) -> Path:
+    """Where an appspace's archives live: no sandbox ever mounts anything under backups/."""
+    return backups_root() / str(appspace.public_id)
+
+
+def _default_interval() -> int:
+    return settings.DS_BACKUP_DEFAULT_INTERVAL_HOURS
+
+
+def _default_daily() -> int:
+    return settings.DS_BACKUP_KEEP_DAILY
+
+
+def _default_weekly() -> int:
+    return settings.DS_BACKUP_KEEP_WEEKLY
+
+
+def _default_pre_migration_days() -> int:
+    return settings.DS_BACKUP_KEEP_PRE_MIGRATION_DAYS
+
+
+class BackupPolicy(models.Model):
+    """When an appspace is backed up and which backups pruning keeps (created on first use)."""
+
+    appspace = models.OneToOneField(
+        Appspace, on_delete=models.CASCADE, related_name="backup_policy"
+    )
+    enabled = models.BooleanField(default=True)
+    interval_hours = models.PositiveIntegerField(default=_default_interval)
+    keep_daily = models.PositiveSmallIntegerField(default=_default_daily)
+    keep_weekly = models.PositiveSmallIntegerField(default=_default_weekly)
+    keep_pre_migration_days = models.PositiveSmallIntegerField(default=_default_pre_migration_days)
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"backup policy of {self.appspace}"
+
+
+class Backup(models.Model):
+    """One archive of an appspace's data. Only READY backups are listed or restored: a row is
+    PENDING while its archive is written under a temporary name, and FAILED if that stopped."""
+
+    class Kind(models.TextChoices):
+        SCHEDULED = "scheduled", "scheduled"
+        MANUAL = "manual", "manual"
+        PRE_MIGRATION = "pre-migration", "before a migration"
+        IMPORTED = "imported", "imported"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "in progress"
+        READY = "ready", "ready"
+        FAILED = "failed", "failed"
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    appspace = models.ForeignKey(Appspace, on_delete=models.CASCADE, related_name="backups")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    file_name = models.CharField(max_length=200)
+    size_bytes = models.BigIntegerField(default=0)  # the archive
+    data_bytes = models.BigIntegerField(default=0)  # the files in it, uncompressed
+    file_count = models.PositiveIntegerField(default=0)
+    created = models.DateTimeField(default=timezone.now)
+    finished = models.DateTimeField(null=True, blank=True)
+    downtime_ms = models.PositiveIntegerField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verify_error = models.TextField(blank=True)
+    app_version = models.ForeignKey(
+        AppVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    app_version_label = models.CharField(max_length=64, blank=True)  # kept if the version goes
+    data_schema = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)  # why it failed
+    warnings = models.JSONField(default=list, blank=True)  # e.g. files that could not be kept
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Who is writing a PENDING backup ("host:pid") and when it last said so: the sweep takes a
+    # backup whose worker died for failed, thaws its appspace and removes its leftovers.
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["appspace", "state", "created"])]
+        constraints = [
+            models.UniqueConstraint(fields=["appspace", "file_name"], name="unique_backup_file"),
+        ]
+
+    def __str__(self) -> str:
+        when = f"{self.created:%Y-%m-%d %H:%M}"
+        return f"{self.get_kind_display()} backup of {self.appspace} ({when})"
+
+    @property
+    def path(self) -> Path:
+        return appspace_backups_dir(self.appspace) / self.file_name
+
+    @property
+    def is_ready(self) -> bool:
+        return self.state == self.State.READY

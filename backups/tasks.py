@@ -1,0 +1,42 @@
+"""Celery tasks of backups: they take ids, call one service, and are harmless when run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from backups import retention, sweep
+from backups.restore import restore_job_run
+from backups.services import backup_job_run
+
+
+@shared_task
+def backup_run(job_id: int) -> str:
+    sweep.backups_recover()  # a backup this one would wait for may have died with its worker
+    return backup_job_run(job_id=job_id)
+
+
+@shared_task
+def restore_run(job_id: int) -> str:
+    return restore_job_run(job_id=job_id)
+
+
+@shared_task
+def backups_schedule() -> int:
+    return len(retention.backups_schedule())
+
+
+@shared_task
+def backups_prune() -> int:
+    return retention.backups_prune_all()
+
+
+@shared_task
+def backups_sweep() -> dict[str, int]:
+    return sweep.backups_sweep()
+
+
+@shared_task
+def backups_verify() -> dict[str, int]:
+    from backups.verification import backups_verify_due
+
+    return backups_verify_due()
