@@ -58,6 +58,7 @@ DEBUG = env.bool("DEBUG", default=False)
 if DEBUG and DS_PRODUCTION:
     raise ImproperlyConfigured("DEBUG must be off on a public domain.")
 
+
 def _secret_key() -> str:
     """SECRET_KEY or SECRET_KEY_FILE; a development instance makes its own under DS_DATA_DIR."""
     if value := env.str("SECRET_KEY", default=""):
@@ -78,6 +79,7 @@ def _secret_key() -> str:
     if DS_PRODUCTION and (len(key) < 50 or key.startswith("django-insecure") or "change" in key):
         raise ImproperlyConfigured("SECRET_KEY looks like a default or is too short (< 50 chars).")
     return key
+
 
 SECRET_KEY = _secret_key()
 
