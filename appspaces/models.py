@@ -128,6 +128,11 @@ class Appspace(models.Model):
     created = models.DateTimeField(default=timezone.now)
     # Bumped on every change the gateway caches (status, routes, allowlist, users).
     config_version = models.PositiveIntegerField(default=1)
+    # Disk use of the data dir, measured by the usage task; over disk_mb the sandbox gets its
+    # data read-only until the owner frees space (nothing is deleted for them).
+    disk_bytes = models.BigIntegerField(default=0)
+    disk_measured = models.DateTimeField(null=True, blank=True)
+    data_readonly = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["subdomain"]
@@ -166,6 +171,29 @@ class Appspace(models.Model):
     def touch_config(self) -> None:
         """Tell gateway caches in every process that this appspace changed."""
         Appspace.objects.filter(pk=self.pk).update(config_version=F("config_version") + 1)
+
+
+class AppspaceUsageDay(models.Model):
+    """What an appspace cost on one day (UTC): the figures its owner sees, summed by the usage
+    task from the supervisor's cgroup counters and the disk measure."""
+
+    appspace = models.ForeignKey(Appspace, on_delete=models.CASCADE, related_name="usage_days")
+    day = models.DateField()
+    cpu_seconds = models.FloatField(default=0)
+    running_seconds = models.FloatField(default=0)
+    memory_peak_bytes = models.BigIntegerField(default=0)
+    disk_bytes_max = models.BigIntegerField(default=0)
+    io_read_bytes = models.BigIntegerField(default=0)
+    io_write_bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day"]
+        constraints = [
+            models.UniqueConstraint(fields=["appspace", "day"], name="unique_usage_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.appspace} on {self.day}"
 
 
 class AllowlistEntry(models.Model):

@@ -46,6 +46,7 @@ def appspace_spec(appspace: Appspace, *, version: AppVersion | None = None) -> S
         entrypoint=version.entrypoint,
         allow_net=tuple(sorted(allow_net)),
         limits=appspace_limits(appspace),
+        data_readonly=appspace.data_readonly,
     )
 
 

@@ -328,7 +328,7 @@ STATIC_ROOT = DS_DATA_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True  # no collectstatic step needed to run
 # STATIC_ROOT only exists once an operator runs collectstatic; finders serve until then.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
