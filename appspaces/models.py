@@ -133,6 +133,9 @@ class Appspace(models.Model):
     disk_bytes = models.BigIntegerField(default=0)
     disk_measured = models.DateTimeField(null=True, blank=True)
     data_readonly = models.BooleanField(default=False)
+    # The supervisor's raw counters at the last usage sample (they restart with the sandbox),
+    # so the usage task can add only what happened since.
+    usage_counters = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["subdomain"]

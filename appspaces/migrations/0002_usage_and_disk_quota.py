@@ -26,6 +26,11 @@ class Migration(migrations.Migration):
             name='disk_measured',
             field=models.DateTimeField(blank=True, null=True),
         ),
+        migrations.AddField(
+            model_name='appspace',
+            name='usage_counters',
+            field=models.JSONField(blank=True, default=dict),
+        ),
         migrations.CreateModel(
             name='AppspaceUsageDay',
             fields=[
