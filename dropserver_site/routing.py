@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 from dropserver_site.hosts import Site, classify_host, split_host_header
 
@@ -43,6 +44,27 @@ async def not_found(scope: dict, receive: Callable, send: Callable) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# (domain, panel host), read once: this runs on every request, and each lazy-settings
+# attribute costs microseconds. Tests that override either setting reset it.
+_hosts: tuple[str, str] | None = None
+
+
+def _configured_hosts() -> tuple[str, str]:
+    global _hosts
+    if _hosts is None:
+        _hosts = (settings.DS_DOMAIN, settings.DS_PANEL_HOST)
+    return _hosts
+
+
+def _forget_hosts(*, setting: str, **kwargs) -> None:
+    global _hosts
+    if setting in ("DS_DOMAIN", "DS_PANEL_HOST"):
+        _hosts = None
+
+
+setting_changed.connect(_forget_hosts, dispatch_uid="host-router-settings")
+
+
 class HostRouter:
     """Dispatch one ASGI protocol on the Host header."""
 
@@ -51,9 +73,8 @@ class HostRouter:
         self.appspace = appspace
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> Any:
-        site, subdomain = classify_host(
-            scope_host(scope), domain=settings.DS_DOMAIN, panel_host=settings.DS_PANEL_HOST
-        )
+        domain, panel_host = _configured_hosts()
+        site, subdomain = classify_host(scope_host(scope), domain=domain, panel_host=panel_host)
         if site is Site.PANEL:
             return await self.panel(scope, receive, send)
         if site is Site.APPSPACE:
