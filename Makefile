@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Two workers: the suite is mostly waiting on subprocesses (Deno, Daphne, Chromium).
+PYTEST_ARGS ?= -n 2
 
 .PHONY: run test bench lint system-deps test-system-deps services deps dev-deps clean
 

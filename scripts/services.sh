@@ -4,6 +4,21 @@ set -uo pipefail
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Install what is missing (as root on Debian/Ubuntu); otherwise say what to install.
+missing=()
+command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+if [[ ${#missing[@]} -gt 0 ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "Installing ${missing[*]} ..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
+  else
+    echo "The tests need: ${missing[*]}. Install with: sudo apt-get install -y ${missing[*]}" >&2
+  fi
+fi
+
 wait_port() {
   for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done
   echo "service on port $1 did not come up" >&2; return 1
