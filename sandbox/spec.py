@@ -66,6 +66,10 @@ class SandboxSpec:
 
     `data_readonly` (an appspace over its disk quota): the data dir is mounted read-only and
     Deno gets no write grant on it; the app still reads its data and serves requests.
+
+    `generation` orders the specs of one sandbox (an appspace's config version): callers
+    build specs from caches, and a stale one must never undo a newer one — a narrowed
+    allowlist or a read-only data dir would otherwise come back with the next request.
     """
 
     id: str
@@ -78,6 +82,7 @@ class SandboxSpec:
     allow_net: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
     data_readonly: bool = False
+    generation: int = 0
 
     @classmethod
     def for_appspace(
@@ -91,6 +96,7 @@ class SandboxSpec:
         allow_net: tuple[str, ...] | list[str] = (),
         limits: Limits | None = None,
         data_readonly: bool = False,
+        generation: int = 0,
     ) -> SandboxSpec:
         """The spec of an appspace's sandbox, with the standard layout under DS_DATA_DIR."""
         return cls(
@@ -104,6 +110,7 @@ class SandboxSpec:
             allow_net=tuple(allow_net),
             limits=limits or Limits.defaults(),
             data_readonly=data_readonly,
+            generation=generation,
         )
 
     @classmethod
@@ -173,6 +180,8 @@ class SandboxSpec:
             validate_allow_net_entry(entry_net)
         if not isinstance(self.data_readonly, bool):
             raise SpecError("data_readonly must be true or false")
+        if not isinstance(self.generation, int) or isinstance(self.generation, bool):
+            raise SpecError("generation must be an integer")
         if not isinstance(self.limits, Limits):
             raise SpecError("limits must be an object")
         self.limits.validate()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import subprocess
 import time
@@ -151,6 +152,12 @@ class Supervisor:
             inst = Instance(spec.id, spec, raw_spec, self.log_sink(spec.id))
             self.instances[spec.id] = inst
         async with inst.lock:
+            if spec.generation < inst.spec.generation:
+                # A caller working from a stale cache: the newer spec we know stands.
+                spec, raw_spec = inst.spec, inst.raw_spec
+            elif _same_but_generation(spec, inst.spec):
+                # A newer generation that changes nothing the sandbox sees: no restart.
+                inst.spec, inst.raw_spec = spec, raw_spec
             if inst.state == PROBLEM:
                 raise SandboxProblem(
                     f"sandbox {spec.id} is in the problem state: {inst.problem}",
@@ -368,6 +375,8 @@ class Supervisor:
         inst = self.instances.get(spec.id)
         if inst is not None:
             async with inst.lock:
+                if spec.generation < inst.spec.generation:
+                    spec, raw_spec = inst.spec, inst.raw_spec
                 await self._stop_locked(inst)
                 inst.state, inst.problem, inst.next_start_at = STOPPED, None, 0.0
                 inst.crashes.clear()
@@ -459,3 +468,7 @@ def _mem_available_mb() -> int:
     except OSError:
         pass
     return 1 << 30
+
+
+def _same_but_generation(a: SandboxSpec, b: SandboxSpec) -> bool:
+    return dataclasses.replace(a, generation=0) == dataclasses.replace(b, generation=0)

@@ -4,6 +4,7 @@ eviction, freezing, graceful stop, and no orphan left when the supervisor dies."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -327,3 +328,36 @@ def _uid_of(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+WRITE_APP = """
+import { createApp } from "@dropserver/app";
+createApp({ routes: [{ method: "POST", path: "/", auth: "public", handler: async (ctx) => {
+  try { await Deno.writeTextFile(`${ctx.dataPath}/w.txt`, "x"); return new Response("wrote"); }
+  catch (e) { return new Response(String(e), { status: 500 }); }
+} }] });
+"""
+
+
+def test_a_stale_spec_never_undoes_a_newer_one(supervisor, make_app, http_request):
+    """Callers build specs from caches; an older generation must not restart the sandbox
+    writable (or with a wider allowlist) after a newer one made it read-only."""
+    app = make_app({"app.ts": WRITE_APP})
+    app.warm(supervisor.client)
+    old = app.spec()
+    new = dataclasses.replace(old, data_readonly=True, generation=old.generation + 1)
+    supervisor.client.ensure(new)
+    pid = supervisor.deno_pid(new.id)
+
+    socket = supervisor.client.ensure(old)  # a stale caller: nothing restarts
+    assert supervisor.deno_pid(new.id) == pid
+    supervisor.client.stop(new.id)
+    socket = supervisor.client.ensure(old)  # nor does it come back with the old spec
+    status, _, body = http_request(socket, "POST", "/")
+    assert status == 500, body
+    assert not (Path(new.data_dir) / "w.txt").exists()  # checked from the host
+
+    same = dataclasses.replace(new, generation=new.generation + 1)
+    pid = supervisor.deno_pid(new.id)
+    supervisor.client.ensure(same)  # a newer generation changing nothing: no restart
+    assert supervisor.deno_pid(new.id) == pid
