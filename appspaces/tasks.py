@@ -35,3 +35,6 @@ def listings_refresh() -> int:
 @shared_task
 def installs_sweep() -> dict[str, int]:
     return install_upkeep.installs_sweep()
+
+
+from appspaces import usage  # noqa: E402, F401  (registers its tasks)

@@ -451,3 +451,32 @@ CELERY_BEAT_SCHEDULE = {
     "backups-verify": {"task": "backups.tasks.backups_verify", "schedule": 6 * 3600.0},
 }
 # --- End of Backups ---------------------------------------------------------------------------
+
+# --- Usage ------------------------------------------------------------------------------------
+# Owned by appspaces/usage.py (see docs/operations.md, "Usage and quotas"): how often usage is
+# sampled and disks measured, when an appspace over its disk quota may write again, and how
+# long daily usage is kept.
+
+# Running sandboxes' cgroup counters (CPU, running time, memory peak, IO) are sampled this often;
+# what a sandbox does between its last sample and its stop is not counted.
+DS_USAGE_COLLECT_SECONDS = env.float("DS_USAGE_COLLECT_SECONDS", default=60.0)
+# Every appspace's data dir is measured this often; running ones (the only ones that can grow)
+# at most this often by the collection too, which bounds how far past its quota an app can write.
+DS_USAGE_DISK_SECONDS = env.float("DS_USAGE_DISK_SECONDS", default=600.0)
+DS_USAGE_DISK_RUNNING_SECONDS = env.float("DS_USAGE_DISK_RUNNING_SECONDS", default=60.0)
+# Data made read-only over the quota becomes writable again at or below this % of the quota.
+DS_USAGE_QUOTA_RESUME_PERCENT = env.int("DS_USAGE_QUOTA_RESUME_PERCENT", default=95)
+DS_USAGE_KEEP_DAYS = env.int("DS_USAGE_KEEP_DAYS", default=400)  # daily usage rows
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "usage-collect": {
+        "task": "appspaces.usage.usage_collect",
+        "schedule": DS_USAGE_COLLECT_SECONDS,
+    },
+    "usage-disk-measure": {
+        "task": "appspaces.usage.disk_measure",
+        "schedule": DS_USAGE_DISK_SECONDS,
+    },
+    "usage-days-prune": {"task": "appspaces.usage.usage_days_prune", "schedule": 24 * 3600.0},
+}
+# --- End of Usage -----------------------------------------------------------------------------

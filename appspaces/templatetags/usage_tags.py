@@ -1,0 +1,53 @@
+"""Template tags of the usage cards: `{% appspace_usage appspace as usage %}` and plain-words
+filters for durations and shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from appspaces.models import Appspace
+from appspaces.usage import usage_summary
+
+register = template.Library()
+
+
+@register.simple_tag
+def appspace_usage(appspace: Appspace) -> dict[str, Any]:
+    """The figures of `appspaces.usage.usage_summary` (one query)."""
+    return usage_summary(appspace)
+
+
+@register.filter
+def duration(seconds: Any) -> str:
+    """Seconds in plain words: "0 s", "4.2 s", "3 min 5 s", "2 h 10 min", "3 d 4 h"."""
+    try:
+        total = max(float(seconds), 0.0)
+    except (TypeError, ValueError):
+        return ""
+    if total < 10:
+        return f"{total:.1f} s".replace(".0 s", " s")
+    whole = round(total)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
+
+
+@register.filter
+def share(part: Any, whole: Any) -> str:
+    """`part` as a whole percentage of `whole` ("" when there is no whole)."""
+    try:
+        part, whole = float(part), float(whole)
+    except (TypeError, ValueError):
+        return ""
+    if whole <= 0:
+        return ""
+    return f"{round(part * 100 / whole)}%"
