@@ -189,9 +189,12 @@ def test_it_survives_two_concurrent_sign_ups_with_one_user(admin_user):
         t.join(30)
 
     assert User.objects.filter(email=DORA).count() == 1
-    # One signs up; the other is told the invitation is used (or, had it arrived after the
-    # first committed, that sign-up needs an invitation), never a 500.
-    assert sorted(results) in ([302, 410], [200, 302]), results
+    # One signs up. The other is told the invitation is used (410), that sign-up needs an
+    # invitation (200), or, when its form passed validation just as the first committed, gets
+    # allauth's enumeration-safe "check your email" redirect (302) without a second account.
+    # Never a 500.
+    assert 302 in results, results
+    assert all(code in (200, 302, 410) for code in results), results
     assert Invitation.objects.get().accepted_by == User.objects.get(email=DORA)
 
 
