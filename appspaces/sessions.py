@@ -84,6 +84,32 @@ def appspace_login_url(*, appspace: Appspace, token: str, next_path: str) -> str
     return f"{settings.DS_SCHEME}://{appspace.domain}{settings.DS_PORT_SUFFIX}{LOGIN_PATH}?{query}"
 
 
+def login_token_holder(*, token: str, appspace_pk: int) -> str | None:
+    """The name a still-usable token would log in as, without spending it, or None.
+
+    For the confirmation page shown when a login link arrives from another site: the visitor
+    sees whose account they would enter before anything happens.
+    """
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    login = (
+        AppspaceLoginToken.objects.select_related("user", "appspace")
+        .filter(
+            token_hash=secret_hash(token),
+            appspace_id=appspace_pk,
+            used__isnull=True,
+            expires__gt=timezone.now(),
+        )
+        .first()
+    )
+    if login is None or not user_may_enter(login.user, login.appspace):
+        return None
+    membership = AppspaceUser.objects.filter(appspace=login.appspace, user=login.user).first()
+    if membership is not None:
+        return membership.display_name
+    return login.user.display_name or login.user.email
+
+
 def login_token_redeem(*, token: str, appspace_pk: int) -> str | None:
     """Claim the token (a conditional UPDATE, so it works once) and start a session.
 

@@ -24,8 +24,16 @@ class RequestFacts:
     """What the gateway needs from the request headers, read in one pass."""
 
     __slots__ = (
-        "chunked", "content_length", "cookie_key", "fetch_site", "header_bytes",
-        "header_count", "host", "hosts", "origin", "preflight",
+        "chunked",
+        "content_length",
+        "cookie_key",
+        "fetch_site",
+        "header_bytes",
+        "header_count",
+        "host",
+        "hosts",
+        "origin",
+        "preflight",
     )
 
     def __init__(self, headers: list[tuple[bytes, bytes]], cookie_name: bytes):
@@ -94,11 +102,17 @@ def cross_origin_refused(method: str, facts: RequestFacts, origin: bytes) -> boo
     Browsers send Origin on every cross-origin request that is not a GET/HEAD navigation,
     and Sec-Fetch-Site on all of them; a sibling appspace is "same-site" but not our origin.
     Requests with neither (scripts, webhooks) carry no browser's cookies and pass.
+
+    `Origin: null` is what a browser sends for a form POST from a page under our own
+    `Referrer-Policy: no-referrer` (and from sandboxed frames anywhere): there only
+    Sec-Fetch-Site can prove the request is our own.
     """
     if method == "OPTIONS" and facts.preflight:
         return facts.origin is not None and facts.origin != origin
     if method in SAFE_METHODS:
         return False
+    if facts.origin == b"null":
+        return facts.fetch_site != b"same-origin"
     if facts.origin is not None:
         return facts.origin != origin
     return facts.fetch_site in (b"cross-site", b"same-site")
@@ -106,7 +120,7 @@ def cross_origin_refused(method: str, facts: RequestFacts, origin: bytes) -> boo
 
 def same_origin_proven(facts: RequestFacts, origin: bytes) -> bool:
     """Stricter, for the platform's own POSTs (logout): the browser must say same-origin."""
-    if facts.origin is not None:
+    if facts.origin is not None and facts.origin != b"null":
         return facts.origin == origin
     return facts.fetch_site == b"same-origin"
 
@@ -164,15 +178,13 @@ def request_target(scope: dict) -> str:
 
 NOT_A_USER = (
     "No access",
-    "You are logged in, but your account is not a user of this appspace. Ask its owner to "
-    "add you.",
+    "You are logged in, but your account is not a user of this appspace. Ask its owner to add you.",
 )
 LOG_IN_REQUIRED = ("Log in required", "Log in to use this part of the appspace.")
 ROUTES_BROKEN = (
     "This appspace cannot be served",
     "Its app declared routes this server cannot use. Tell the appspace's owner.",
 )
-
 
 
 @dataclass(slots=True)

@@ -1,6 +1,12 @@
 """The platform's own paths on every appspace host, under `/.dropserver/` (apps never see them):
 `login` redeems a one-time token from the panel for a session cookie, `logout` ends it,
 `style.css` styles the gateway's pages (served from 'self', so the appspace's CSP allows it).
+
+A login link that arrives from another site is not redeemed on sight (a planted link would log
+the visitor in to an account of the planter's choosing): the gateway shows whose account it
+opens and redeems it only when the visitor confirms, with a same-origin POST. Links from the
+panel arrive "same-site" on a real domain and go straight through; under a dev domain such as
+`localhost`, every subdomain is its own site to the browser, so there the visitor confirms.
 """
 
 from __future__ import annotations
@@ -21,10 +27,18 @@ PREFIX = "/.dropserver/"
 
 _redeem = database_sync_to_async(appspace_sessions.login_token_redeem, thread_sensitive=False)
 _revoke = database_sync_to_async(appspace_sessions.appspace_session_revoke, thread_sensitive=False)
+_holder = database_sync_to_async(appspace_sessions.login_token_holder, thread_sensitive=False)
+
+MAX_FORM_BYTES = 4096
 
 LOGIN_FAILED = (
     "This login link did not work",
     "It has expired, was already used, or is for another appspace. Log in again to continue.",
+)
+CONFIRM_LOGIN = (
+    "Continue to this appspace?",
+    "A link from another site is logging you in. Continue only if you opened it yourself "
+    "from your Dropserver panel.",
 )
 LOGGED_OUT = ("Logged out", "You are logged out of this appspace.")
 METHOD_NOT_ALLOWED = ("Method not allowed", "This address does not accept that method.")
@@ -32,8 +46,13 @@ METHOD_NOT_ALLOWED = ("Method not allowed", "This address does not accept that m
 
 def session_cookie(value: str, *, max_age: int) -> bytes:
     """Host-only (no Domain), HttpOnly, SameSite=Lax, Secure over https."""
-    parts = [f"{appspace_cookie_name()}={value}", "Path=/", f"Max-Age={max_age}", "HttpOnly",
-             "SameSite=Lax"]
+    parts = [
+        f"{appspace_cookie_name()}={value}",
+        "Path=/",
+        f"Max-Age={max_age}",
+        "HttpOnly",
+        "SameSite=Lax",
+    ]
     if settings.DS_HTTPS:
         parts.append("Secure")
     return "; ".join(parts).encode("latin-1")
@@ -55,16 +74,30 @@ async def handle(
 
     async def page(status: int, text: tuple[str, str], headers=(), **context) -> None:
         await pages.send_page(
-            send, status, title=text[0], message=text[1], host=host, platform=platform,
-            headers=headers, head_only=method == "HEAD", **context,
+            send,
+            status,
+            title=text[0],
+            message=text[1],
+            host=host,
+            platform=platform,
+            headers=headers,
+            head_only=method == "HEAD",
+            **context,
         )
 
     if path == pages.STYLESHEET_PATH and method in ("GET", "HEAD"):
         return await pages.send_stylesheet(send, platform, head_only=method == "HEAD")
     if path == appspace_sessions.LOGIN_PATH:
-        if method != "GET":  # not even HEAD: a link checker must not spend the token
-            return await page(405, METHOD_NOT_ALLOWED, [(b"allow", b"GET")])
-        return await _login(scope, config, facts, page, send)
+        if method == "GET":  # not HEAD: a link checker must not spend the token
+            return await _login(scope, config, facts, page, send)
+        if method == "POST":  # the confirmation of a link that came from another site
+            if not same_origin_proven(facts, origin):
+                return await page(403, pages.CROSS_ORIGIN)
+            form = await _read_form(receive)
+            if form is None:
+                return await page(400, LOGIN_FAILED, login_url=open_url(config.subdomain, "/"))
+            return await _redeem_and_redirect(config, facts, page, send, *form)
+        return await page(405, METHOD_NOT_ALLOWED, [(b"allow", b"GET, POST")])
     if path == "/.dropserver/logout":
         if method != "POST":
             return await page(405, METHOD_NOT_ALLOWED, [(b"allow", b"POST")])
@@ -78,13 +111,23 @@ async def handle(
 
 
 async def _login(scope: dict, config: AppspaceConfig, facts: RequestFacts, page, send) -> None:
-    # The panel's redirect arrives "same-site" (or "none" when typed); a link planted on
-    # another site must not log a visitor in to an account of the planter's choosing.
-    if facts.fetch_site == b"cross-site":
-        return await page(403, pages.CROSS_ORIGIN)
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"), max_num_fields=10)
     token = (query.get("token") or [""])[0]
     next_path = appspace_sessions.safe_next_path((query.get("next") or ["/"])[0])
+    if facts.fetch_site == b"cross-site":
+        holder = await _holder(token=token, appspace_pk=config.pk)
+        if holder is None:
+            return await page(400, LOGIN_FAILED, login_url=open_url(config.subdomain, next_path))
+        return await page(
+            200, CONFIRM_LOGIN, confirm_login={"token": token, "next": next_path, "as": holder}
+        )
+    return await _redeem_and_redirect(config, facts, page, send, token, next_path)
+
+
+async def _redeem_and_redirect(
+    config: AppspaceConfig, facts: RequestFacts, page, send, token: str, next_path: str
+) -> None:
+    next_path = appspace_sessions.safe_next_path(next_path)
     key = await _redeem(token=token, appspace_pk=config.pk)
     redirect_headers = []
     if key is not None:
@@ -93,9 +136,26 @@ async def _login(scope: dict, config: AppspaceConfig, facts: RequestFacts, page,
     else:
         who, _member = await visitor(config, facts)
         if who is not Visitor.MEMBER:  # a reload of a spent link is fine when logged in
-            return await page(
-                400, LOGIN_FAILED, login_url=open_url(config.subdomain, next_path)
-            )
+            return await page(400, LOGIN_FAILED, login_url=open_url(config.subdomain, next_path))
     await pages.send_redirect(
         send, iri_to_uri(next_path), platform=config.platform_headers, headers=redirect_headers
     )
+
+
+async def _read_form(receive) -> tuple[str, str] | None:
+    """The token and next path of the confirmation form, or None if the body is not one."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        if len(body) > MAX_FORM_BYTES:
+            return None
+        if not message.get("more_body"):
+            break
+    form = parse_qs(body.decode("latin-1"), max_num_fields=10)
+    token = (form.get("token") or [""])[0]
+    if not token:
+        return None
+    return token, (form.get("next") or ["/"])[0]

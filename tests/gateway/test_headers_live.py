@@ -28,8 +28,11 @@ def test_spoofed_identity_headers_never_reach_the_app(stack):
     assert not [h for h in anonymous["headers"] if h.startswith("x-dropserver")]
     member = stack.enter(stack.main, stack.carol)
     seen = member.get(stack.url(stack.main, "/echo"), headers=forged).json()
-    assert seen["user"] == {"id": str(stack.carol.public_id), "displayName": "Carol",
-                            "permissions": []}
+    assert seen["user"] == {
+        "id": str(stack.carol.public_id),
+        "displayName": "Carol",
+        "permissions": [],
+    }
 
 
 def test_the_platforms_cookies_never_reach_the_app(stack):
@@ -51,9 +54,7 @@ def test_the_app_learns_the_original_host_and_scheme(stack):
 
 def test_params_are_decoded_once_and_slashes_stay_in_their_segment(stack):
     browser = stack.browser()
-    assert browser.get(stack.url(stack.main, "/items/caf%C3%A9")).json()["params"] == {
-        "id": "café"
-    }
+    assert browser.get(stack.url(stack.main, "/items/caf%C3%A9")).json()["params"] == {"id": "café"}
     assert browser.get(stack.url(stack.main, "/items/a%2Fb")).json()["params"] == {"id": "a/b"}
     assert browser.get(stack.url(stack.main, "/items/a/b")).status == 404
 
@@ -76,7 +77,9 @@ def test_loose_app_headers_are_replaced_by_the_platforms(stack):
 
 
 def test_browser_allowlist_origins_join_the_policy(stack):
-    appspace = stack.appspace(browser_origins=("https://tiles.example.com", "https://*.cdn.example"))
+    appspace = stack.appspace(
+        browser_origins=("https://tiles.example.com", "https://*.cdn.example")
+    )
     response = stack.browser().get(stack.url(appspace, "/"))
     assert response.header("content-security-policy") == (
         "default-src 'self' https://*.cdn.example https://tiles.example.com; object-src 'none'; "
@@ -99,6 +102,9 @@ def test_cross_origin_preflights_are_refused(stack):
     [
         ({"Origin": "https://evil.example"}, 403),
         ({"Origin": "null"}, 403),
+        ({"Origin": "null", "Sec-Fetch-Site": "cross-site"}, 403),  # a sandboxed frame
+        # The browser's form POST from the appspace's own page, under our no-referrer policy.
+        ({"Origin": "null", "Sec-Fetch-Site": "same-origin"}, 200),
         ({"Sec-Fetch-Site": "cross-site"}, 403),
         ({"Sec-Fetch-Site": "same-site"}, 403),  # a sibling appspace is another origin
         ("sibling", 403),

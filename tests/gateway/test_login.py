@@ -97,19 +97,86 @@ def test_login_only_redirects_to_paths_of_the_appspace(stack, target):
     assert response.header("location") == "/"
 
 
-def test_a_login_link_planted_on_another_site_is_refused(stack):
+def test_a_login_link_from_another_site_waits_for_the_visitor_to_confirm(stack):
     _, link = login_link(stack, stack.main, stack.bob)
-    response = stack.browser().get(link, headers={"Sec-Fetch-Site": "cross-site"})
-    assert response.status == 403
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    visitor = stack.browser()
+    shown = visitor.get(link, headers={"Sec-Fetch-Site": "cross-site"})
+    # Nothing is spent or set yet; the page says whose account the link opens.
+    assert shown.status == 200
+    assert shown.header("set-cookie") is None
+    assert AppspaceLoginToken.objects.get(token_hash=sha256(token)).used is None
+    assert b"Continue as Bob" in shown.body
+    assert b'action="/.dropserver/login"' in shown.body
+
+    # The planting site cannot submit the confirmation itself...
+    login_url = stack.url(stack.main, "/.dropserver/login")
+    form = f"token={token}&next=%2Fuser".encode()
+    forged = visitor.post(
+        login_url,
+        form,
+        headers={
+            "Origin": "http://evil.localhost",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert forged.status == 403
+    assert AppspaceLoginToken.objects.get(token_hash=sha256(token)).used is None
+
+    # ...the visitor's own click on the appspace's page does.
+    confirmed = visitor.post(
+        login_url,
+        form,
+        headers={
+            "Origin": stack.url(stack.main, ""),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert confirmed.status == 302
+    assert confirmed.header("location") == "/user"
+    assert "ds_appspace=" in confirmed.header("set-cookie")
+    # Spent now: a second submission only works because this visitor is logged in.
+    assert (
+        visitor.post(login_url, form, headers={"Origin": stack.url(stack.main, "")}).status == 302
+    )
+
+    # Chromium's own submission of that form, under the gateway's no-referrer policy.
+    again = stack.browser().get(
+        login_link(stack, stack.main, stack.bob)[1], headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    token = again.body.split(b'name="token" value="')[1].split(b'"')[0].decode()
+    by_chromium = stack.browser().post(
+        login_url,
+        f"token={token}".encode(),
+        headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert by_chromium.status == 302 and "ds_appspace=" in by_chromium.header("set-cookie")
+
+    # A spent or unknown token from another site shows no name, only that it failed.
+    stranger = stack.browser().get(link, headers={"Sec-Fetch-Site": "cross-site"})
+    assert stranger.status == 400 and b"Bob" not in stranger.body
+
+
+def test_a_login_link_from_the_panel_site_is_redeemed_at_once(stack):
+    _, link = login_link(stack, stack.main, stack.bob)
     assert stack.browser().get(link, headers={"Sec-Fetch-Site": "same-site"}).status == 302
+
+
+def test_the_login_confirmation_refuses_an_oversized_or_empty_form(stack):
+    login_url = stack.url(stack.main, "/.dropserver/login")
+    origin = {"Origin": stack.url(stack.main, "")}
+    assert stack.browser().post(login_url, b"x" * 10_000, headers=origin).status == 400
+    assert stack.browser().post(login_url, b"next=%2F", headers=origin).status == 400
+    assert stack.browser().request("PUT", login_url, headers=origin).status == 405
 
 
 def test_logout_revokes_the_session(stack):
     browser = stack.enter(stack.main, stack.bob)
     key = browser.cookies[stack.host(stack.main)]["ds_appspace"]
     origin = {"Origin": stack.url(stack.main, "")}
-    cross = browser.post(stack.url(stack.main, "/.dropserver/logout"),
-                         headers={"Origin": "http://evil.localhost"})
+    cross = browser.post(
+        stack.url(stack.main, "/.dropserver/logout"), headers={"Origin": "http://evil.localhost"}
+    )
     assert cross.status == 403
     assert browser.get(stack.url(stack.main, "/user")).status == 200
     response = browser.post(stack.url(stack.main, "/.dropserver/logout"), headers=origin)
@@ -134,8 +201,10 @@ def test_panel_logout_logs_out_of_every_appspace_at_once(stack):
     logout = browser.post(
         stack.panel_url("/accounts/logout/"),
         body,
-        headers={"Content-Type": "application/x-www-form-urlencoded",
-                 "Origin": stack.panel_url("")},
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Origin": stack.panel_url(""),
+        },
     )
     assert logout.status == 302, logout.text[:300]
     # No waiting: the logout ran in the gateway's own process.
