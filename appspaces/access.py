@@ -41,3 +41,16 @@ def get_job_for_owner(user, public_id: UUID | str) -> Job:
         return Job.objects.get(public_id=public_id, owner=user)
     except (Job.DoesNotExist, ValueError):
         raise Http404("No such job.") from None
+
+
+def get_appspace_user_for_owner(user, appspace_id: UUID | str, member_id: UUID | str):
+    """A user of one of `user`'s appspaces (the owner manages them; members do not)."""
+    from appspaces.models import AppspaceUser
+
+    appspace = get_appspace_for_owner(user, appspace_id)
+    try:
+        return AppspaceUser.objects.select_related("user", "appspace__app_version").get(
+            public_id=member_id, appspace=appspace
+        )
+    except (AppspaceUser.DoesNotExist, ValueError):
+        raise Http404("No such user of this appspace.") from None

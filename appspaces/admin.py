@@ -1,14 +1,19 @@
-"""Django admin for instance admins: apps, their versions and jobs, read-only.
+"""Django admin for instance admins: apps, their versions and jobs, read-only; appspaces, with
+their users and allowlist.
 
 Installing, deleting and cancelling go through the panel's services (they clean up files and
-refuse to delete what an appspace uses), so the admin only looks.
+refuse to delete what an appspace uses), so the admin only looks at apps; for appspaces it may
+change their status, limits, users and allowlist, not create or delete them.
 """
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 
-from appspaces.models import App, AppVersion, Job
+from appspaces.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
+from appspaces.models import AllowlistEntry, App, Appspace, AppspaceUser, AppVersion, Job
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -68,3 +73,100 @@ class JobAdmin(ReadOnlyAdmin):
         "public_id", "kind", "owner", "app", "app_version", "appspace", "state", "step",
         "progress", "params", "warnings", "message", "created", "updated", "finished",
     )  # fmt: skip
+
+
+# --- Appspaces, their users and allowlists --------------------------------------------------
+# Admins may pause an appspace (status), change its limits and its users and allowlist; the
+# allowlist goes through the same validator as the panel. Creating and deleting appspaces go
+# through the panel's services (folders, sandboxes, backups), so not through the admin.
+
+
+class AllowlistEntryForm(forms.ModelForm):
+    class Meta:
+        model = AllowlistEntry
+        fields = ("kind", "value")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        kind, value = cleaned.get("kind"), cleaned.get("value")
+        if kind and value:
+            server = kind == AllowlistEntry.Kind.SERVER
+            parse = parse_server_entry if server else parse_browser_origin
+            try:
+                cleaned["value"] = str(parse(value))
+            except AllowlistError as exc:
+                raise ValidationError({"value": str(exc)}) from None
+        return cleaned
+
+
+class AllowlistEntryInline(admin.TabularInline):
+    model = AllowlistEntry
+    form = AllowlistEntryForm
+    fields = ("kind", "value", "created")
+    readonly_fields = ("created",)
+    extra = 0
+
+
+class AppspaceUserForm(forms.ModelForm):
+    class Meta:
+        model = AppspaceUser
+        fields = ("user", "display_name", "permissions")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["permissions"].required = False  # [] is "no permission"
+        self.fields["permissions"].help_text = 'Permission keys the app declares, e.g. ["edit"].'
+
+    def clean_permissions(self):
+        value = self.cleaned_data.get("permissions") or []
+        if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+            raise ValidationError('A list of permission keys, e.g. ["edit"].')
+        return value
+
+
+class AppspaceUserInline(admin.TabularInline):
+    model = AppspaceUser
+    form = AppspaceUserForm
+    fields = ("user", "display_name", "permissions", "created")
+    readonly_fields = ("created",)
+    raw_id_fields = ("user",)
+    extra = 0
+
+
+@admin.register(Appspace)
+class AppspaceAdmin(admin.ModelAdmin):
+    list_display = ("subdomain", "owner", "app", "app_version", "status", "data_readonly")
+    list_filter = ("status", "data_readonly")
+    search_fields = ("subdomain", "owner__email", "app__name", "public_id")
+    list_select_related = ("owner", "app", "app_version")
+    fields = (
+        "public_id", "subdomain", "owner", "app", "app_version", "status", "status_reason",
+        "data_schema", "memory_mb", "cpu_percent", "disk_mb", "disk_bytes", "data_readonly",
+        "created",
+    )  # fmt: skip
+    readonly_fields = (
+        "public_id", "subdomain", "owner", "app", "app_version", "data_schema", "disk_bytes",
+        "data_readonly", "created",
+    )  # fmt: skip
+    inlines = [AppspaceUserInline, AllowlistEntryInline]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        obj.touch_config()
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        from django.db import transaction
+
+        from appspaces.sandboxes import publish_users
+        from appspaces.tasks import appspace_sandbox_refresh
+
+        appspace = form.instance
+        transaction.on_commit(lambda: publish_users(appspace), robust=True)
+        transaction.on_commit(lambda: appspace_sandbox_refresh.delay(appspace.pk), robust=True)

@@ -12,6 +12,8 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from accounts.signals import invitation_accepted
+
 
 def data_dir() -> Path:
     # Read at call time: tests (and operators' scripts) may point it elsewhere.
@@ -172,8 +174,13 @@ class Appspace(models.Model):
         return self.path / "meta"
 
     def touch_config(self) -> None:
-        """Tell gateway caches in every process that this appspace changed."""
+        """Tell gateway caches in every process that this appspace changed. Call it on every
+        change to what its sandbox spec holds (allowlist, limits, version, data_readonly): the
+        version is the spec's generation, which lets the supervisor ignore stale specs."""
         Appspace.objects.filter(pk=self.pk).update(config_version=F("config_version") + 1)
+        self.config_version = (
+            Appspace.objects.filter(pk=self.pk).values_list("config_version", flat=True).get()
+        )
 
 
 class AppspaceUsageDay(models.Model):
@@ -253,6 +260,10 @@ class BlockedConnection(models.Model):
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     dismissed = models.BooleanField(default=False)
+    # The supervisor counts per host:port since it started (its `first` time stamps that life):
+    # what it reported last, so each pull adds only the attempts made since.
+    source_first = models.FloatField(null=True, blank=True)
+    source_count = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-last_seen"]
@@ -365,3 +376,13 @@ def _examples_for_first_admin(sender, instance, created: bool, **kwargs) -> None
         examples_pending_queue(owner=instance)
 
     transaction.on_commit(queue, robust=True)
+
+
+# A friend invited to an appspace who signs up joins it with the permissions the owner chose
+# (appspaces/appspace_users.py). Connected here, like the receiver above, so that it is live in
+# every process; it runs inside the sign-up transaction.
+@receiver(invitation_accepted, dispatch_uid="appspaces.invited_users_attach")
+def _invited_user_attach(sender, invitation, user, **kwargs) -> None:
+    from appspaces.appspace_users import invitation_attach
+
+    invitation_attach(invitation=invitation, user=user)

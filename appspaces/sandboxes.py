@@ -30,7 +30,11 @@ def appspace_limits(appspace: Appspace) -> Limits:
 
 
 def appspace_spec(appspace: Appspace, *, version: AppVersion | None = None) -> SandboxSpec:
-    """The spec of an appspace's sandbox (of `version` while migrating to it)."""
+    """The spec of an appspace's sandbox (of `version` while migrating to it).
+
+    Its generation is the appspace's config version, so a gateway still holding the spec from
+    before a change (its cache lives DS_GATEWAY_CACHE_TTL) can never bring the old one back.
+    """
     version = version or appspace.app_version
     allow_net = [
         parse_server_entry(value).deno_net_value()
@@ -47,6 +51,7 @@ def appspace_spec(appspace: Appspace, *, version: AppVersion | None = None) -> S
         allow_net=tuple(sorted(allow_net)),
         limits=appspace_limits(appspace),
         data_readonly=appspace.data_readonly,
+        generation=appspace.config_version,
     )
 
 

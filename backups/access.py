@@ -19,3 +19,13 @@ def get_backup_for_owner(user, appspace_id: UUID | str, backup_id: UUID | str) -
         )
     except (Backup.DoesNotExist, ValueError):
         raise Http404("No such backup.") from None
+
+
+def get_kept_backup_for_owner(user, backup_id: UUID | str) -> Backup:
+    """A READY backup of a deleted appspace that `user` chose to keep."""
+    try:
+        return Backup.objects.get(
+            public_id=backup_id, appspace__isnull=True, kept_owner=user, state=Backup.State.READY
+        )
+    except (Backup.DoesNotExist, ValueError):
+        raise Http404("No such backup.") from None

@@ -71,7 +71,20 @@ class Backup(models.Model):
         FAILED = "failed", "failed"
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    appspace = models.ForeignKey(Appspace, on_delete=models.CASCADE, related_name="backups")
+    # Null once the appspace was deleted and its owner chose to keep its backups: the kept_*
+    # fields then say whose they are and where they live (rows with neither are swept).
+    appspace = models.ForeignKey(
+        Appspace, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups"
+    )
+    kept_owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="kept_backups",
+    )
+    kept_label = models.CharField(max_length=63, blank=True)  # the deleted appspace's subdomain
+    kept_folder = models.UUIDField(null=True, blank=True)  # its public id: backups/<id>/
     kind = models.CharField(max_length=16, choices=Kind.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     file_name = models.CharField(max_length=200)
@@ -105,10 +118,13 @@ class Backup(models.Model):
 
     def __str__(self) -> str:
         when = f"{self.created:%Y-%m-%d %H:%M}"
-        return f"{self.get_kind_display()} backup of {self.appspace} ({when})"
+        of = self.appspace if self.appspace_id else f"{self.kept_label} (deleted)"
+        return f"{self.get_kind_display()} backup of {of} ({when})"
 
     @property
     def path(self) -> Path:
+        if self.appspace_id is None:
+            return backups_root() / str(self.kept_folder) / self.file_name
         return appspace_backups_dir(self.appspace) / self.file_name
 
     @property

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
@@ -66,7 +66,8 @@ def backup_policy(appspace: Appspace) -> BackupPolicy:
 
 
 def user_backup_bytes(user) -> int:
-    total = Backup.objects.filter(appspace__owner=user, state=Backup.State.READY).aggregate(
+    mine = Q(appspace__owner=user) | Q(appspace__isnull=True, kept_owner=user)
+    total = Backup.objects.filter(mine, state=Backup.State.READY).aggregate(
         total=Sum("size_bytes")
     )["total"]
     return int(total or 0)

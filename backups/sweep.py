@@ -9,7 +9,8 @@ restores: every minute from Celery beat, and at the start of each backup.
   on the restored data, or after DS_BACKUP_KEEP_PREVIOUS_DAYS.
 - `appspaces/<id>/.restore-*` left by a dead restore is removed (it never replaced anything:
   the swap renames it away in the same step).
-- `backups/<id>/` of an appspace that was deleted is removed (its rows went with it).
+- `backups/<id>/` of an appspace that was deleted is removed, unless its owner kept its
+  backups (rows with `kept_owner`, see appspaces/appspace_lifecycle.py).
 """
 
 from __future__ import annotations
@@ -113,11 +114,19 @@ def orphans_remove() -> int:
 
 
 def deleted_appspaces_folders_remove() -> int:
-    """Archives of appspaces that were deleted (their rows went with the appspace)."""
+    """Archives of appspaces that were deleted, unless their owner chose to keep them."""
+    # Backups whose appspace went without being kept (e.g. with its owner's account).
+    Backup.objects.filter(appspace__isnull=True, kept_owner__isnull=True).delete()
     root = backups_root()
     if not root.is_dir():
         return 0
     known = {str(pk) for pk in Appspace.objects.values_list("public_id", flat=True)}
+    known |= {
+        str(folder)
+        for folder in Backup.objects.filter(appspace__isnull=True)
+        .values_list("kept_folder", flat=True)
+        .distinct()
+    }
     removed = 0
     for folder in root.iterdir():
         if folder.is_dir() and not folder.name.startswith(".") and folder.name not in known:

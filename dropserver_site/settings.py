@@ -480,3 +480,45 @@ CELERY_BEAT_SCHEDULE = {
     "usage-days-prune": {"task": "appspaces.usage.usage_days_prune", "schedule": 24 * 3600.0},
 }
 # --- End of Usage -----------------------------------------------------------------------------
+
+# --- Appspaces --------------------------------------------------------------------------------
+# Owned by appspaces/ (appspace_*.py, network_approvals.py, version_change.py): what owners may
+# choose when they create an appspace, and the periodic upkeep of appspaces.
+
+# Names no appspace may take (besides the panel's own label): they mean something to people or
+# to mail and DNS setups. Comma-separated; replaces the default list.
+DS_RESERVED_SUBDOMAINS = env.list(
+    "DS_RESERVED_SUBDOMAINS",
+    default=[
+        "www", "admin", "api", "mail", "smtp", "imap", "pop", "pop3", "ftp", "dropid",
+        "dropserver", "panel", "static", "media", "assets", "cdn", "ns", "ns1", "ns2", "dns",
+        "mx", "autoconfig", "autodiscover", "webmail", "localhost", "login", "auth", "account",
+        "accounts", "status", "help", "support", "root", "postmaster", "hostmaster", "abuse",
+        "security", "wpad", "isatap",
+    ],
+)
+# Resource limits of an appspace: owners choose within [MIN, MAX]; DEFAULT for a new one.
+DS_APPSPACE_MIN_MEMORY_MB = env.int("DS_APPSPACE_MIN_MEMORY_MB", default=64)
+DS_APPSPACE_MAX_MEMORY_MB = env.int("DS_APPSPACE_MAX_MEMORY_MB", default=1024)
+DS_APPSPACE_DEFAULT_MEMORY_MB = env.int("DS_APPSPACE_DEFAULT_MEMORY_MB", default=256)
+DS_APPSPACE_MIN_CPU_PERCENT = env.int("DS_APPSPACE_MIN_CPU_PERCENT", default=5)
+DS_APPSPACE_MAX_CPU_PERCENT = env.int("DS_APPSPACE_MAX_CPU_PERCENT", default=100)
+DS_APPSPACE_DEFAULT_CPU_PERCENT = env.int("DS_APPSPACE_DEFAULT_CPU_PERCENT", default=50)
+DS_APPSPACE_MIN_DISK_MB = env.int("DS_APPSPACE_MIN_DISK_MB", default=10)
+DS_APPSPACE_MAX_DISK_MB = env.int("DS_APPSPACE_MAX_DISK_MB", default=10 * 1024)
+DS_APPSPACE_DEFAULT_DISK_MB = env.int("DS_APPSPACE_DEFAULT_DISK_MB", default=1024)
+# Longest a migration may run in the sandbox (creation, and a change of version).
+DS_APPSPACE_MIGRATE_TIMEOUT = env.float("DS_APPSPACE_MIGRATE_TIMEOUT", default=300.0)
+# The tail of an appspace's log shown on its page.
+DS_APPSPACE_LOG_TAIL_KB = env.int("DS_APPSPACE_LOG_TAIL_KB", default=32)
+# A creation or version change whose worker has not reported for this long was interrupted.
+DS_APPSPACE_JOB_STALE_MINUTES = env.int("DS_APPSPACE_JOB_STALE_MINUTES", default=30)
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "appspaces-blocked-connections": {
+        "task": "appspaces.tasks.blocked_connections_collect",
+        "schedule": 60.0,
+    },
+    "appspaces-sweep": {"task": "appspaces.tasks.appspaces_sweep", "schedule": 300.0},
+}
+# --- End of Appspaces -------------------------------------------------------------------------

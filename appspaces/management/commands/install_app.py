@@ -15,10 +15,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from appspaces.install import install_job_cancel, install_job_create, install_job_run
+from appspaces.management.cli import supervisor_problem
 from appspaces.models import Job
 from appspaces.uploads import UploadTooLarge, upload_copy
-from sandbox.client import SandboxClient
-from sandbox.protocol import SandboxError
 
 
 class Command(BaseCommand):
@@ -102,16 +101,8 @@ class Command(BaseCommand):
             )
 
     def require_supervisor(self) -> None:
-        client = SandboxClient(timeout=5)
-        try:
-            client.ping()
-        except SandboxError as exc:
-            self.fail(
-                "The sandbox supervisor is not running: start `python manage.py sandboxd` "
-                f"(or `python manage.py serve`) and try again. ({exc})"
-            )
-        finally:
-            client.close()
+        if problem := supervisor_problem():
+            self.fail(problem)
 
     def fail(self, message: str, warnings: list[str] | None = None):
         if self.as_json:

@@ -1,0 +1,69 @@
+"""Appspaces in the Django admin: staff see them with their users and allowlist, change their
+status and limits; allowlist entries pass the same validator; creating and deleting go through
+the panel."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from appspaces.models import Appspace, AppspaceUser
+from tests.appspaces.appspace_fixtures import (  # noqa: F401 (fixture)
+    make_appspace,
+    make_version,
+    own_uids,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def admin_client(user) -> Client:
+    from django.conf import settings
+
+    client = Client(HTTP_HOST=settings.DS_PANEL_HOST)
+    client.force_login(user)
+    return client
+
+
+def test_staff_see_and_pause_an_appspace_but_cannot_add_or_delete_one(admin_user, alice, bob):
+    appspace = make_appspace(alice, make_version(alice), subdomain="notes", folders=True)
+    AppspaceUser.objects.create(appspace=appspace, user=bob, display_name="Bob", permissions=[])
+    client = admin_client(admin_user)
+    listing = client.get(reverse("admin:appspaces_appspace_changelist")).content.decode()
+    assert "notes" in listing and "alice@example.com" in listing
+    url = reverse("admin:appspaces_appspace_change", args=[appspace.pk])
+    page = client.get(url).content.decode()
+    assert "Bob" in page
+    assert client.get(reverse("admin:appspaces_appspace_add")).status_code == 403
+    assert (
+        client.get(reverse("admin:appspaces_appspace_delete", args=[appspace.pk])).status_code
+        == 403
+    )
+
+    def post(**extra):
+        data = {
+            "status": "paused", "status_reason": "Paused by the admin.", "memory_mb": 256,
+            "cpu_percent": 50, "disk_mb": 100,
+            "users-TOTAL_FORMS": 1, "users-INITIAL_FORMS": 1,
+            "users-0-id": appspace.users.get().pk, "users-0-appspace": appspace.pk,
+            "users-0-user": bob.pk, "users-0-display_name": "Bob",
+            "users-0-permissions": "[]",
+            "allowlist-TOTAL_FORMS": 1, "allowlist-INITIAL_FORMS": 0,
+            "allowlist-0-kind": "server", "allowlist-0-value": "10.1.2.3",
+        }  # fmt: skip
+        return client.post(url, {**data, **extra})
+
+    refused = post()
+    assert refused.status_code == 200 and "private" in refused.content.decode()
+    assert not appspace.allowlist.exists()
+    assert post(**{"allowlist-0-value": "API.example.com"}).status_code == 302
+    appspace.refresh_from_db()
+    assert appspace.status == Appspace.Status.PAUSED
+    assert list(appspace.allowlist.values_list("value", flat=True)) == ["api.example.com"]
+
+
+def test_other_users_cannot_reach_the_admin(alice):
+    client = admin_client(alice)
+    response = client.get(reverse("admin:appspaces_appspace_changelist"))
+    assert response.status_code == 302
