@@ -40,8 +40,6 @@ MB = 1024 * 1024  # disk_mb and memory_mb are MiB, as the backups' quota check c
 # Two samples belong to the same run when the pid matches and the start times they imply agree
 # this closely (the start is derived from the uptime, so it carries the request's latency).
 RUN_START_TOLERANCE = 2.0
-# On top of DS_GATEWAY_CACHE_TTL: a gateway load in flight when data_readonly changed.
-GATEWAY_MARGIN = 1.0
 
 
 def today() -> dt.date:
@@ -322,21 +320,11 @@ def sandbox_respec(appspace: Appspace, client: SandboxClient) -> str:
     return outcome
 
 
-def _gateway_caches_expire() -> None:
-    time.sleep(settings.DS_GATEWAY_CACHE_TTL + GATEWAY_MARGIN)
-
-
 def _apply(changed: list[Appspace], client: SandboxClient) -> None:
     """Restart the running sandboxes of appspaces whose data_readonly changed. A gateway that
-    loaded the old spec just before the change may restart a sandbox with it until its cache
-    expires: so once that time has passed, a second `ensure` puts the new spec back if needed
-    (only for read-only, the direction where the old spec lets an app keep writing)."""
-    applied = [a for a in changed if sandbox_respec(a, client) == "applied"]
-    recheck = [a for a in applied if a.data_readonly]
-    if recheck:
-        _gateway_caches_expire()
-        for appspace in recheck:
-            sandbox_respec(appspace, client)
+    loaded the old spec just before the change cannot put it back: its generation is older."""
+    for appspace in changed:
+        sandbox_respec(appspace, client)
 
 
 def _measure(appspace: Appspace) -> tuple[disk_usage.DiskUsage | None, Appspace | None]:
