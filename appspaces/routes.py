@@ -220,11 +220,20 @@ def _parse_static(
 
 
 class RouteTable:
-    """The compiled routes of one app version. Build once, match on every request."""
+    """The compiled routes of one app version. Build once, match on every request.
+
+    Matches of short paths are remembered (a bounded memo, emptied when full: an app's pages
+    are requested over and over, a scanner's random paths only churn it). A RouteMatch is
+    shared between requests: treat its params as read-only.
+    """
+
+    MEMO_SIZE = 512
+    MEMO_MAX_PATH = 200
 
     def __init__(self, routes: Sequence[Route]):
         self.routes = tuple(routes)
         self._by_method = {method: self._compile(method) for method in METHODS}
+        self._memo: dict[tuple[str, str], RouteMatch | None] = {}
 
     @classmethod
     def from_routes(cls, raw_routes: Any, *, permission_keys: Iterable[str] = ()) -> RouteTable:
@@ -274,6 +283,19 @@ class RouteTable:
         for no match. `path` is the request path as sent, still percent-encoded and without
         the query string: in the gateway, `scope["raw_path"].decode("utf-8")` (404 when that
         fails), never the already-decoded `scope["path"]`, in which %2F became a `/`."""
+        key = (method, path)
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        found = self._match(method, path)
+        if len(path) <= self.MEMO_MAX_PATH:
+            if len(self._memo) >= self.MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = found
+        return found
+
+    def _match(self, method: str, path: str) -> RouteMatch | None:
         table = self._by_method.get(method)
         if table is None:
             return None

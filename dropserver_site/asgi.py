@@ -1,5 +1,6 @@
 """ASGI entry point: Daphne serves the panel (Django) and the appspace gateway from here."""
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -12,6 +13,10 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from appspaces.gateway.asgi import gateway_http, gateway_websocket  # noqa: E402
 from dropserver_site.routing import HostRouter, not_found  # noqa: E402
+
+# Everything loaded so far lives as long as the process: keep it out of the garbage
+# collector's full passes, which otherwise scan all of Django on every few thousand requests.
+gc.freeze()
 
 application = ProtocolTypeRouter(
     {

@@ -17,13 +17,6 @@ from dropserver_site.hosts import Site, classify_host, split_host_header
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 
-def scope_host(scope: dict) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"host":
-            return split_host_header(value.decode("latin-1"))
-    return ""
-
-
 async def not_found(scope: dict, receive: Callable, send: Callable) -> None:
     if scope["type"] == "websocket":
         await receive()  # websocket.connect
@@ -60,6 +53,33 @@ def _forget_hosts(*, setting: str, **kwargs) -> None:
     global _hosts
     if setting in ("DS_DOMAIN", "DS_PANEL_HOST"):
         _hosts = None
+        _sites.clear()
+
+
+# Host header value -> (site, subdomain): browsers send the same few values over and over.
+# Bounded, emptied when full, so random Host headers cannot grow it.
+_sites: dict[bytes, tuple[Site, str]] = {}
+_SITES_MAX = 4096
+
+
+def _site_of(scope: dict) -> tuple[Site, str]:
+    raw = b""
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            raw = value
+            break
+    try:
+        return _sites[raw]
+    except KeyError:
+        pass
+    domain, panel_host = _configured_hosts()
+    found = classify_host(
+        split_host_header(raw.decode("latin-1")), domain=domain, panel_host=panel_host
+    )
+    if len(_sites) >= _SITES_MAX:
+        _sites.clear()
+    _sites[raw] = found
+    return found
 
 
 setting_changed.connect(_forget_hosts, dispatch_uid="host-router-settings")
@@ -73,8 +93,7 @@ class HostRouter:
         self.appspace = appspace
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> Any:
-        domain, panel_host = _configured_hosts()
-        site, subdomain = classify_host(scope_host(scope), domain=domain, panel_host=panel_host)
+        site, subdomain = _site_of(scope)
         if site is Site.PANEL:
             return await self.panel(scope, receive, send)
         if site is Site.APPSPACE:
