@@ -36,9 +36,9 @@ LOGIN_FAILED = (
     "It has expired, was already used, or is for another appspace. Log in again to continue.",
 )
 CONFIRM_LOGIN = (
-    "Continue to this appspace?",
-    "A link from another site is logging you in. Continue only if you opened it yourself "
-    "from your Dropserver panel.",
+    "Log in to this appspace?",
+    "Continue only if you just opened it from your Dropserver panel: a login link from "
+    "anywhere else could log you in to somebody else's account.",
 )
 LOGGED_OUT = ("Logged out", "You are logged out of this appspace.")
 METHOD_NOT_ALLOWED = ("Method not allowed", "This address does not accept that method.")
