@@ -117,6 +117,10 @@ class ControlServer:
                 task.add_done_callback(tasks.discard)
         except ConnectionError:
             pass
+        except asyncio.CancelledError:
+            # The supervisor is stopping and asyncio.run cancels open connections: end quietly
+            # (Python 3.11's stream callback would log a cancelled handler as an error).
+            pass
         finally:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)

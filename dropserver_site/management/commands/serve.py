@@ -47,6 +47,14 @@ class Child:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def signal(self, sig: int) -> None:
+        """The child itself: it stops what it started (Celery its pool and beat, the
+        supervisor its sandboxes) in order, which a signal to the whole group would race."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(sig)
+
     def signal_group(self, sig: int) -> None:
         if self.process is None:
             return
@@ -161,7 +169,7 @@ class Command(BaseCommand):
     def _stop(self, children: list[Child]) -> None:
         # Web first (no new requests), supervisor last (it stops the sandboxes).
         for child in reversed(children):
-            child.signal_group(signal.SIGTERM)
+            child.signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for child in reversed(children):
             if child.process is None:
