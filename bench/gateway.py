@@ -50,8 +50,13 @@ async def hello_app(scope, receive, send):
     """The baseline: the smallest ASGI app, on the same Daphne."""
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"hello"})
 
 
@@ -77,11 +82,14 @@ def load(target: tuple, request: bytes, concurrency: int, seconds: float) -> dic
 
     async def main() -> list[float]:
         if target[0] == "unix":
+
             def open_conn():
                 return asyncio.open_unix_connection(target[1])
         else:
+
             def open_conn():
                 return asyncio.open_connection("127.0.0.1", target[1])
+
         samples: list[float] = []
         deadline = time.perf_counter() + seconds
         await asyncio.gather(
@@ -116,9 +124,19 @@ def wrk(
 ) -> dict[str, float]:
     cpu0 = _cpu_seconds(server_pid)
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency",
-         "-H", f"Host: {host}:{port}", f"http://127.0.0.1:{port}{path}"],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "-H",
+            f"Host: {host}:{port}",
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
     def latency(label: str) -> float:
@@ -148,20 +166,24 @@ class Stack:
 
     def env(self, **extra: str) -> dict[str, str]:
         return dict(
-            os.environ, DS_DATA_DIR=str(self.root), DS_SANDBOX_UID_BASE=str(self.uid_base),
-            PYTHONPATH=str(REPO), SECRET_KEY=settings.SECRET_KEY, **extra,
+            os.environ,
+            DS_DATA_DIR=str(self.root),
+            DS_SANDBOX_UID_BASE=str(self.uid_base),
+            PYTHONPATH=str(REPO),
+            SECRET_KEY=settings.SECRET_KEY,
+            **extra,
         )
 
     def spawn(self, argv: list[str], name: str, **env: str) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen(argv, cwd=REPO, env=self.env(**env), stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            argv, cwd=REPO, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT
+        )
         self.processes.append(process)
         return process
 
     def start_supervisor(self) -> SandboxClient:
-        self.spawn([sys.executable, "-m", "sandbox"], "supervisor",
-                   DS_SANDBOX_IDLE_TIMEOUT="3600")
+        self.spawn([sys.executable, "-m", "sandbox"], "supervisor", DS_SANDBOX_IDLE_TIMEOUT="3600")
         client = SandboxClient(layout.control_socket_path())
         _wait(lambda: _try(client.ping), "the supervisor")
         return client
@@ -184,12 +206,25 @@ class Stack:
     def daphne(self, app: str, name: str, **env: str) -> tuple[int, int]:
         port = _free_port()
         process = self.spawn(
-            [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
-             "--no-server-name", app],
-            name, DS_PORT=str(port), **env,
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-server-name",
+                app,
+            ],
+            name,
+            DS_PORT=str(port),
+            **env,
         )
-        _wait(lambda: _try(lambda: socket.create_connection(("127.0.0.1", port)).close()),
-              f"daphne ({name})")
+        _wait(
+            lambda: _try(lambda: socket.create_connection(("127.0.0.1", port)).close()),
+            f"daphne ({name})",
+        )
         return port, process.pid
 
     def cleanup(self) -> None:
@@ -254,20 +289,31 @@ def _make_appspace(stack: Stack, client: SandboxClient):
     for path in (files / "app.ts", files / "public" / "hello.txt"):
         path.chmod(0o644)
     warm = client.run_once(
-        SandboxSpec.for_app_version(job_id="bench-gw-warm", app_id=app_id, version=version,
-                                    uid=stack.uid_base + 999),
+        SandboxSpec.for_app_version(
+            job_id="bench-gw-warm", app_id=app_id, version=version, uid=stack.uid_base + 999
+        ),
         "warm",
     )
     assert warm.ok, warm
     owner = User.objects.create_user("bench@example.com", secrets.token_urlsafe(16))
     app = App.objects.create(public_id=uuid.UUID(app_id), owner=owner, name="bench")
     app_version = AppVersion.objects.create(
-        app=app, version=version, version_key="1.0.0", manifest={"name": "bench"},
-        routes=warm.result["routes"], entrypoint="app.ts",
+        app=app,
+        version=version,
+        version_key="1.0.0",
+        manifest={"name": "bench"},
+        routes=warm.result["routes"],
+        entrypoint="app.ts",
     )
     return Appspace.objects.create(
-        owner=owner, app=app, app_version=app_version, subdomain="bench",
-        status=Appspace.Status.ACTIVE, memory_mb=256, cpu_percent=100, disk_mb=100,
+        owner=owner,
+        app=app,
+        app_version=app_version,
+        subdomain="bench",
+        status=Appspace.Status.ACTIVE,
+        memory_mb=256,
+        cpu_percent=100,
+        disk_mb=100,
     )
 
 
@@ -282,8 +328,9 @@ def run(options) -> None:
         client = stack.start_supervisor()
         db_url = stack.database()
         appspace = _make_appspace(stack, client)
-        gw_port, gw_pid = stack.daphne("dropserver_site.asgi:application", "gateway",
-                               DATABASE_URL=db_url)
+        gw_port, gw_pid = stack.daphne(
+            "dropserver_site.asgi:application", "gateway", DATABASE_URL=db_url
+        )
         host = f"bench.{settings.DS_DOMAIN}"
         assert _get(gw_port, f"{host}:{gw_port}", "/").endswith(b"hello")  # starts the sandbox
         assert _get(gw_port, f"{host}:{gw_port}", "/static/hello.txt").endswith(b"hello")
@@ -316,9 +363,7 @@ def run(options) -> None:
             for c in CONCURRENCY:
                 r[f"hello wrk c{c}"] = wrk(hello_port, "x", "/", c, SECONDS, hello_pid)
                 r[f"function wrk c{c}"] = wrk(gw_port, host, "/", c, SECONDS, gw_pid)
-                r[f"static wrk c{c}"] = wrk(
-                    gw_port, host, "/static/hello.txt", c, SECONDS, gw_pid
-                )
+                r[f"static wrk c{c}"] = wrk(gw_port, host, "/static/hello.txt", c, SECONDS, gw_pid)
             rounds.append(r)
         results = {
             name: {k: statistics.median(r[name][k] for r in rounds) for k in rounds[0][name]}
@@ -336,9 +381,11 @@ def _spec(appspace) -> SandboxSpec:
 
 
 def _report(r: dict[str, dict]) -> None:
-    print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; median of "
-          f"{ROUNDS} rounds of {SECONDS:g} s per run; wrk -t1; asyncio = this module's keep-alive"
-          " generator (the only one that reaches a unix socket)")
+    print(
+        f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; median of "
+        f"{ROUNDS} rounds of {SECONDS:g} s per run; wrk -t1; asyncio = this module's keep-alive"
+        " generator (the only one that reaches a unix socket)"
+    )
     print(f"{'run':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'Daphne CPU us/req':>18}")
     for name, v in r.items():
         cpu = f"{v['cpu_us']:18.0f}" if "cpu_us" in v else ""
@@ -353,5 +400,7 @@ def _report(r: dict[str, dict]) -> None:
             f"   static/hello {r[f'static wrk c{c}']['rps'] / hello:5.2f} (>= 0.80)"
         )
     direct = r["direct asyncio c8"]["rps"]
-    print(f"  asyncio c=8: function/direct {r['function asyncio c8']['rps'] / direct:5.2f}"
-          f"   hello/direct {r['hello asyncio c8']['rps'] / direct:5.2f}")
+    print(
+        f"  asyncio c=8: function/direct {r['function asyncio c8']['rps'] / direct:5.2f}"
+        f"   hello/direct {r['hello asyncio c8']['rps'] / direct:5.2f}"
+    )

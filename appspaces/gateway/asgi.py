@@ -42,14 +42,18 @@ async def gateway_http(scope: dict, receive, send) -> None:
             location = refusal.headers[0][1].decode("latin-1")
             return await pages.send_redirect(send, location, platform=config.platform_headers)
         await pages.send_page(
-            send, refusal.status, title=refusal.text[0], message=refusal.text[1], host=host,
-            platform=config.platform_headers, headers=refusal.headers,
-            head_only=method == "HEAD", **refusal.context,
+            send,
+            refusal.status,
+            title=refusal.text[0],
+            message=refusal.text[1],
+            host=host,
+            platform=config.platform_headers,
+            headers=refusal.headers,
+            head_only=method == "HEAD",
+            **refusal.context,
         )
 
-    if (
-        facts.header_count > lim.max_headers or facts.header_bytes > lim.max_header_bytes
-    ):
+    if facts.header_count > lim.max_headers or facts.header_bytes > lim.max_header_bytes:
         return await refuse(Refusal(431, pages.HEADERS_TOO_LARGE, [], {}))
     if facts.hosts != 1:
         return await refuse(Refusal(400, ("Bad request", "The request is malformed."), [], {}))
@@ -75,8 +79,13 @@ async def gateway_http(scope: dict, receive, send) -> None:
     match = outcome.match
     if match.route.is_static:
         return await static.serve(
-            scope, send, match=match, files_dir=config.files_dir,
-            version_tag=config.version_tag, platform=config.platform_headers, host=host,
+            scope,
+            send,
+            match=match,
+            files_dir=config.files_dir,
+            version_tag=config.version_tag,
+            platform=config.platform_headers,
+            host=host,
             private=match.route.auth != "public",
         )
     length = facts.content_length
@@ -85,8 +94,16 @@ async def gateway_http(scope: dict, receive, send) -> None:
     if length is not None and length > lim.max_body:
         return await refuse(Refusal(413, pages.TOO_LARGE, [], {}))
     await proxy.proxy(
-        scope, receive, send, rt=runtime(), config=config, match=match,
-        member=outcome.member, host=host, scheme=scheme, content_length=length,
+        scope,
+        receive,
+        send,
+        rt=runtime(),
+        config=config,
+        match=match,
+        member=outcome.member,
+        host=host,
+        scheme=scheme,
+        content_length=length,
         chunked=facts.chunked and length is None,
     )
 

@@ -26,24 +26,57 @@ Header = tuple[bytes, bytes]
 # client's address or the original request: never forwarded.
 HOP_BY_HOP = frozenset(
     {
-        b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
-        b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"proxy-connection",
-        b"host", b"content-length", b"expect", b"forwarded", b"x-forwarded-for",
-        b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port", b"x-real-ip",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+        b"host",
+        b"content-length",
+        b"expect",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-port",
+        b"x-real-ip",
         b"http2-settings",
     }
 )
 # Response headers the platform owns outright: whatever the app sends is discarded.
 PLATFORM_OWNED = frozenset(
     {
-        b"x-content-type-options", b"referrer-policy", b"cross-origin-opener-policy",
-        b"cross-origin-resource-policy", b"cross-origin-embedder-policy", b"permissions-policy",
-        b"strict-transport-security", b"server", b"x-powered-by", b"x-frame-options",
+        b"x-content-type-options",
+        b"referrer-policy",
+        b"cross-origin-opener-policy",
+        b"cross-origin-resource-policy",
+        b"cross-origin-embedder-policy",
+        b"permissions-policy",
+        b"strict-transport-security",
+        b"server",
+        b"x-powered-by",
+        b"x-frame-options",
         # Reports go wherever the app says, outside the CSP's reach: a way out for data.
-        b"content-security-policy-report-only", b"report-to", b"reporting-endpoints", b"nel",
-        b"timing-allow-origin", b"set-cookie", b"connection", b"keep-alive",
-        b"transfer-encoding", b"upgrade", b"alt-svc", b"clear-site-data", b"content-length",
-        b"proxy-connection", b"trailer",
+        b"content-security-policy-report-only",
+        b"report-to",
+        b"reporting-endpoints",
+        b"nel",
+        b"timing-allow-origin",
+        b"set-cookie",
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"upgrade",
+        b"alt-svc",
+        b"clear-site-data",
+        b"content-length",
+        b"proxy-connection",
+        b"trailer",
     }
 )
 IDENTITY_PREFIX = b"x-dropserver-"

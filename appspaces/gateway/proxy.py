@@ -69,8 +69,14 @@ async def proxy(
 
     async def page(status: int, text: tuple[str, str], headers=()) -> None:
         await pages.send_page(
-            send, status, title=text[0], message=text[1], host=host, platform=platform,
-            headers=headers, head_only=method == "HEAD",
+            send,
+            status,
+            title=text[0],
+            message=text[1],
+            host=host,
+            platform=platform,
+            headers=headers,
+            head_only=method == "HEAD",
         )
 
     spec = config.spec
@@ -104,9 +110,7 @@ async def proxy(
     head = request_head(method, target, headers, framing)
 
     try:
-        conn = await rt.pool.acquire(
-            path, timeout=lim.connect_timeout, limit=lim.max_response_head
-        )
+        conn = await rt.pool.acquire(path, timeout=lim.connect_timeout, limit=lim.max_response_head)
     except ConnectTimedOut:
         log.info("appspace %s: its sandbox does not accept connections", config.subdomain)
         return await page(504, pages.GATEWAY_TIMEOUT)
@@ -247,7 +251,8 @@ class _Exchange:
         response = await read_response(conn.reader, head_request=method == "HEAD")
         self._disarm()
         headers = filter_response_headers(
-            response.headers, platform=self.platform,
+            response.headers,
+            platform=self.platform,
             platform_names=self.lim.platform_cookie_names,
         )
         if response.length is not None:

@@ -29,15 +29,32 @@ _files = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-files")
 
 _types = mimetypes.MimeTypes()  # Python's own table, not the host's /etc/mime.types
 _OVERRIDES = {
-    ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
-    ".html": "text/html", ".htm": "text/html", ".json": "application/json",
-    ".map": "application/json", ".webmanifest": "application/manifest+json",
-    ".svg": "image/svg+xml", ".wasm": "application/wasm", ".webp": "image/webp",
-    ".avif": "image/avif", ".woff": "font/woff", ".woff2": "font/woff2", ".txt": "text/plain",
-    ".md": "text/markdown", ".xml": "application/xml", ".ico": "image/x-icon",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".webmanifest": "application/manifest+json",
+    ".svg": "image/svg+xml",
+    ".wasm": "application/wasm",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".xml": "application/xml",
+    ".ico": "image/x-icon",
 }
-_UTF8 = ("text/", "application/json", "application/manifest+json", "application/xml",
-         "image/svg+xml")
+_UTF8 = (
+    "text/",
+    "application/json",
+    "application/manifest+json",
+    "application/xml",
+    "image/svg+xml",
+)
 
 
 def content_type(path: str) -> bytes:
@@ -148,7 +165,12 @@ async def serve(
     if found is None:
         title, message = pages.NOT_FOUND
         await pages.send_page(
-            send, 404, title=title, message=message, host=host, platform=platform,
+            send,
+            404,
+            title=title,
+            message=message,
+            host=host,
+            platform=platform,
             head_only=head_only,
         )
         return
@@ -168,8 +190,9 @@ async def _send_file(scope, send, f: StaticFile, *, platform, private: bool, hea
         (b"cache-control", b"private, no-cache" if private else b"no-cache"),
     ]
     if _not_modified(conditions, f):
-        await send({"type": "http.response.start", "status": 304,
-                    "headers": [*validators, *platform]})
+        await send(
+            {"type": "http.response.start", "status": 304, "headers": [*validators, *platform]}
+        )
         await send({"type": "http.response.body", "body": b""})
         return
     status, start, end = 200, 0, f.size  # end is exclusive
@@ -179,7 +202,11 @@ async def _send_file(scope, send, f: StaticFile, *, platform, private: bool, hea
         parsed = parse_range(wanted, f.size)
         if parsed == "unsatisfiable":
             await pages.send_response(
-                send, 416, b"", platform=platform, content_type=b"text/plain; charset=utf-8",
+                send,
+                416,
+                b"",
+                platform=platform,
+                content_type=b"text/plain; charset=utf-8",
                 headers=[(b"content-range", f"bytes */{f.size}".encode()), *validators],
             )
             return

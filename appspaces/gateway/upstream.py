@@ -91,9 +91,7 @@ class Pool:
         return len(self._idle.get(path, ()))
 
 
-def request_head(
-    method: str, target: bytes, headers: list[Header], framing: bytes
-) -> bytes:
+def request_head(method: str, target: bytes, headers: list[Header], framing: bytes) -> bytes:
     """The request line and headers; `framing` is a content-length or chunked header line."""
     parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
@@ -105,11 +103,26 @@ def request_head(
 class Response:
     """A response head, and its body read chunk by chunk with `read()` (b"" at the end)."""
 
-    __slots__ = ("_chunk_left", "_done", "_mode", "_reader", "_remaining", "headers",
-                 "keep_alive", "length", "status")
+    __slots__ = (
+        "_chunk_left",
+        "_done",
+        "_mode",
+        "_reader",
+        "_remaining",
+        "headers",
+        "keep_alive",
+        "length",
+        "status",
+    )
 
-    def __init__(self, reader: asyncio.StreamReader, status: int, headers: list[Header],
-                 *, head_request: bool):
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        status: int,
+        headers: list[Header],
+        *,
+        head_request: bool,
+    ):
         self._reader = reader
         self.status = status
         self.headers = headers

@@ -45,8 +45,14 @@ log = logging.getLogger(__name__)
 _SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 # The websockets library makes these itself; the browser's belong to the browser's connection.
 _HANDSHAKE = frozenset(
-    {b"host", b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
-     b"sec-websocket-protocol", b"sec-websocket-accept"}
+    {
+        b"host",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+        b"sec-websocket-accept",
+    }
 )
 
 

@@ -311,9 +311,7 @@ def test_it_keeps_data_read_only_until_use_falls_under_the_resume_threshold(supe
 
 
 @pytest.mark.django_db
-def test_a_gateway_holding_the_stale_spec_cannot_make_the_sandbox_writable_again(
-    supervisor, alice
-):
+def test_a_gateway_holding_the_stale_spec_cannot_make_the_sandbox_writable_again(supervisor, alice):
     client = supervisor.client
     appspace = appspace_for(alice, disk_mb=1)
     big = appspace.data_path / "big.bin"

@@ -100,8 +100,9 @@ class Browser:
     def _store(self, host: str, value: str) -> None:
         pair, *attributes = value.split(";")
         name, _, cookie_value = pair.strip().partition("=")
-        attrs = {a.split("=", 1)[0].strip().lower(): a.partition("=")[2].strip()
-                 for a in attributes}
+        attrs = {
+            a.split("=", 1)[0].strip().lower(): a.partition("=")[2].strip() for a in attributes
+        }
         if "domain" in attrs:
             return  # the gateway never lets one through; a browser would widen it
         jar = self.cookies.setdefault(host, {})

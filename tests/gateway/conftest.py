@@ -193,9 +193,21 @@ def start_daphne(port: int, data_dir: Path, log_path: Path, **extra: str) -> sub
     )
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
-             "--no-server-name", "dropserver_site.asgi:application"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-server-name",
+                "dropserver_site.asgi:application",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def ready() -> bool:
@@ -222,20 +234,30 @@ def stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="package")
 def stack(gateway_dir, gateway_db, django_db_blocker) -> Iterator[Stack]:
-    with django_db_blocker.unblock(), override_settings(
-        DS_DATA_DIR=gateway_dir,
-        DS_SANDBOX_UID_BASE=UID_BASE,
-        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+    with (
+        django_db_blocker.unblock(),
+        override_settings(
+            DS_DATA_DIR=gateway_dir,
+            DS_SANDBOX_UID_BASE=UID_BASE,
+            PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        ),
     ):
         env = dict(
-            os.environ, DS_DATA_DIR=str(gateway_dir), DS_SANDBOX_UID_BASE=str(UID_BASE),
-            PYTHONPATH=str(REPO), DS_SANDBOX_STOP_GRACE="1", DS_SANDBOX_RESTART_BACKOFF="0.05",
+            os.environ,
+            DS_DATA_DIR=str(gateway_dir),
+            DS_SANDBOX_UID_BASE=str(UID_BASE),
+            PYTHONPATH=str(REPO),
+            DS_SANDBOX_STOP_GRACE="1",
+            DS_SANDBOX_RESTART_BACKOFF="0.05",
             DS_TEST_CANARY="canary-" + secrets.token_hex(8),
         )
         sup_log = gateway_dir / "supervisor.log"
         with open(sup_log, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "sandbox"], cwd=REPO, env=env, stdout=log,
+                [sys.executable, "-m", "sandbox"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
                 stderr=subprocess.STDOUT,
             )
         supervisor = Supervisor(process, gateway_dir, sup_log, env["DS_TEST_CANARY"])
@@ -258,16 +280,16 @@ def stack(gateway_dir, gateway_db, django_db_blocker) -> Iterator[Stack]:
                 app=app,
                 version=files.version,
                 version_key="1.0.0",
-                manifest={"name": "Test", "version": "1.0.0",
-                          "permissions": MANIFEST_PERMISSIONS},
+                manifest={"name": "Test", "version": "1.0.0", "permissions": MANIFEST_PERMISSIONS},
                 routes=warmed.result["routes"],
                 entrypoint="app.ts",
             )
             port = free_port()
             daphne_log = gateway_dir / "daphne.log"
             daphne = start_daphne(port, gateway_dir, daphne_log)
-            stack = Stack(port, daphne, daphne_log, supervisor, version, alice, bob, carol,
-                          charlie, main=None)  # type: ignore[arg-type]
+            stack = Stack(
+                port, daphne, daphne_log, supervisor, version, alice, bob, carol, charlie, main=None
+            )  # type: ignore[arg-type]
             stack.main = stack.appspace(members={bob: ["edit"], carol: []})
             yield stack
         finally:

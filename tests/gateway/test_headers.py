@@ -26,8 +26,11 @@ NAMES = frozenset({"ds_appspace", "__Host-ds_appspace", "ds_panel", "ds_csrf"})
 
 def forward(headers, identity=None, **kwargs):
     return forward_request_headers(
-        headers, identity=identity, host=kwargs.pop("host", "notes.localhost:8000"),
-        scheme=kwargs.pop("scheme", "http"), route_index=kwargs.pop("route_index", 3),
+        headers,
+        identity=identity,
+        host=kwargs.pop("host", "notes.localhost:8000"),
+        scheme=kwargs.pop("scheme", "http"),
+        route_index=kwargs.pop("route_index", 3),
         params=kwargs.pop("params", {}),
     )
 
@@ -35,8 +38,12 @@ def forward(headers, identity=None, **kwargs):
 def test_client_identity_headers_are_replaced_by_the_hosts():
     identity = Identity("user-1", "Zoë", ("edit",))
     out = forward(
-        [(b"x-dropserver-user-id", b"forged"), (b"X-Dropserver-Route", b"9"),
-         (b"x-dropserver-anything", b"x"), (b"accept", b"*/*")],
+        [
+            (b"x-dropserver-user-id", b"forged"),
+            (b"X-Dropserver-Route", b"9"),
+            (b"x-dropserver-anything", b"x"),
+            (b"accept", b"*/*"),
+        ],
         identity,
         params={"id": "café/x"},
     )
@@ -60,17 +67,38 @@ def test_anonymous_requests_carry_no_identity():
 
 
 def test_hop_by_hop_proxy_and_nominated_headers_are_dropped():
-    out = dict(forward([
-        (b"connection", b"close, x-secret"), (b"x-secret", b"1"), (b"keep-alive", b"5"),
-        (b"transfer-encoding", b"chunked"), (b"content-length", b"3"), (b"host", b"evil"),
-        (b"x-forwarded-for", b"1.2.3.4"), (b"forwarded", b"for=1.2.3.4"), (b"te", b"trailers"),
-        (b"upgrade", b"h2c"), (b"expect", b"100-continue"), (b"x-kept", b"1"),
-    ]))
+    out = dict(
+        forward(
+            [
+                (b"connection", b"close, x-secret"),
+                (b"x-secret", b"1"),
+                (b"keep-alive", b"5"),
+                (b"transfer-encoding", b"chunked"),
+                (b"content-length", b"3"),
+                (b"host", b"evil"),
+                (b"x-forwarded-for", b"1.2.3.4"),
+                (b"forwarded", b"for=1.2.3.4"),
+                (b"te", b"trailers"),
+                (b"upgrade", b"h2c"),
+                (b"expect", b"100-continue"),
+                (b"x-kept", b"1"),
+            ]
+        )
+    )
     assert out[b"x-kept"] == b"1"
     assert out[b"host"] == b"notes.localhost:8000"
-    for gone in (b"connection", b"x-secret", b"keep-alive", b"transfer-encoding",
-                 b"content-length", b"x-forwarded-for", b"forwarded", b"te", b"upgrade",
-                 b"expect"):
+    for gone in (
+        b"connection",
+        b"x-secret",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"content-length",
+        b"x-forwarded-for",
+        b"forwarded",
+        b"te",
+        b"upgrade",
+        b"expect",
+    ):
         assert gone not in out
 
 
@@ -111,18 +139,31 @@ def test_app_cookies(cookie, allowed):
 def test_the_platform_headers_win_over_the_apps(settings):
     settings.DS_HTTPS = False
     app = [
-        (b"Content-Type", b"text/html"), (b"Access-Control-Allow-Origin", b"*"),
-        (b"access-control-allow-credentials", b"true"), (b"Access-Control-Expose-Headers", b"x"),
+        (b"Content-Type", b"text/html"),
+        (b"Access-Control-Allow-Origin", b"*"),
+        (b"access-control-allow-credentials", b"true"),
+        (b"Access-Control-Expose-Headers", b"x"),
         (b"Content-Security-Policy", b"default-src *; report-uri https://c.example/r"),
         (b"Content-Security-Policy-Report-Only", b"default-src 'none'; report-to x"),
-        (b"X-Frame-Options", b"ALLOWALL"), (b"X-Content-Type-Options", b"sniff"),
-        (b"Referrer-Policy", b"unsafe-url"), (b"Cross-Origin-Resource-Policy", b"cross-origin"),
-        (b"Strict-Transport-Security", b"max-age=0"), (b"Permissions-Policy", b"camera=*"),
-        (b"Timing-Allow-Origin", b"*"), (b"Report-To", b"{}"), (b"NEL", b"{}"),
-        (b"Reporting-Endpoints", b'a="https://c.example"'), (b"X-Dropserver-User-Id", b"x"),
-        (b"Set-Cookie", b"ok=1; Path=/"), (b"Set-Cookie", b"wide=1; Domain=localhost"),
-        (b"Server", b"deno"), (b"X-Custom", b"kept"), (b"X-Evil", b"a\nInjected: 1"),
-        (b"Bad Name", b"x"), (b"content-length", b"999"), (b"transfer-encoding", b"chunked"),
+        (b"X-Frame-Options", b"ALLOWALL"),
+        (b"X-Content-Type-Options", b"sniff"),
+        (b"Referrer-Policy", b"unsafe-url"),
+        (b"Cross-Origin-Resource-Policy", b"cross-origin"),
+        (b"Strict-Transport-Security", b"max-age=0"),
+        (b"Permissions-Policy", b"camera=*"),
+        (b"Timing-Allow-Origin", b"*"),
+        (b"Report-To", b"{}"),
+        (b"NEL", b"{}"),
+        (b"Reporting-Endpoints", b'a="https://c.example"'),
+        (b"X-Dropserver-User-Id", b"x"),
+        (b"Set-Cookie", b"ok=1; Path=/"),
+        (b"Set-Cookie", b"wide=1; Domain=localhost"),
+        (b"Server", b"deno"),
+        (b"X-Custom", b"kept"),
+        (b"X-Evil", b"a\nInjected: 1"),
+        (b"Bad Name", b"x"),
+        (b"content-length", b"999"),
+        (b"transfer-encoding", b"chunked"),
     ]
     out = filter_response_headers(app, csp=POLICY)
     assert out[:4] == [

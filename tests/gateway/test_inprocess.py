@@ -29,6 +29,7 @@ async def db(function, *args, **kwargs):
     """ORM work in a thread that closes its connection after (as the gateway's loads do)."""
     return await database_sync_to_async(function, thread_sensitive=False)(*args, **kwargs)
 
+
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
 
 
@@ -111,14 +112,26 @@ class Client:
     def scope(self, method, path, headers=(), query=b""):
         host = f"{self.appspace.subdomain}.localhost:{self.stack.port}".encode()
         return {
-            "type": "http", "method": method, "path": path, "raw_path": path.encode(),
-            "query_string": query, "scheme": "http", "http_version": "1.1",
+            "type": "http",
+            "method": method,
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+            "scheme": "http",
+            "http_version": "1.1",
             "headers": [(b"host", host), *headers],
             "appspace_subdomain": self.appspace.subdomain,
         }
 
-    async def request(self, method="GET", path="/echo", headers=(), body=b"", *,
-                      disconnect: asyncio.Event | None = None):
+    async def request(
+        self,
+        method="GET",
+        path="/echo",
+        headers=(),
+        body=b"",
+        *,
+        disconnect: asyncio.Event | None = None,
+    ):
         events: asyncio.Queue = asyncio.Queue()
         events.put_nowait({"type": "http.request", "body": body, "more_body": False})
         sent = []
@@ -149,9 +162,12 @@ async def test_the_sandbox_gets_exactly_the_hosts_identity_headers(stack, fake):
     key = await db(appspace_session_create, user=stack.bob, appspace=stack.main)
     client = Client(stack, stack.main)
     forged = [
-        (b"x-dropserver-user-id", b"forged"), (b"x-dropserver-route", b"9"),
-        (b"x-dropserver-user-permissions", b'["admin"]'), (b"x-dropserver-host", b"evil"),
-        (b"x-forwarded-for", b"1.2.3.4"), (b"connection", b"keep-alive, x-hop"),
+        (b"x-dropserver-user-id", b"forged"),
+        (b"x-dropserver-route", b"9"),
+        (b"x-dropserver-user-permissions", b'["admin"]'),
+        (b"x-dropserver-host", b"evil"),
+        (b"x-forwarded-for", b"1.2.3.4"),
+        (b"connection", b"keep-alive, x-hop"),
         (b"x-hop", b"1"),
     ]
     status, _, body, _ = await client.request("GET", "/items/caf%C3%A9", [cookie(key), *forged])
@@ -251,9 +267,7 @@ async def test_removing_a_user_locks_them_out_at_once_in_this_process(stack, fak
     key = await db(appspace_session_create, user=stack.carol, appspace=appspace)
     client = Client(stack, appspace)
     assert (await client.request("GET", "/user", [cookie(key)]))[0] == 200
-    await db(
-        lambda: AppspaceUser.objects.filter(appspace=appspace, user=stack.carol).delete()
-    )
+    await db(lambda: AppspaceUser.objects.filter(appspace=appspace, user=stack.carol).delete())
     assert (await client.request("GET", "/user", [cookie(key)]))[0] == 302  # no TTL wait
 
 
@@ -325,9 +339,15 @@ async def test_a_websocket_client_that_floods_a_slow_sandbox_is_closed(stack, mo
             sent.append(message)
 
         host = f"{stack.main.subdomain}.localhost:{stack.port}".encode()
-        scope = {"type": "websocket", "path": "/ws", "raw_path": b"/ws", "query_string": b"",
-                 "headers": [(b"host", host)], "subprotocols": [],
-                 "appspace_subdomain": stack.main.subdomain}
+        scope = {
+            "type": "websocket",
+            "path": "/ws",
+            "raw_path": b"/ws",
+            "query_string": b"",
+            "headers": [(b"host", host)],
+            "subprotocols": [],
+            "appspace_subdomain": stack.main.subdomain,
+        }
         # Far less than the sandbox would take to drain: the backlog cap closes it.
         await asyncio.wait_for(gateway_websocket(scope, events.get, send), 5)
         done.set()

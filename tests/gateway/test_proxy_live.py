@@ -62,9 +62,11 @@ def test_request_bodies_reach_the_app_intact(stack):
 def test_chunked_request_bodies_are_streamed(stack):
     parts = [os.urandom(40_000) for _ in range(5)]
     chunks = b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
-    status, body = raw(stack, stack.main,
-                       head(stack, stack.main, "POST", "/echo", "Transfer-Encoding: chunked\r\n")
-                       + chunks)
+    status, body = raw(
+        stack,
+        stack.main,
+        head(stack, stack.main, "POST", "/echo", "Transfer-Encoding: chunked\r\n") + chunks,
+    )
     assert status == 200
     import json
 
@@ -80,9 +82,11 @@ def test_oversize_bodies_get_413(stack):
     assert b"too large" in response.body
     chunk = b"y" * 65536
     chunks = b"".join(b"%x\r\n%b\r\n" % (len(chunk), chunk) for _ in range(17)) + b"0\r\n\r\n"
-    status, body = raw(stack, stack.main,
-                       head(stack, stack.main, "POST", "/echo", "Transfer-Encoding: chunked\r\n")
-                       + chunks)
+    status, body = raw(
+        stack,
+        stack.main,
+        head(stack, stack.main, "POST", "/echo", "Transfer-Encoding: chunked\r\n") + chunks,
+    )
     assert status == 413
     assert browser.post(stack.url(stack.main, "/echo"), b"x" * MAX_BODY).status == 200
 

@@ -21,8 +21,14 @@ def ws(stack, appspace, path="/ws", *, browser=None, origin="own", **kwargs):
         origin = f"http://{host}"
     sock = socket.create_connection(("127.0.0.1", stack.port), timeout=10)
     return connect(
-        f"ws://{host}{path}", sock=sock, origin=origin, additional_headers=headers,
-        open_timeout=10, close_timeout=5, max_size=2**20, **kwargs,
+        f"ws://{host}{path}",
+        sock=sock,
+        origin=origin,
+        additional_headers=headers,
+        open_timeout=10,
+        close_timeout=5,
+        max_size=2**20,
+        **kwargs,
     )
 
 

@@ -42,7 +42,10 @@ def served(ds_data_dir):
     subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
     proc = subprocess.Popen(
         [*manage, "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         banner = read_until(proc, "Press Ctrl-C to stop.", timeout=90)
@@ -100,7 +103,10 @@ def test_it_refuses_an_unmigrated_database(ds_data_dir):
     env = embedded_env(ds_data_dir, free_port())
     result = subprocess.run(
         [sys.executable, str(BASE_DIR / "manage.py"), "serve"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "run `python manage.py migrate`" in result.stderr

@@ -82,15 +82,33 @@ class Command(BaseCommand):
                 Child(
                     "celery worker",
                     [
-                        sys.executable, "-m", "celery", "-A", "dropserver_site", "worker",
-                        "--beat", "--loglevel", "INFO", "--concurrency", "2",
-                        "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME,
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "dropserver_site",
+                        "worker",
+                        "--beat",
+                        "--loglevel",
+                        "INFO",
+                        "--concurrency",
+                        "2",
+                        "--schedule",
+                        settings.CELERY_BEAT_SCHEDULE_FILENAME,
                     ],
                 )
             )
         daphne_argv = [
-            sys.executable, "-m", "daphne", "--bind", bind, "--port", str(port),
-            "--no-server-name", "--websocket-max-message-size", str(2**20),
+            sys.executable,
+            "-m",
+            "daphne",
+            "--bind",
+            bind,
+            "--port",
+            str(port),
+            "--no-server-name",
+            "--websocket-max-message-size",
+            str(2**20),
         ]
         if settings.DS_HTTPS and os.environ.get("DS_BEHIND_PROXY"):
             daphne_argv.append("--proxy-headers")
@@ -181,4 +199,3 @@ class Command(BaseCommand):
             child.signal_group(signal.SIGKILL)
             child.process.wait()
         self.stdout.write("Dropserver stopped.")
-
