@@ -5,8 +5,9 @@
 A login link that arrives from another site is not redeemed on sight (a planted link would log
 the visitor in to an account of the planter's choosing): the gateway shows whose account it
 opens and redeems it only when the visitor confirms, with a same-origin POST. Links from the
-panel arrive "same-site" on a real domain and go straight through; under a dev domain such as
-`localhost`, every subdomain is its own site to the browser, so there the visitor confirms.
+panel go straight through: on a real domain they arrive "same-site", and under a dev domain
+such as `localhost` (where every subdomain is its own site to the browser) the panel's
+redirect makes the browser send `Referer: <panel origin>/`, which no other site can.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ async def _login(scope: dict, config: AppspaceConfig, facts: RequestFacts, page,
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"), max_num_fields=10)
     token = (query.get("token") or [""])[0]
     next_path = appspace_sessions.safe_next_path((query.get("next") or ["/"])[0])
-    if facts.fetch_site == b"cross-site":
+    if facts.fetch_site == b"cross-site" and not _from_panel(scope):
         holder = await _holder(token=token, appspace_pk=config.pk)
         if holder is None:
             return await page(400, LOGIN_FAILED, login_url=open_url(config.subdomain, next_path))
@@ -122,6 +123,13 @@ async def _login(scope: dict, config: AppspaceConfig, facts: RequestFacts, page,
             200, CONFIRM_LOGIN, confirm_login={"token": token, "next": next_path, "as": holder}
         )
     return await _redeem_and_redirect(config, facts, page, send, token, next_path)
+
+
+def _from_panel(scope: dict) -> bool:
+    """The browser says the request came through the panel's redirect (which asks for an
+    origin-only Referer): a page elsewhere can only send its own origin, or none."""
+    expected = (settings.DS_PANEL_URL + "/").encode("latin-1")
+    return any(name == b"referer" and value == expected for name, value in scope["headers"])
 
 
 async def _redeem_and_redirect(

@@ -27,6 +27,10 @@ def _redirect_in(request: HttpRequest, appspace: Appspace, next_path: str) -> Ht
         appspace_login_url(appspace=appspace, token=token, next_path=next_path)
     )
     response["Cache-Control"] = "no-store"
+    # The next request (to the appspace) then carries `Referer: <panel origin>/`, which tells
+    # the gateway the login link came from the panel and not from a page that planted it.
+    # Only the origin: the token is in this response's Location, never in a Referer.
+    response["Referrer-Policy"] = "origin"
     return response
 
 

@@ -8,7 +8,6 @@ upgrade to Notes 2.0.0, whose migration keeps the notes and whose new "done" col
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -46,17 +45,44 @@ def log_in(page, platform, email: str, password: str = PASSWORD) -> None:
     page.wait_for_url(platform.panel + "/")
 
 
-def enter_appspace(page, platform, button: str):
-    """Click the panel's open button and confirm the login; returns the appspace's response.
-
-    Under `localhost` every subdomain is its own site to the browser, so the gateway asks the
-    visitor to confirm a login link arriving from the panel (on a real domain it does not).
-    """
-    page.get_by_role("button", name=button, exact=True).click()
-    page.get_by_role("button", name=re.compile(r"^Continue as ")).wait_for()
+def open_from_panel(page, platform, button: str):
+    """Click the panel's open button; returns the appspace's response. The panel's redirect
+    vouches for the login link (an origin-only Referer), so no confirmation is asked even
+    though, under `localhost`, each subdomain is its own site to the browser."""
     with page.expect_navigation(url=platform.appspace_url("notes")) as opened:
-        page.get_by_role("button", name=re.compile(r"^Continue as ")).click()
+        page.get_by_role("button", name=button, exact=True).click()
     return opened.value
+
+
+def enter_by_address(page, platform) -> None:
+    """Go to the appspace's address while logged in to the panel: the gateway sends the
+    visitor through the panel, whose redirect vouches for the login link: straight in."""
+    with page.expect_navigation(url=platform.appspace_url("notes")):
+        page.goto(platform.appspace_url("notes"))
+
+
+def issue_login_token(email: str, subdomain: str) -> str:
+    """A login token as the panel issues it. In a thread: Playwright's sync API runs an event
+    loop in this one, where the ORM may not run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from accounts.models import User
+    from appspaces.models import Appspace
+    from appspaces.sessions import login_token_issue
+
+    def issue() -> str:
+        try:
+            return login_token_issue(
+                user=User.objects.get(email=email),
+                appspace=Appspace.objects.get(subdomain=subdomain),
+            )
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(issue).result()
 
 
 def wait_for_job(page, link_text: str) -> None:
@@ -125,7 +151,7 @@ def test_a_friend_installs_notes_shares_it_and_upgrades_it(platform, people, chr
     assert "running" in friend.locator("[data-appspace-state]").inner_text()
 
     # Opens it (the gateway's one-time login) and adds a note.
-    csp = enter_appspace(friend, platform, "Open").headers["content-security-policy"]
+    csp = open_from_panel(friend, platform, "Open").headers["content-security-policy"]
     assert "https://tiles.example.com" in csp  # the accepted browser origin
     friend.fill("#text", "Buy milk")
     friend.locator("#add").get_by_role("button", name="Add").click()
@@ -142,7 +168,7 @@ def test_a_friend_installs_notes_shares_it_and_upgrades_it(platform, people, chr
     reader = chromium.new_context().new_page()
     reader.set_default_timeout(STEP)
     log_in(reader, platform, "reader@example.com")
-    enter_appspace(reader, platform, "Open notes")
+    enter_by_address(reader, platform)
     reader.locator("#notes li", has_text="Buy milk").wait_for()
     assert reader.is_visible("#read-only") and not reader.is_visible("#add")
     status = reader.evaluate(
@@ -180,13 +206,28 @@ def test_a_friend_installs_notes_shares_it_and_upgrades_it(platform, people, chr
     assert "Notes</a> 2.0.0" in friend.content()
 
     # The note survived the migration, and the new column works.
-    enter_appspace(friend, platform, "Open")
+    open_from_panel(friend, platform, "Open")
     done = friend.get_by_role("checkbox", name="Done: Buy milk")
     done.check()
     friend.locator("#notes li.done", has_text="Buy milk").wait_for()
     friend.reload()
     friend.locator("#notes li.done", has_text="Buy milk").wait_for()
     assert friend.get_by_role("checkbox", name="Done: Buy milk").is_checked()
+
+    # A login link planted on another page (here: a blank page of a fresh browser) is not
+    # redeemed on sight: the appspace says whose account it opens and waits for a click.
+    token = issue_login_token("friend@example.com", "notes")
+    stranger = chromium.new_context().new_page()
+    stranger.set_default_timeout(STEP)
+    link = platform.appspace_url("notes", f"/.dropserver/login?token={token}&next=%2F")
+    stranger.set_content(f'<a href="{link}">cute cats</a>')
+    stranger.click("a")
+    confirm = stranger.get_by_role("button", name="Continue as friend@example.com")
+    confirm.wait_for()
+    assert "Log in to this appspace?" in stranger.content()
+    with stranger.expect_navigation(url=platform.appspace_url("notes")):
+        confirm.click()  # Chromium's same-origin POST, with Origin: null under no-referrer
+    stranger.locator("#notes li", has_text="Buy milk").wait_for()
 
     for name in ("daphne", "worker"):
         assert "Traceback" not in platform.log(name), platform.log(name)[-4000:]

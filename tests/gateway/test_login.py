@@ -157,6 +157,28 @@ def test_a_login_link_from_another_site_waits_for_the_visitor_to_confirm(stack):
     assert stranger.status == 400 and b"Bob" not in stranger.body
 
 
+def test_a_login_link_the_panel_redirected_to_is_redeemed_at_once_even_cross_site(stack):
+    # Under localhost every subdomain is its own site; the panel's redirect asks for an
+    # origin-only Referer, which no other page can send.
+    browser = stack.browser(stack.bob)
+    response = browser.get(stack.panel_url(f"/a/{stack.main.subdomain}/open?next=/user"))
+    assert response.status == 302 and response.header("referrer-policy") == "origin"
+    link = response.header("location")
+    panel_origin = stack.panel_url("/")
+    redeemed = stack.browser().get(
+        link, headers={"Sec-Fetch-Site": "cross-site", "Referer": panel_origin}
+    )
+    assert redeemed.status == 302 and "ds_appspace=" in redeemed.header("set-cookie")
+
+    # Any other Referer (or a longer one from the panel) is another page's: asked first.
+    for referer in ("http://evil.localhost/", panel_origin + "accounts/", stack.url(stack.main)):
+        _, link = login_link(stack, stack.main, stack.bob)
+        asked = stack.browser().get(
+            link, headers={"Sec-Fetch-Site": "cross-site", "Referer": referer}
+        )
+        assert asked.status == 200 and b"Continue as Bob" in asked.body, referer
+
+
 def test_a_login_link_from_the_panel_site_is_redeemed_at_once(stack):
     _, link = login_link(stack, stack.main, stack.bob)
     assert stack.browser().get(link, headers={"Sec-Fetch-Site": "same-site"}).status == 302
