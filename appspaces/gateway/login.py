@@ -2,12 +2,13 @@
 `login` redeems a one-time token from the panel for a session cookie, `logout` ends it,
 `style.css` styles the gateway's pages (served from 'self', so the appspace's CSP allows it).
 
-A login link that arrives from another site is not redeemed on sight (a planted link would log
-the visitor in to an account of the planter's choosing): the gateway shows whose account it
-opens and redeems it only when the visitor confirms, with a same-origin POST. Links from the
-panel go straight through: on a real domain they arrive "same-site", and under a dev domain
-such as `localhost` (where every subdomain is its own site to the browser) the panel's
-redirect makes the browser send `Referer: <panel origin>/`, which no other site can.
+A login link that arrives from another page is not redeemed on sight (a planted link would log
+the visitor in to an account of the planter's choosing, and a sibling appspace is "same-site"):
+the gateway shows whose account it opens and redeems it only when the visitor confirms, with a
+same-origin POST. Links from the panel go straight through: its redirect makes the browser send
+`Referer: <panel origin>/`, which no other page can (under `localhost` every subdomain is even
+its own site to the browser). Requests without Sec-Fetch-Site (scripts, old browsers) are
+redeemed as before: they carry no other site's intent.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ async def _login(scope: dict, config: AppspaceConfig, facts: RequestFacts, page,
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"), max_num_fields=10)
     token = (query.get("token") or [""])[0]
     next_path = appspace_sessions.safe_next_path((query.get("next") or ["/"])[0])
-    if facts.fetch_site == b"cross-site" and not _from_panel(scope):
+    if facts.fetch_site in (b"cross-site", b"same-site") and not _from_panel(scope):
         holder = await _holder(token=token, appspace_pk=config.pk)
         if holder is None:
             return await page(400, LOGIN_FAILED, login_url=open_url(config.subdomain, next_path))

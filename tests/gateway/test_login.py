@@ -179,9 +179,15 @@ def test_a_login_link_the_panel_redirected_to_is_redeemed_at_once_even_cross_sit
         assert asked.status == 200 and b"Continue as Bob" in asked.body, referer
 
 
-def test_a_login_link_from_the_panel_site_is_redeemed_at_once(stack):
+def test_a_login_link_from_a_sibling_appspace_waits_for_the_visitor_to_confirm(stack):
+    # A sibling appspace is "same-site" with the panel: only the panel's Referer vouches.
     _, link = login_link(stack, stack.main, stack.bob)
-    assert stack.browser().get(link, headers={"Sec-Fetch-Site": "same-site"}).status == 302
+    sibling = {"Sec-Fetch-Site": "same-site", "Referer": "http://other.localhost/"}
+    asked = stack.browser().get(link, headers=sibling)
+    assert asked.status == 200 and b"Continue as Bob" in asked.body
+    assert stack.browser().get(link, headers={"Sec-Fetch-Site": "same-site"}).status == 200
+    from_panel = {"Sec-Fetch-Site": "same-site", "Referer": stack.panel_url("/")}
+    assert stack.browser().get(link, headers=from_panel).status == 302
 
 
 def test_the_login_confirmation_refuses_an_oversized_or_empty_form(stack):
