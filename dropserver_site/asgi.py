@@ -12,7 +12,11 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from appspaces.gateway.asgi import gateway_http, gateway_websocket  # noqa: E402
+from dropserver_site import body_limits  # noqa: E402
 from dropserver_site.routing import HostRouter, not_found  # noqa: E402
+
+# Under Daphne, refuse oversized bodies while they arrive, not once they are on disk.
+body_limits.install()
 
 # Everything loaded so far lives as long as the process: keep it out of the garbage
 # collector's full passes, which otherwise scan all of Django on every few thousand requests.

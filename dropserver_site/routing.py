@@ -68,6 +68,11 @@ def _site_of(scope: dict) -> tuple[Site, str]:
         if name == b"host":
             raw = value
             break
+    return site_of_host(raw)
+
+
+def site_of_host(raw: bytes) -> tuple[Site, str]:
+    """The site of a raw Host header value, and for appspaces the subdomain label."""
     try:
         return _sites[raw]
     except KeyError:

@@ -2,6 +2,7 @@
 
 Upstream connections are counted from the host: the unix sockets Daphne holds open."""
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -89,6 +90,49 @@ def test_oversize_bodies_get_413(stack):
     )
     assert status == 413
     assert browser.post(stack.url(stack.main, "/echo"), b"x" * MAX_BODY).status == 200
+
+
+def _answer_without_sending_a_body(stack, host: str, length: int) -> tuple[int, bytes]:
+    """POST with a declared body that is never sent: only a server that refuses it from the
+    headers answers (one that reads it first waits for bytes that never come)."""
+    request = (f"POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as s:
+        s.sendall(request)
+        response = http.client.HTTPResponse(s)
+        response.begin()
+        return response.status, response.read()
+
+
+def test_a_body_declared_too_large_is_refused_before_daphne_stores_it(stack, settings):
+    appspace_host = f"{stack.host(stack.main)}:{stack.port}"
+    assert _answer_without_sending_a_body(stack, appspace_host, MAX_BODY + 1) == (
+        413,
+        b"The request is too large.\n",
+    )
+    # The panel takes up to its largest upload (plus the form around it); unknown hosts
+    # only ever get a bare 404, so a body is refused early there too.
+    panel_max = max(settings.DS_APP_MAX_PACKAGE_MB, settings.DS_BACKUP_MAX_UPLOAD_MB) * 1024 * 1024
+    panel_host = f"{settings.DS_PANEL_HOST}:{stack.port}"
+    assert _answer_without_sending_a_body(stack, panel_host, panel_max * 2)[0] == 413
+    assert _answer_without_sending_a_body(stack, "nowhere.example", 65 * 1024)[0] == 413
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_cap(stack):
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as s:
+        s.sendall(head(stack, stack.main, "POST", "/echo", "Transfer-Encoding: chunked\r\n"))
+        chunk = b"z" * 65536
+        sent = 0
+        with contextlib.suppress(OSError):  # the server may stop reading once it answered
+            while sent <= MAX_BODY + len(chunk):
+                s.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+        # The answer came while the body was still "in flight" (no final chunk was sent).
+        response = http.client.HTTPResponse(s)
+        response.begin()
+        assert response.status == 413
+        assert response.getheader("connection") == "close"
+    # The next request on a new connection is served as usual.
+    assert stack.browser().post(stack.url(stack.main, "/echo"), b"x" * 10).status == 200
 
 
 def test_a_slow_app_gets_504_and_its_connection_is_freed(stack):
