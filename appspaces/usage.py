@@ -89,6 +89,26 @@ class Sample:
             memory_peak=max(int(data.get("memory_peak_bytes") or 0), 0),
         )
 
+    @classmethod
+    def from_last_run(cls, data: Any, *, now: float | None = None) -> Sample | None:
+        """The final reading of a run that has ended, which the supervisor keeps after the
+        run's cgroup is gone (`last_run` in its listing); None if there is none."""
+        if not isinstance(data, dict) or data.get("pid") is None:
+            return None
+        now = time.monotonic() if now is None else now
+        uptime = max(float(data.get("uptime_s") or 0), 0.0)
+        ended_ago = max(float(data.get("ended_ago_s") or 0), 0.0)
+        return cls(
+            pid=int(data["pid"]),
+            start=round(now - ended_ago - uptime, 3),
+            boot=_boot_id(),
+            uptime_s=uptime,
+            cpu_ns=max(int(data.get("cpu_usage_ns") or 0), 0),
+            io_read=max(int(data.get("io_read_bytes") or 0), 0),
+            io_write=max(int(data.get("io_write_bytes") or 0), 0),
+            memory_peak=max(int(data.get("memory_peak_bytes") or 0), 0),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "pid": self.pid,
@@ -118,12 +138,24 @@ def _same_run(kept: dict[str, Any] | None, sample: Sample) -> bool:
     )
 
 
+def _already_counted(kept: Any, sample: Sample) -> bool:
+    """A cheap check before taking the row lock: this reading, or a later one of its run (or
+    of a later run), was applied already. usage_record decides for certain under the lock."""
+    if not isinstance(kept, dict):
+        return False
+    if _same_run(kept, sample):
+        return sample.uptime_s <= kept.get("uptime_s", 0)
+    return _same_run(kept.get("prev"), sample)
+
+
 def counter_deltas(kept: dict[str, Any], sample: Sample) -> tuple[Deltas, dict[str, Any] | None]:
     """What `sample` adds to the day given the counters `kept` from the last one, and the
     counters to keep from now on (None: keep the old ones). Never negative, never twice."""
     if _same_run(kept, sample):
-        if sample.uptime_s < kept.get("uptime_s", 0) or sample.cpu_ns < kept.get("cpu_ns", 0):
-            return Deltas(), None  # an older reading of this run: a later one is counted
+        if sample.uptime_s <= kept.get("uptime_s", 0) or sample.cpu_ns < kept.get("cpu_ns", 0):
+            # An older reading of this run (a later one is counted), or the same one again
+            # (an ended run's final reading, listed until the sandbox runs again).
+            return Deltas(), None
         deltas = Deltas(
             cpu_seconds=(sample.cpu_ns - kept.get("cpu_ns", 0)) / 1e9,
             running_seconds=sample.uptime_s - kept.get("uptime_s", 0),
@@ -202,15 +234,36 @@ def _appspace_ids(listing: list[dict[str, Any]], states: tuple[str, ...]) -> dic
     return {k: v for k, v in found.items() if v in states}
 
 
+def _last_runs(listing: list[dict[str, Any]]) -> dict[uuid.UUID, dict[str, Any]]:
+    """Sandbox id -> the final reading of its last ended run, for appspace sandboxes."""
+    found = {}
+    for entry in listing:
+        if not isinstance(entry.get("last_run"), dict):
+            continue
+        try:
+            found[uuid.UUID(str(entry.get("id")))] = entry["last_run"]
+        except ValueError:
+            continue
+    return found
+
+
 def usage_collect_all(client: SandboxClient | None = None) -> int:
-    """Sample every running appspace sandbox once; the number sampled. Without a supervisor
-    this logs and returns 0: the counters of running sandboxes wait for the next run."""
+    """Sample every running appspace sandbox once, after adding what runs that ended since
+    the last collection did in their last moments; the number of running ones sampled.
+    Without a supervisor this logs and returns 0: the counters wait for the next run."""
     client = client or SandboxClient()
     try:
-        running = _appspace_ids(client.list(), (RUNNING,))
+        listing = client.list()
     except SandboxError as exc:
         log.warning("usage collection skipped: %s", exc)
         return 0
+    running = _appspace_ids(listing, (RUNNING,))
+    ended = _last_runs(listing)
+    now = time.monotonic()
+    for appspace in Appspace.objects.filter(public_id__in=list(ended)):
+        sample = Sample.from_last_run(ended[appspace.public_id], now=now)
+        if sample is not None and not _already_counted(appspace.usage_counters, sample):
+            usage_record(appspace_pk=appspace.pk, sample=sample)
     sampled = 0
     # 0.9: a measure taken by the previous collection counts as due at this one.
     disk_due = timezone.now() - dt.timedelta(seconds=settings.DS_USAGE_DISK_RUNNING_SECONDS * 0.9)

@@ -24,6 +24,25 @@ STOPPED, STARTING, RUNNING, STOPPING, FROZEN, CRASHED, PROBLEM = (
 )
 
 
+@dataclass(frozen=True)
+class LastRun:
+    pid: int
+    uptime_s: float  # from ready to the end
+    ended_at: float  # time.monotonic()
+    usage: cgroups.Usage
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "uptime_s": round(self.uptime_s, 3),
+            "ended_ago_s": round(now - self.ended_at, 3),
+            "cpu_usage_ns": self.usage.cpu_usage_ns,
+            "io_read_bytes": self.usage.io_read_bytes,
+            "io_write_bytes": self.usage.io_write_bytes,
+            "memory_peak_bytes": self.usage.memory_peak_bytes,
+        }
+
+
 @dataclass
 class Instance:
     """One appspace sandbox: its current process (if any) and its history."""
@@ -43,6 +62,9 @@ class Instance:
     problem: str | None = None
     blocked: BlockedTable = field(default_factory=BlockedTable)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The final counters of the last run that ended (stopped or crashed after it was ready):
+    # what a usage collector could not sample any more once its cgroup was gone.
+    last_run: LastRun | None = None
 
     def socket(self) -> str:
         return str(layout.sandbox_socket_path(self.id))
@@ -59,4 +81,5 @@ class Instance:
             "last_exit": self.last_exit,
             "problem": self.problem,
             "socket": self.socket(),
+            "last_run": self.last_run.to_json(now) if self.last_run else None,
         }

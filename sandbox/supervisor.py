@@ -28,6 +28,7 @@ from sandbox.instance import (
     STOPPED,
     STOPPING,
     Instance,
+    LastRun,
 )
 from sandbox.jobs import JobRunner
 from sandbox.output import LogSink
@@ -219,6 +220,7 @@ class Supervisor:
         self.require_usable_host(spec.id)
         inst.state = STARTING
         inst.last_exit = None
+        inst.started_at = 0.0  # set when ready: a run that never got there has no usage
         t0 = time.monotonic()
         files = prepare.StartFiles()
         try:
@@ -333,6 +335,20 @@ class Supervisor:
 
     def _cleanup(self, inst: Instance) -> None:
         inst.log.close()  # reopened on the next line: a stopped sandbox holds no descriptor
+        if inst.cgroup is not None and inst.process is not None and inst.started_at:
+            try:
+                usage = inst.cgroup.usage()
+            except (OSError, cgroups.CgroupError) as exc:
+                log.warning("sandbox %s: final usage unreadable: %s", inst.id, exc)
+            else:
+                now = time.monotonic()
+                inst.last_run = LastRun(
+                    pid=inst.process.pid,
+                    uptime_s=now - inst.started_at,
+                    ended_at=now,
+                    usage=usage,
+                )
+            inst.started_at = 0.0
         if inst.cgroup is not None:
             try:
                 inst.cgroup.remove()

@@ -169,15 +169,22 @@ def test_it_counts_across_sandbox_restarts_never_negative_or_twice(supervisor, a
     first = today_row(appspace)  # with the idle sandbox's last few microseconds
 
     # A restart starts the counters again from zero in a new cgroup.
+    counted_of_old_run = Appspace.objects.get(pk=appspace.pk).usage_counters["cpu_ns"]
     client.restart(appspace_spec(appspace))
     assert pid_of(client, appspace) != first_pid
     new_run_cpu = cgroup_cpu_s(client, appspace)
     assert new_run_cpu < first.cpu_seconds  # a naive `now - before` would be negative here
+    (entry,) = [e for e in client.list() if e["id"] == str(appspace.public_id)]
+    old_run_final = entry["last_run"]
+    assert old_run_final["pid"] == first_pid
     usage.usage_collect_all(client)
     after = today_row(appspace)
     kept = Appspace.objects.get(pk=appspace.pk).usage_counters
-    # The new run is added whole (its start-up CPU), the old one is not counted again.
-    assert after.cpu_seconds == pytest.approx(first.cpu_seconds + kept["cpu_ns"] / 1e9)
+    # The old run's last moments (its final counters) and the new run whole are added; the
+    # old run is not counted again.
+    old_tail = (old_run_final["cpu_usage_ns"] - counted_of_old_run) / 1e9
+    assert 0 <= old_tail < 0.2
+    assert after.cpu_seconds == pytest.approx(first.cpu_seconds + old_tail + kept["cpu_ns"] / 1e9)
     assert after.cpu_seconds >= first.cpu_seconds
     assert kept["cpu_ns"] / 1e9 == pytest.approx(new_run_cpu, abs=0.05)
     assert after.running_seconds >= first.running_seconds
@@ -190,6 +197,30 @@ def test_it_counts_across_sandbox_restarts_never_negative_or_twice(supervisor, a
     # A stopped sandbox: nothing to sample, nothing added, nothing lost.
     client.stop(str(appspace.public_id))
     assert usage.usage_collect_all(client) == 0
+
+
+@pytest.mark.django_db
+def test_the_last_moments_of_a_run_that_stopped_between_collections_are_counted(supervisor, alice):
+    client = supervisor.client
+    appspace = appspace_for(alice, cpu_percent=100)
+    call(client, appspace, BURN, "/burn?ms=200")
+    usage.usage_collect_all(client)
+    before = today_row(appspace)
+
+    # Work after the last collection, then the sandbox stops (idle timeout, a restart...).
+    call(client, appspace, BURN, "/burn?ms=700")
+    burned_since = cgroup_cpu_s(client, appspace) - before.cpu_seconds
+    assert burned_since >= 0.5
+    client.stop(str(appspace.public_id))
+
+    # Nothing is running, yet the collection adds what the run did in its last minute...
+    assert usage.usage_collect_all(client) == 0
+    after = today_row(appspace)
+    assert after.cpu_seconds - before.cpu_seconds == pytest.approx(burned_since, abs=0.05)
+    assert after.running_seconds > before.running_seconds
+    # ...once: the supervisor lists that final reading until the sandbox runs again.
+    usage.usage_collect_all(client)
+    assert today_row(appspace).cpu_seconds == after.cpu_seconds
 
 
 @pytest.mark.django_db(transaction=True)
