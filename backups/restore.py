@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from django.db import transaction
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 
@@ -481,7 +482,8 @@ def restore_job_run(*, job_id: int) -> str:
             job_finish(
                 job,
                 Job.State.SUCCEEDED,
-                f"Restored {len(meta.files)} files (data from {meta.created[:16]}, app version "
+                f"Restored {len(meta.files)} file{pluralize(len(meta.files))} (data from "
+                f"{meta.created[:16].replace('T', ' ')} UTC, app version "
                 f"{meta.app_version or 'unknown'}).",
             )
     finally:

@@ -19,6 +19,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, Sum
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 
@@ -366,11 +367,13 @@ def backup_job_run(*, job_id: int) -> str:
             backup = backup_create(appspace=appspace, kind=job.params.get("backup_kind"), job=job)
         except BackupError as exc:
             raise JobFailed(str(exc)) from None
-        note = f" {len(backup.warnings)} file(s) could not be kept." if backup.warnings else ""
+        count = len(backup.warnings)
+        note = f" {count} file{pluralize(count)} could not be kept." if count else ""
         job_finish(
             job,
             Job.State.SUCCEEDED,
-            f"Backed up {backup.file_count} files ({_size(backup.size_bytes)}); the appspace "
+            f"Backed up {backup.file_count} file{pluralize(backup.file_count)} "
+            f"({_size(backup.size_bytes)}); the appspace "
             f"was paused for {backup.downtime_ms or 0} ms.{note}",
         )
     job.refresh_from_db(fields=["state"])

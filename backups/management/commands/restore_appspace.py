@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import pluralize
 
 from appspaces.models import Appspace
 from backups.restore import RestoreError, backup_restore
@@ -43,6 +44,7 @@ class Command(BaseCommand):
         except RestoreError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
-            f"Restored {len(meta.files)} files into {appspace.subdomain} (backup of "
+            f"Restored {len(meta.files)} file{pluralize(len(meta.files))} into "
+            f"{appspace.subdomain} (backup of "
             f"{meta.created}, app version {meta.app_version}, schema {meta.data_schema})."
         )
