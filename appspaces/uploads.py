@@ -79,13 +79,23 @@ class StoredUpload(UploadedFile):
         self.stored_path.unlink(missing_ok=True)
 
 
-class PackageUploadHandler(FileUploadHandler):
-    """Streams the `package` field to uploads/, counting bytes; past the cap the partial file is
-    deleted, `too_large` is set and the rest of the field is skipped (the form says why)."""
+class CappedUploadHandler(FileUploadHandler):
+    """Streams one file field to a `.part` file in `incoming_dir()`, counting bytes; past
+    `cap_bytes()` the partial file is deleted, `too_large` is set and the rest of the field is
+    skipped (the form says why). Other fields' files are skipped. Subclasses name the field,
+    the cap and the folder."""
+
+    field_name = ""
+
+    def cap_bytes(self) -> int:
+        raise NotImplementedError
+
+    def incoming_dir(self) -> Path:
+        raise NotImplementedError
 
     def __init__(self, request=None):
         super().__init__(request)
-        self.cap = max_package_bytes()
+        self.cap = self.cap_bytes()
         self.too_large = False
         self._file = None
         self._path: Path | None = None
@@ -93,12 +103,13 @@ class PackageUploadHandler(FileUploadHandler):
 
     def new_file(self, field_name, file_name, content_type, content_length, *args, **kwargs):
         super().new_file(field_name, file_name, content_type, content_length, *args, **kwargs)
-        if field_name != PACKAGE_FIELD or self._path is not None:
+        if field_name != self.field_name or self._path is not None:
             raise SkipFile()
         if content_length is not None and content_length > self.cap:
             self.too_large = True
             raise SkipFile()
-        fd, self._path = _incoming_file()
+        fd, name = tempfile.mkstemp(prefix="incoming-", suffix=".part", dir=self.incoming_dir())
+        self._path = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._size = 0
 
@@ -130,3 +141,15 @@ class PackageUploadHandler(FileUploadHandler):
         if self._path is not None:
             self._path.unlink(missing_ok=True)
             self._path = None
+
+
+class PackageUploadHandler(CappedUploadHandler):
+    """The `package` field, to uploads/, under DS_APP_MAX_PACKAGE_MB."""
+
+    field_name = PACKAGE_FIELD
+
+    def cap_bytes(self) -> int:
+        return max_package_bytes()
+
+    def incoming_dir(self) -> Path:
+        return uploads_dir()
