@@ -20,6 +20,7 @@ run: system-deps deps
 # the embedded defaults (SQLite, filesystem broker, in-memory channel layer).
 test: test-system-deps dev-deps services
 	$(PY) -m ruff check .
+	PY=$(PY) scripts/check-test-ids.sh
 	set -a && source scripts/test-env.sh && set +a && $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: test-system-deps dev-deps services
