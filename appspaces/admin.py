@@ -12,8 +12,8 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
-from appspaces.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
 from appspaces.models import AllowlistEntry, App, Appspace, AppspaceUser, AppVersion, Job
+from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

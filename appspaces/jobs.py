@@ -19,6 +19,11 @@ from appspaces.models import Job
 
 log = logging.getLogger(__name__)
 
+# What running a claimed job's Task answers: it ran to an end (DONE, whatever the job's state),
+# someone else holds it or it had ended (NOT_CLAIMED), or the sandbox supervisor was down and
+# the job waits to be retried (REQUEUED; see appspaces.tasks.NeedsSupervisor).
+REQUEUED, DONE, NOT_CLAIMED = "requeued", "done", "not claimed"
+
 
 class JobCancelled(Exception):
     """The owner cancelled the job; the task unwinds and leaves nothing behind."""

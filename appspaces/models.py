@@ -6,13 +6,9 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import models
 from django.db.models import F, Q
-from django.db.models.signals import post_save
-from django.dispatch import receiver
 from django.utils import timezone
-
-from accounts.signals import invitation_accepted
 
 
 def data_dir() -> Path:
@@ -360,29 +356,3 @@ class AppspaceSession(models.Model):
 
     def __str__(self) -> str:
         return f"session of {self.user} in {self.appspace}"
-
-
-# `manage.py install_examples` on a fresh instance keeps the example apps for the first admin
-# (see appspaces/examples.py): queue them once that account exists. Connected here because
-# this module is imported in every process (web, worker, commands) before any user is saved.
-@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="appspaces.examples_for_admin")
-def _examples_for_first_admin(sender, instance, created: bool, **kwargs) -> None:
-    if not (created and instance.is_superuser and instance.is_active):
-        return
-
-    def queue() -> None:
-        from appspaces.examples import examples_pending_queue
-
-        examples_pending_queue(owner=instance)
-
-    transaction.on_commit(queue, robust=True)
-
-
-# A friend invited to an appspace who signs up joins it with the permissions the owner chose
-# (appspaces/appspace_users.py). Connected here, like the receiver above, so that it is live in
-# every process; it runs inside the sign-up transaction.
-@receiver(invitation_accepted, dispatch_uid="appspaces.invited_users_attach")
-def _invited_user_attach(sender, invitation, user, **kwargs) -> None:
-    from appspaces.appspace_users import invitation_attach
-
-    invitation_attach(invitation=invitation, user=user)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from appspaces.allowlist import parse_server_entry
 from appspaces.models import AllowlistEntry, Appspace, AppVersion, Job
+from packages.allowlist import parse_server_entry
 from sandbox import layout
 from sandbox.spec import Limits, SandboxSpec
 

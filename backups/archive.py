@@ -3,7 +3,7 @@
 The metadata names the format and its version, the appspace, the app and version, the data
 schema, when it was made, and every file with its size and SHA-256, so an archive is checked
 against itself before anything of it is believed. Archives are written under a temporary name,
-fsynced, and renamed into place; they are unpacked only through `appspaces.extraction`
+fsynced, and renamed into place; they are unpacked only through `packages.extraction`
 (relative clean names, regular files and folders only, size caps), then every file is hashed.
 `tar --zstd -xf` opens them too.
 """
@@ -26,8 +26,8 @@ from typing import IO, Any
 import zstandard
 from django.conf import settings
 
-from appspaces.extraction import ExtractionLimits, PackageError, safe_extract
-from appspaces.package_paths import UnsafePath, clean_relative_path
+from packages.extraction import ExtractionLimits, PackageError, safe_extract
+from packages.paths import UnsafePath, clean_relative_path
 
 FORMAT = "dropserver-backup"
 FORMAT_VERSION = 1
@@ -506,10 +506,10 @@ def extract_archive(
     progress: Progress | None = None,
 ) -> Metadata:
     """Unpack `path` into `dest` (which must not exist) under the package rules of
-    `appspaces.extraction` and check every file against the metadata. On any problem `dest`
+    `packages.extraction` and check every file against the metadata. On any problem `dest`
     is removed and ArchiveError says why. `dest/data` is the restored data (read-only modes,
     owned by root: the caller hands it over)."""
-    from appspaces.extraction import remove_tree
+    from packages.extraction import remove_tree
 
     check_frames(path)
     meta = read_metadata(path)

@@ -23,7 +23,6 @@ from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 
-from appspaces.extraction import remove_tree
 from appspaces.jobs import (
     JobCancelled,
     JobFailed,
@@ -45,6 +44,7 @@ from backups.archive import (
 from backups.models import Backup, BackupPolicy, appspace_backups_dir, backups_root
 from backups.quiesce import QuiesceError, Quiescer
 from backups.snapshot import SnapshotError, take_snapshot
+from packages.extraction import remove_tree
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024

@@ -10,7 +10,7 @@ restores: every minute from Celery beat, and at the start of each backup.
 - `appspaces/<id>/.restore-*` left by a dead restore is removed (it never replaced anything:
   the swap renames it away in the same step).
 - `backups/<id>/` of an appspace that was deleted is removed, unless its owner kept its
-  backups (rows with `kept_owner`, see appspaces/appspace_lifecycle.py).
+  backups (rows with `kept_owner`, see appspaces/lifecycle/control.py).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from appspaces.extraction import remove_tree
 from appspaces.jobs import job_finish
 from appspaces.models import Appspace, Job
 from backups.models import Backup, backups_root
 from backups.quiesce import thaw_quietly
 from backups.services import backup_fail
+from packages.extraction import remove_tree
 from sandbox import layout
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from appspaces.uploads import CappedUploadHandler
+from appspaces.installs.staging import CappedUploadHandler
 from backups.restore import uploads_dir
 
 ARCHIVE_FIELD = "archive"

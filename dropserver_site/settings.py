@@ -290,6 +290,29 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# --- Static files ---------------------------------------------------------------------------
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DS_DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True  # no collectstatic step needed to run
+# STATIC_ROOT only exists once an operator runs collectstatic; finders serve until then.
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}
+
 # --- Sandbox ----------------------------------------------------------------------------------
 # Owned by sandbox/ (see docs/sandbox.md). Every Deno process runs under bubblewrap as its own
 # uid (>= DS_SANDBOX_UID_BASE) inside cgroups, started by the supervisor (`manage.py sandboxd`).
@@ -319,34 +342,10 @@ DS_SANDBOX_CPU_PERCENT = env.int("DS_SANDBOX_CPU_PERCENT", default=50)
 DS_SANDBOX_PIDS = env.int("DS_SANDBOX_PIDS", default=64)
 DS_SANDBOX_TMPFS_MB = env.int("DS_SANDBOX_TMPFS_MB", default=16)
 DS_SANDBOX_HEAP_MB = env.int("DS_SANDBOX_HEAP_MB", default=128)
-# --- End of Sandbox ---------------------------------------------------------------------------
-
-# --- Static files ---------------------------------------------------------------------------
-
-STATIC_URL = "/static/"
-STATIC_ROOT = DS_DATA_DIR / "static"
-STATICFILES_DIRS = [BASE_DIR / "static"]
-WHITENOISE_USE_FINDERS = True  # no collectstatic step needed to run
-# STATIC_ROOT only exists once an operator runs collectstatic; finders serve until then.
-warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
-
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
-USE_I18N = True
-USE_TZ = True
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
-}
 
 # --- App packages ---------------------------------------------------------------------------
-# Limits for unpacking untrusted app packages (appspaces.extraction) and for the platform's
-# own outbound fetch of package URLs and app listings (appspaces.fetch).
+# Limits for unpacking untrusted app packages (packages.extraction) and for the platform's
+# own outbound fetch of package URLs and app listings (packages.fetch).
 
 DS_APP_MAX_PACKAGE_MB = env.int("DS_APP_MAX_PACKAGE_MB", default=50)
 DS_APP_MAX_UNPACKED_MB = env.int("DS_APP_MAX_UNPACKED_MB", default=100)
@@ -363,7 +362,6 @@ DS_FETCH_MAX_LISTING_KB = env.int("DS_FETCH_MAX_LISTING_KB", default=1024)
 DS_FETCH_ALLOW_LOOPBACK = env.bool("DS_FETCH_ALLOW_LOOPBACK", default=False)
 if DS_FETCH_ALLOW_LOOPBACK and DS_PRODUCTION:
     raise ImproperlyConfigured("DS_FETCH_ALLOW_LOOPBACK is for tests; never on a public domain.")
-# --- End of App packages --------------------------------------------------------------------
 
 # --- Gateway ----------------------------------------------------------------------------------
 # Owned by appspaces/gateway (see docs/gateway.md): limits and timeouts of every appspace request.
@@ -387,10 +385,9 @@ DS_GATEWAY_WS_MAX_MESSAGE_BYTES = env.int("DS_GATEWAY_WS_MAX_MESSAGE_BYTES", def
 DS_GATEWAY_WS_MAX_PENDING = env.int("DS_GATEWAY_WS_MAX_PENDING", default=64)  # messages queued
 DS_GATEWAY_LOGIN_TOKEN_SECONDS = env.int("DS_GATEWAY_LOGIN_TOKEN_SECONDS", default=60)
 DS_GATEWAY_SESSION_DAYS = env.int("DS_GATEWAY_SESSION_DAYS", default=14)
-# --- End of Gateway ---------------------------------------------------------------------------
 
 # --- App installs ---------------------------------------------------------------------------
-# The install pipeline (appspaces/install.py): time limits of the sandbox runs at install,
+# Owned by appspaces/installs/: time limits of the sandbox runs at install,
 # how often app listings are checked for newer versions, and the periodic upkeep.
 
 DS_APP_INIT_TIMEOUT = env.float("DS_APP_INIT_TIMEOUT", default=15.0)  # seconds
@@ -398,92 +395,10 @@ DS_APP_WARM_TIMEOUT = env.float("DS_APP_WARM_TIMEOUT", default=60.0)  # seconds
 DS_LISTING_CHECK_HOURS = env.float("DS_LISTING_CHECK_HOURS", default=6.0)
 # An install waiting for its owner to accept warnings is cancelled after this long.
 DS_INSTALL_CONFIRM_HOURS = env.float("DS_INSTALL_CONFIRM_HOURS", default=24.0)
-CELERY_BEAT_SCHEDULE = {
-    **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "app-listings-refresh": {
-        "task": "appspaces.tasks.listings_refresh",
-        "schedule": DS_LISTING_CHECK_HOURS * 3600,
-    },
-    "app-installs-sweep": {"task": "appspaces.tasks.installs_sweep", "schedule": 600.0},
-}
-# --- End of App installs --------------------------------------------------------------------
-
-# --- Backups ----------------------------------------------------------------------------------
-# Owned by backups/ (see docs/backups.md): schedule bounds, retention defaults, the per-user
-# storage cap, compression and the periodic tasks. Archives live in DS_DATA_DIR/backups/.
-
-# How often an appspace is backed up: its owner picks within [MIN, MAX] hours.
-DS_BACKUP_DEFAULT_INTERVAL_HOURS = env.int("DS_BACKUP_DEFAULT_INTERVAL_HOURS", default=24)
-DS_BACKUP_MIN_INTERVAL_HOURS = env.int("DS_BACKUP_MIN_INTERVAL_HOURS", default=1)
-DS_BACKUP_MAX_INTERVAL_HOURS = env.int("DS_BACKUP_MAX_INTERVAL_HOURS", default=24 * 7)
-# A failed scheduled backup is tried again after this long (not at every tick).
-DS_BACKUP_RETRY_MINUTES = env.int("DS_BACKUP_RETRY_MINUTES", default=60)
-# Retention defaults of a new appspace, and the most an owner may ask to keep.
-DS_BACKUP_KEEP_DAILY = env.int("DS_BACKUP_KEEP_DAILY", default=7)
-DS_BACKUP_KEEP_WEEKLY = env.int("DS_BACKUP_KEEP_WEEKLY", default=4)
-DS_BACKUP_KEEP_PRE_MIGRATION_DAYS = env.int("DS_BACKUP_KEEP_PRE_MIGRATION_DAYS", default=30)
-DS_BACKUP_MAX_KEEP_DAILY = env.int("DS_BACKUP_MAX_KEEP_DAILY", default=31)
-DS_BACKUP_MAX_KEEP_WEEKLY = env.int("DS_BACKUP_MAX_KEEP_WEEKLY", default=52)
-DS_BACKUP_MAX_KEEP_PRE_MIGRATION_DAYS = env.int(
-    "DS_BACKUP_MAX_KEEP_PRE_MIGRATION_DAYS", default=365
-)
-# Archive bytes one user's backups may take, all appspaces together; 0: no cap.
-DS_BACKUP_USER_CAP_MB = env.int("DS_BACKUP_USER_CAP_MB", default=10 * 1024)
-# zstd level (3: measured faster than `tar czf` and smaller; see docs/backups.md) and threads.
-DS_BACKUP_ZSTD_LEVEL = env.int("DS_BACKUP_ZSTD_LEVEL", default=3)
-DS_BACKUP_ZSTD_THREADS = env.int("DS_BACKUP_ZSTD_THREADS", default=2)
-DS_BACKUP_VERIFY_AFTER_WRITE = env.bool("DS_BACKUP_VERIFY_AFTER_WRITE", default=True)
-# Uploaded archives (restore, import) and what one restore may unpack.
-DS_BACKUP_MAX_UPLOAD_MB = env.int("DS_BACKUP_MAX_UPLOAD_MB", default=2048)
-DS_BACKUP_MAX_FILES = env.int("DS_BACKUP_MAX_FILES", default=1_000_000)
-# A backup whose worker has not reported for this long is taken as dead: its appspace is thawed
-# and its leftovers removed by the sweep.
-DS_BACKUP_STALE_SECONDS = env.int("DS_BACKUP_STALE_SECONDS", default=60)
-# The data a restore replaced is kept (appspaces/<id>/.previous-*) until the appspace runs on the
-# restored data, and at most this long.
-DS_BACKUP_KEEP_PREVIOUS_DAYS = env.int("DS_BACKUP_KEEP_PREVIOUS_DAYS", default=7)
-DS_BACKUP_VERIFY_DAYS = env.int("DS_BACKUP_VERIFY_DAYS", default=7)  # re-read every archive
-CELERY_BEAT_SCHEDULE = {
-    **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "backups-schedule": {"task": "backups.tasks.backups_schedule", "schedule": 300.0},
-    "backups-prune": {"task": "backups.tasks.backups_prune", "schedule": 3600.0},
-    "backups-sweep": {"task": "backups.tasks.backups_sweep", "schedule": 60.0},
-    "backups-verify": {"task": "backups.tasks.backups_verify", "schedule": 6 * 3600.0},
-}
-# --- End of Backups ---------------------------------------------------------------------------
-
-# --- Usage ------------------------------------------------------------------------------------
-# Owned by appspaces/usage.py (see docs/operations.md, "Usage and quotas"): how often usage is
-# sampled and disks measured, when an appspace over its disk quota may write again, and how
-# long daily usage is kept.
-
-# Running sandboxes' cgroup counters (CPU, running time, memory peak, IO) are sampled this often;
-# what a sandbox does between its last sample and its stop is not counted.
-DS_USAGE_COLLECT_SECONDS = env.float("DS_USAGE_COLLECT_SECONDS", default=60.0)
-# Every appspace's data dir is measured this often; running ones (the only ones that can grow)
-# at most this often by the collection too, which bounds how far past its quota an app can write.
-DS_USAGE_DISK_SECONDS = env.float("DS_USAGE_DISK_SECONDS", default=600.0)
-DS_USAGE_DISK_RUNNING_SECONDS = env.float("DS_USAGE_DISK_RUNNING_SECONDS", default=60.0)
-# Data made read-only over the quota becomes writable again at or below this % of the quota.
-DS_USAGE_QUOTA_RESUME_PERCENT = env.int("DS_USAGE_QUOTA_RESUME_PERCENT", default=95)
-DS_USAGE_KEEP_DAYS = env.int("DS_USAGE_KEEP_DAYS", default=400)  # daily usage rows
-CELERY_BEAT_SCHEDULE = {
-    **globals().get("CELERY_BEAT_SCHEDULE", {}),
-    "usage-collect": {
-        "task": "appspaces.usage.usage_collect",
-        "schedule": DS_USAGE_COLLECT_SECONDS,
-    },
-    "usage-disk-measure": {
-        "task": "appspaces.usage.disk_measure",
-        "schedule": DS_USAGE_DISK_SECONDS,
-    },
-    "usage-days-prune": {"task": "appspaces.usage.usage_days_prune", "schedule": 24 * 3600.0},
-}
-# --- End of Usage -----------------------------------------------------------------------------
 
 # --- Appspaces --------------------------------------------------------------------------------
-# Owned by appspaces/ (appspace_*.py, network_approvals.py, version_change.py): what owners may
-# choose when they create an appspace, and the periodic upkeep of appspaces.
+# Owned by appspaces/lifecycle/ and appspaces/network/: what owners may choose when they create
+# an appspace, and the periodic upkeep of appspaces.
 
 # Names no appspace may take (besides the panel's own label): they mean something to people or
 # to mail and DNS setups. Comma-separated; replaces the default list.
@@ -547,12 +462,88 @@ DS_APPSPACE_MIGRATE_TIMEOUT = env.float("DS_APPSPACE_MIGRATE_TIMEOUT", default=3
 DS_APPSPACE_LOG_TAIL_KB = env.int("DS_APPSPACE_LOG_TAIL_KB", default=32)
 # A creation or version change whose worker has not reported for this long was interrupted.
 DS_APPSPACE_JOB_STALE_MINUTES = env.int("DS_APPSPACE_JOB_STALE_MINUTES", default=30)
+
+# --- Usage ------------------------------------------------------------------------------------
+# Owned by appspaces/usage/ (see docs/operations.md, "Usage and quotas"): how often usage is
+# sampled and disks measured, when an appspace over its disk quota may write again, and how
+# long daily usage is kept.
+
+# Running sandboxes' cgroup counters (CPU, running time, memory peak, IO) are sampled this often;
+# what a sandbox does between its last sample and its stop is not counted.
+DS_USAGE_COLLECT_SECONDS = env.float("DS_USAGE_COLLECT_SECONDS", default=60.0)
+# Every appspace's data dir is measured this often; running ones (the only ones that can grow)
+# at most this often by the collection too, which bounds how far past its quota an app can write.
+DS_USAGE_DISK_SECONDS = env.float("DS_USAGE_DISK_SECONDS", default=600.0)
+DS_USAGE_DISK_RUNNING_SECONDS = env.float("DS_USAGE_DISK_RUNNING_SECONDS", default=60.0)
+# Data made read-only over the quota becomes writable again at or below this % of the quota.
+DS_USAGE_QUOTA_RESUME_PERCENT = env.int("DS_USAGE_QUOTA_RESUME_PERCENT", default=95)
+DS_USAGE_KEEP_DAYS = env.int("DS_USAGE_KEEP_DAYS", default=400)  # daily usage rows
+
+# --- Backups ----------------------------------------------------------------------------------
+# Owned by backups/ (see docs/backups.md): schedule bounds, retention defaults, the per-user
+# storage cap, compression and the periodic tasks. Archives live in DS_DATA_DIR/backups/.
+
+# How often an appspace is backed up: its owner picks within [MIN, MAX] hours.
+DS_BACKUP_DEFAULT_INTERVAL_HOURS = env.int("DS_BACKUP_DEFAULT_INTERVAL_HOURS", default=24)
+DS_BACKUP_MIN_INTERVAL_HOURS = env.int("DS_BACKUP_MIN_INTERVAL_HOURS", default=1)
+DS_BACKUP_MAX_INTERVAL_HOURS = env.int("DS_BACKUP_MAX_INTERVAL_HOURS", default=24 * 7)
+# A failed scheduled backup is tried again after this long (not at every tick).
+DS_BACKUP_RETRY_MINUTES = env.int("DS_BACKUP_RETRY_MINUTES", default=60)
+# Retention defaults of a new appspace, and the most an owner may ask to keep.
+DS_BACKUP_KEEP_DAILY = env.int("DS_BACKUP_KEEP_DAILY", default=7)
+DS_BACKUP_KEEP_WEEKLY = env.int("DS_BACKUP_KEEP_WEEKLY", default=4)
+DS_BACKUP_KEEP_PRE_MIGRATION_DAYS = env.int("DS_BACKUP_KEEP_PRE_MIGRATION_DAYS", default=30)
+DS_BACKUP_MAX_KEEP_DAILY = env.int("DS_BACKUP_MAX_KEEP_DAILY", default=31)
+DS_BACKUP_MAX_KEEP_WEEKLY = env.int("DS_BACKUP_MAX_KEEP_WEEKLY", default=52)
+DS_BACKUP_MAX_KEEP_PRE_MIGRATION_DAYS = env.int(
+    "DS_BACKUP_MAX_KEEP_PRE_MIGRATION_DAYS", default=365
+)
+# Archive bytes one user's backups may take, all appspaces together; 0: no cap.
+DS_BACKUP_USER_CAP_MB = env.int("DS_BACKUP_USER_CAP_MB", default=10 * 1024)
+# zstd level (3: measured faster than `tar czf` and smaller; see docs/backups.md) and threads.
+DS_BACKUP_ZSTD_LEVEL = env.int("DS_BACKUP_ZSTD_LEVEL", default=3)
+DS_BACKUP_ZSTD_THREADS = env.int("DS_BACKUP_ZSTD_THREADS", default=2)
+DS_BACKUP_VERIFY_AFTER_WRITE = env.bool("DS_BACKUP_VERIFY_AFTER_WRITE", default=True)
+# Uploaded archives (restore, import) and what one restore may unpack.
+DS_BACKUP_MAX_UPLOAD_MB = env.int("DS_BACKUP_MAX_UPLOAD_MB", default=2048)
+DS_BACKUP_MAX_FILES = env.int("DS_BACKUP_MAX_FILES", default=1_000_000)
+# A backup whose worker has not reported for this long is taken as dead: its appspace is thawed
+# and its leftovers removed by the sweep.
+DS_BACKUP_STALE_SECONDS = env.int("DS_BACKUP_STALE_SECONDS", default=60)
+# The data a restore replaced is kept (appspaces/<id>/.previous-*) until the appspace runs on the
+# restored data, and at most this long.
+DS_BACKUP_KEEP_PREVIOUS_DAYS = env.int("DS_BACKUP_KEEP_PREVIOUS_DAYS", default=7)
+DS_BACKUP_VERIFY_DAYS = env.int("DS_BACKUP_VERIFY_DAYS", default=7)  # re-read every archive
+
+# --- Periodic tasks (Celery beat) -------------------------------------------------------------
+# Every periodic task of the platform, in one place; the intervals are the settings above.
+
 CELERY_BEAT_SCHEDULE = {
-    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    # App installs
+    "app-listings-refresh": {
+        "task": "appspaces.tasks.listings_refresh",
+        "schedule": DS_LISTING_CHECK_HOURS * 3600,
+    },
+    "app-installs-sweep": {"task": "appspaces.tasks.installs_sweep", "schedule": 600.0},
+    # Appspaces
     "appspaces-blocked-connections": {
         "task": "appspaces.tasks.blocked_connections_collect",
         "schedule": 60.0,
     },
     "appspaces-sweep": {"task": "appspaces.tasks.appspaces_sweep", "schedule": 300.0},
+    # Usage
+    "usage-collect": {
+        "task": "appspaces.tasks.usage_collect",
+        "schedule": DS_USAGE_COLLECT_SECONDS,
+    },
+    "usage-disk-measure": {
+        "task": "appspaces.tasks.disk_measure",
+        "schedule": DS_USAGE_DISK_SECONDS,
+    },
+    "usage-days-prune": {"task": "appspaces.tasks.usage_days_prune", "schedule": 24 * 3600.0},
+    # Backups
+    "backups-schedule": {"task": "backups.tasks.backups_schedule", "schedule": 300.0},
+    "backups-prune": {"task": "backups.tasks.backups_prune", "schedule": 3600.0},
+    "backups-sweep": {"task": "backups.tasks.backups_sweep", "schedule": 60.0},
+    "backups-verify": {"task": "backups.tasks.backups_verify", "schedule": 6 * 3600.0},
 }
-# --- End of Appspaces -------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from sandbox.instance import (
     Instance,
     LastRun,
 )
-from sandbox.jobs import JobRunner
+from sandbox.oneshots import JobRunner
 from sandbox.output import LogSink
 from sandbox.protocol import (
     SandboxBadRequest,

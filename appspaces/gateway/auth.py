@@ -15,7 +15,7 @@ from django.conf import settings
 from appspaces.gateway import config as gateway_config
 from appspaces.gateway import pages
 from appspaces.gateway.config import AppspaceConfig, Member
-from appspaces.routes import Route, RouteMatch
+from packages.routes import Route, RouteMatch
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

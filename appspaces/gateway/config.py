@@ -25,9 +25,9 @@ from appspaces.gateway.cache import LoadingCache
 from appspaces.gateway.csp import appspace_csp
 from appspaces.gateway.headers import Header, Identity, platform_response_headers
 from appspaces.models import AllowlistEntry, Appspace, AppspaceSession, AppspaceUser, AppVersion
-from appspaces.routes import RouteError, RouteTable
 from appspaces.sandboxes import appspace_spec
-from appspaces.sessions import sessions_revoked
+from appspaces.sharing.sessions import sessions_revoked
+from packages.routes import RouteError, RouteTable
 from sandbox.spec import SandboxSpec
 
 log = logging.getLogger(__name__)

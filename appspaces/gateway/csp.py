@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-from appspaces.allowlist import AllowlistError, parse_browser_origin
+from packages.allowlist import AllowlistError, parse_browser_origin
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils.encoding import iri_to_uri
 
-from appspaces import sessions as appspace_sessions
 from appspaces.gateway import pages
 from appspaces.gateway.auth import RequestFacts, Visitor, open_url, same_origin_proven, visitor
 from appspaces.gateway.config import AppspaceConfig
 from appspaces.gateway.headers import appspace_cookie_name
+from appspaces.sharing import sessions as appspace_sessions
 
 PREFIX = "/.dropserver/"
 

@@ -30,7 +30,7 @@ from appspaces.gateway.upstream import (
     read_response,
     request_head,
 )
-from appspaces.routes import RouteMatch
+from packages.routes import RouteMatch
 from sandbox.protocol import SandboxError, SandboxUnavailable
 
 log = logging.getLogger(__name__)

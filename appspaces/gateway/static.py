@@ -1,6 +1,6 @@
 """Static routes: files of the app version, served by the host without waking the sandbox.
 
-The file is found by `appspaces.routes.static_file` (the declared folder only; realpath
+The file is found by `packages.routes.static_file` (the declared folder only; realpath
 checked). App files never change after install, so what a (version, route, path) resolves to
 is cached for good, with the bytes of small files (an LRU bounded by bytes): the first request
 reads off the event loop, later ones never leave it. Larger files are streamed from disk in
@@ -22,7 +22,7 @@ from django.conf import settings
 
 from appspaces.gateway import pages, server_hooks
 from appspaces.gateway.headers import Header
-from appspaces.routes import WILDCARD, RouteMatch, static_file
+from packages.routes import WILDCARD, RouteMatch, static_file
 
 READ_CHUNK = 256 * 1024
 _files = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-files")

@@ -8,14 +8,14 @@ from typing import Any
 from django import template
 
 from appspaces.models import Appspace
-from appspaces.usage import usage_summary
+from appspaces.usage.summary import usage_summary
 
 register = template.Library()
 
 
 @register.simple_tag
 def appspace_usage(appspace: Appspace) -> dict[str, Any]:
-    """The figures of `appspaces.usage.usage_summary` (one query)."""
+    """The figures of `appspaces.usage.summary.usage_summary` (one query)."""
     return usage_summary(appspace)
 
 

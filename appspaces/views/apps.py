@@ -13,19 +13,19 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
 from appspaces.access import get_app_for_owner, get_app_version_for_owner, get_job_for_owner
-from appspaces.forms import InstallForm
-from appspaces.install import install_job_accept, install_job_cancel, install_job_create
-from appspaces.listings import listing_check_due
-from appspaces.models import App, Job
-from appspaces.tasks import listing_refresh
-from appspaces.uploads import PACKAGE_FIELD, PackageUploadHandler
-from appspaces.versions import (
+from appspaces.installs.listings import listing_check_due
+from appspaces.installs.service import install_job_accept, install_job_cancel, install_job_create
+from appspaces.installs.staging import PACKAGE_FIELD, PackageUploadHandler
+from appspaces.installs.versions import (
     VersionInUse,
     app_delete,
     app_update_available,
     app_version_delete,
     versions_newest_first,
 )
+from appspaces.models import App, Job
+from appspaces.tasks import listing_refresh
+from appspaces.views.app_forms import InstallForm
 
 
 def installs_in_progress(user, app: App | None = None):

@@ -10,15 +10,15 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from appspaces.access import get_appspace_for_owner, get_appspace_user_for_owner
-from appspaces.appspace_forms import AppspaceUserAddForm, AppspaceUserEditForm
-from appspaces.appspace_users import (
+from appspaces.models import AppspaceUser
+from appspaces.sharing.users import (
     AppspaceUserError,
     appspace_invitation_revoke,
     appspace_user_add,
     appspace_user_remove,
     appspace_user_update,
 )
-from appspaces.models import AppspaceUser
+from appspaces.views.appspace_forms import AppspaceUserAddForm, AppspaceUserEditForm
 from appspaces.views.appspaces import render_appspace
 
 

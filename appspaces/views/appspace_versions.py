@@ -10,12 +10,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from appspaces.access import get_appspace_for_owner
-from appspaces.models import AppVersion
-from appspaces.version_change import (
+from appspaces.lifecycle.version_change import (
     VersionChangeError,
     version_change_job_create,
     version_change_plan,
 )
+from appspaces.models import AppVersion
 
 
 @login_required

@@ -13,16 +13,8 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
 from appspaces.access import get_app_version_for_owner, get_appspace_for_owner
-from appspaces.allowlist import AllowlistError
-from appspaces.appspace_creation import appspace_create
-from appspaces.appspace_forms import (
-    AllowlistAddForm,
-    AppspaceUserAddForm,
-    CreateAppspaceForm,
-    DeleteAppspaceForm,
-    LimitsForm,
-)
-from appspaces.appspace_lifecycle import (
+from appspaces.installs.versions import parse_version, versions_newest_first
+from appspaces.lifecycle.control import (
     AppspaceError,
     appspace_delete,
     appspace_limits_set,
@@ -34,17 +26,25 @@ from appspaces.appspace_lifecycle import (
     run_state,
     sandbox_states,
 )
-from appspaces.appspace_users import appspace_invitations_pending
+from appspaces.lifecycle.creation import appspace_create
+from appspaces.lifecycle.subdomains import SubdomainError
+from appspaces.lifecycle.version_change import upgrade_available
 from appspaces.models import App, Appspace, Job
-from appspaces.network_approvals import (
+from appspaces.network.approvals import (
     allowlist_rows,
     blocked_connections_pull,
     blocked_rows,
     suggestion_rows,
 )
-from appspaces.subdomains import SubdomainError
-from appspaces.version_change import upgrade_available
-from appspaces.versions import parse_version, versions_newest_first
+from appspaces.sharing.users import appspace_invitations_pending
+from appspaces.views.appspace_forms import (
+    AllowlistAddForm,
+    AppspaceUserAddForm,
+    CreateAppspaceForm,
+    DeleteAppspaceForm,
+    LimitsForm,
+)
+from packages.allowlist import AllowlistError
 from sandbox.protocol import SandboxError
 
 # --- Creating -------------------------------------------------------------------------------

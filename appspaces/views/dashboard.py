@@ -6,9 +6,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from appspaces.appspace_lifecycle import run_state, sandbox_states
+from appspaces.lifecycle.control import run_state, sandbox_states
+from appspaces.lifecycle.version_change import upgrade_available
 from appspaces.models import Appspace, AppspaceUser, Job
-from appspaces.version_change import upgrade_available
 from appspaces.views.apps import apps_with_versions, installs_in_progress
 from sandbox.protocol import SandboxError
 

@@ -10,10 +10,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from appspaces.access import get_appspace_for_owner
-from appspaces.allowlist import AllowlistError
-from appspaces.appspace_forms import AllowlistAddForm
 from appspaces.models import AllowlistEntry, Appspace, BlockedConnection
-from appspaces.network_approvals import (
+from appspaces.network.approvals import (
     RiskyEntry,
     allowlist_entry_add,
     allowlist_entry_remove,
@@ -22,7 +20,9 @@ from appspaces.network_approvals import (
     blocked_connection_dismiss,
     server_entry_warnings,
 )
+from appspaces.views.appspace_forms import AllowlistAddForm
 from appspaces.views.appspaces import render_appspace
+from packages.allowlist import AllowlistError
 
 
 def _back(appspace: Appspace, anchor: str = "network") -> HttpResponse:

@@ -12,7 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from appspaces.models import Appspace
-from appspaces.sessions import (
+from appspaces.sharing.sessions import (
     appspace_login_url,
     appspaces_user_may_enter,
     login_token_issue,

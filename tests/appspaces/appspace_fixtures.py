@@ -23,7 +23,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from appspaces.appspace_creation import prepare_folders
+from appspaces.lifecycle.creation import prepare_folders
 from appspaces.models import App, Appspace, AppVersion
 from appspaces.sandboxes import publish_users
 from sandbox import layout
@@ -71,7 +71,7 @@ def make_version(
     app: App | None = None,
     changelog: str = "",
 ) -> AppVersion:
-    from appspaces.versions import version_sort_key
+    from appspaces.installs.versions import version_sort_key
 
     if app is None:
         app = App.objects.create(owner=owner, name=name)

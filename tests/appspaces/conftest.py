@@ -21,9 +21,9 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from appspaces.install import install_job_create, install_job_run
+from appspaces.installs.service import install_job_create, install_job_run
+from appspaces.installs.staging import upload_copy
 from appspaces.models import App, AppVersion, Job
-from appspaces.uploads import upload_copy
 from dropserver_site.celery import app as celery_app
 from tests.sandbox.fixtures import (  # noqa: F401 (fixtures)
     http_request,

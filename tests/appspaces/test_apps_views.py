@@ -13,9 +13,9 @@ from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
-from appspaces.install import install_job_create
+from appspaces.installs.service import install_job_create
+from appspaces.installs.versions import version_sort_key
 from appspaces.models import App, Appspace, AppVersion, Job
-from appspaces.versions import version_sort_key
 from tests.appspaces.conftest import logged_in, uploads_dir
 
 pytestmark = pytest.mark.django_db

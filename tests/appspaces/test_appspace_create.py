@@ -9,8 +9,8 @@ import json
 import pytest
 from django.urls import reverse
 
-from appspaces.appspace_creation import appspace_create, appspace_create_run
-from appspaces.appspace_lifecycle import appspaces_sweep
+from appspaces.lifecycle.control import appspaces_sweep
+from appspaces.lifecycle.creation import appspace_create, appspace_create_run
 from appspaces.models import Appspace, Job
 from backups.models import Backup
 from tests.appspaces.appspace_fixtures import (  # noqa: F401 (fixture)
@@ -163,7 +163,7 @@ def test_a_creation_whose_worker_died_is_undone_by_the_sweep(alice, settings):
     version = make_version(alice)
     job = appspace_create(owner=alice, app_version=version, subdomain="notes", enqueue=False)
     appspace = Appspace.objects.get()
-    from appspaces.appspace_creation import prepare_folders
+    from appspaces.lifecycle.creation import prepare_folders
 
     prepare_folders(appspace)
     Job.objects.filter(pk=job.pk).update(state=Job.State.RUNNING)

@@ -10,9 +10,9 @@ import datetime as dt
 import pytest
 from django.urls import reverse
 
-from appspaces.appspace_creation import appspace_create, appspace_create_run
+from appspaces.lifecycle.creation import appspace_create, appspace_create_run
 from appspaces.models import AllowlistEntry, Appspace, BlockedConnection, Job
-from appspaces.network_approvals import blocked_connections_collect, blocked_connections_record
+from appspaces.network.approvals import blocked_connections_collect, blocked_connections_record
 from appspaces.sandboxes import appspace_spec
 from tests.appspaces.appspace_fixtures import (  # noqa: F401 (fixture)
     logged_in,
@@ -163,7 +163,7 @@ def test_what_can_never_be_allowed_says_why_and_dns_needs_a_confirmation(alice):
 @pytest.mark.django_db
 def test_every_allowlist_change_makes_a_newer_sandbox_spec(alice):
     # The generation is what lets the supervisor ignore a gateway's cached, older spec.
-    from appspaces.network_approvals import allowlist_entry_add, allowlist_entry_remove
+    from appspaces.network.approvals import allowlist_entry_add, allowlist_entry_remove
 
     appspace = make_appspace(alice, make_version(alice))
     before = appspace_spec(appspace).generation

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appspaces.subdomains import (
+from appspaces.lifecycle.subdomains import (
     SubdomainError,
     panel_label,
     subdomain_check_available,

@@ -10,14 +10,14 @@ import json
 import pytest
 from django.urls import reverse
 
-from appspaces.appspace_creation import appspace_create, appspace_create_run
-from appspaces.models import Appspace, Job
-from appspaces.sandboxes import appspace_spec
-from appspaces.version_change import (
+from appspaces.lifecycle.creation import appspace_create, appspace_create_run
+from appspaces.lifecycle.version_change import (
     VersionChangeError,
     version_change_job_create,
     version_change_run,
 )
+from appspaces.models import Appspace, Job
+from appspaces.sandboxes import appspace_spec
 from backups.models import Backup
 from sandbox.client import SandboxClient
 from tests.appspaces.appspace_fixtures import (  # noqa: F401 (fixture)

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from accounts.models import Invitation
 from appspaces.models import AllowlistEntry, Appspace, AppspaceSession, AppspaceUser
-from appspaces.sessions import appspace_session_create
+from appspaces.sharing.sessions import appspace_session_create
 from tests.appspaces.appspace_fixtures import (  # noqa: F401 (fixture)
     logged_in,
     make_appspace,
@@ -208,7 +208,7 @@ def test_a_friend_without_an_account_is_invited_and_joins_on_sign_up(
 
 
 def test_a_pending_invitation_can_be_withdrawn(alice, space):
-    from appspaces.appspace_users import appspace_user_add
+    from appspaces.sharing.users import appspace_user_add
 
     appspace_user_add(appspace=space, email="dan@example.com", send_email=False)
     client = logged_in(alice)

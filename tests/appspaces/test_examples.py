@@ -15,9 +15,9 @@ import pytest
 from django.core.management import call_command
 from websockets.sync.client import unix_connect
 
-from appspaces.examples import PENDING, example_sources, examples_build, packages_dir
-from appspaces.manifest import load_manifest
+from appspaces.installs.examples import PENDING, example_sources, examples_build, packages_dir
 from appspaces.models import App, Job
+from packages.manifest import load_manifest
 from sandbox.spec import SandboxSpec
 from tests.appspaces.conftest import install
 from tests.conftest import make_user

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from appspaces.extraction import (
+from packages.extraction import (
     CHUNK_BYTES,
     ExtractionLimits,
     PackageError,

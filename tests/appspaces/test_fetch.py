@@ -21,9 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from appspaces import fetch
-from appspaces.extraction import ExtractionLimits, safe_extract
-from appspaces.fetch import (
+from packages import fetch
+from packages.build import build_package
+from packages.extraction import ExtractionLimits, safe_extract
+from packages.fetch import (
     FetchError,
     FetchLimits,
     ListingError,
@@ -32,8 +33,7 @@ from appspaces.fetch import (
     newest_version,
     parse_listing,
 )
-from appspaces.manifest import load_manifest
-from appspaces.package_build import build_package
+from packages.manifest import load_manifest
 
 PUBLIC_IP = "93.184.215.14"
 LIMITS = FetchLimits(

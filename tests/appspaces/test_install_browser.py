@@ -11,9 +11,9 @@ from django.db import connections
 from django.test import Client
 from playwright.sync_api import sync_playwright
 
-from appspaces.install import install_job_create, install_job_run
+from appspaces.installs.service import install_job_create, install_job_run
+from appspaces.installs.staging import upload_copy
 from appspaces.models import Job
-from appspaces.uploads import upload_copy
 from tests.appspaces.conftest import hello_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.sandbox, pytest.mark.django_db(transaction=True)]

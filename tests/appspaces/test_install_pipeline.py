@@ -10,18 +10,16 @@ import time
 import pytest
 from django.db import connections
 
-from appspaces.install import (
-    DONE,
-    NOT_CLAIMED,
-    REQUEUED,
+from appspaces.installs.service import (
     install_job_accept,
     install_job_cancel,
     install_job_create,
     install_job_run,
 )
+from appspaces.installs.staging import upload_copy
+from appspaces.jobs import DONE, NOT_CLAIMED, REQUEUED
 from appspaces.models import App, AppVersion, Job
 from appspaces.tasks import install_app
-from appspaces.uploads import upload_copy
 from tests.appspaces.conftest import (
     apps_dir,
     assert_nothing_left,

@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from appspaces.listings import listing_check_due, listing_refresh, listings_refresh_all
+from appspaces.installs.listings import listing_check_due, listing_refresh, listings_refresh_all
+from appspaces.installs.versions import app_update_available
 from appspaces.models import App, AppVersion, Job
-from appspaces.versions import app_update_available
 from tests.appspaces.conftest import assert_nothing_left, hello_app, install, manifest_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.sandbox]

@@ -11,11 +11,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from appspaces.install import install_job_create
-from appspaces.install_upkeep import installs_sweep
+from appspaces.installs.service import install_job_create
+from appspaces.installs.staging import job_staging_dir
+from appspaces.installs.upkeep import installs_sweep
+from appspaces.installs.versions import version_sort_key
 from appspaces.models import App, AppVersion, Job
-from appspaces.uploads import job_staging_dir
-from appspaces.versions import version_sort_key
 from tests.appspaces.conftest import apps_dir, uploads_dir
 
 pytestmark = pytest.mark.django_db

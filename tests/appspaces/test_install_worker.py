@@ -13,9 +13,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from appspaces.install import install_job_create
+from appspaces.installs.service import install_job_create
+from appspaces.installs.staging import upload_copy
 from appspaces.models import Job
-from appspaces.uploads import upload_copy
 from dropserver_site.celery import app as celery_app
 from tests.sandbox.fixtures import poll
 

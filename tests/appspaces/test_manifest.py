@@ -12,13 +12,13 @@ import pytest
 import semver
 from PIL import Image
 
-from appspaces.allowlist import (
+from packages.allowlist import (
     AllowlistError,
     is_public_address,
     parse_browser_origin,
     parse_server_entry,
 )
-from appspaces.manifest import Manifest, load_manifest, parse_manifest
+from packages.manifest import Manifest, load_manifest, parse_manifest
 
 FULL = {
     "name": "Notes",

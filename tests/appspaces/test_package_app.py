@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from appspaces.extraction import ExtractionLimits, read_manifest_from_archive, safe_extract
-from appspaces.manifest import load_manifest
+from packages.extraction import ExtractionLimits, read_manifest_from_archive, safe_extract
+from packages.manifest import load_manifest
 
 MANIFEST = {"name": "Guestbook", "version": "1.0.0", "license": "MIT"}
 

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from appspaces.routes import METHODS, RouteError, RouteTable, static_file
+from packages.routes import METHODS, RouteError, RouteTable, static_file
 
 ROUTES = [
     {"method": "GET", "path": "/", "auth": "public"},

@@ -14,9 +14,10 @@ import time
 import pytest
 from django.db import connection
 
-from appspaces import usage
+from appspaces import tasks
 from appspaces.models import App, Appspace, AppspaceUsageDay, AppVersion
 from appspaces.sandboxes import appspace_spec
+from appspaces.usage import collection, counters, quota
 from sandbox.client import SandboxClient
 from tests.sandbox.fixtures import lay_out_app, send_request
 
@@ -120,7 +121,7 @@ def direct(client: SandboxClient, appspace: Appspace, route: int, path: str, met
 
 
 def today_row(appspace: Appspace) -> AppspaceUsageDay:
-    return AppspaceUsageDay.objects.get(appspace=appspace, day=usage.today())
+    return AppspaceUsageDay.objects.get(appspace=appspace, day=counters.today())
 
 
 def cgroup_cpu_s(client: SandboxClient, appspace: Appspace) -> float:
@@ -139,7 +140,7 @@ def test_it_counts_the_cpu_a_route_burns_bounded_by_the_quota(supervisor, alice)
     client = supervisor.client
     appspace = appspace_for(alice, cpu_percent=50)
     assert call(client, appspace, HELLO, "/")[0] == 200
-    assert usage.usage_collect_all(client) == 1
+    assert collection.usage_collect_all(client) == 1
     before = today_row(appspace)
     assert before.memory_peak_bytes > 10 * 1024 * 1024  # Deno itself takes ~30 MB
 
@@ -147,7 +148,7 @@ def test_it_counts_the_cpu_a_route_burns_bounded_by_the_quota(supervisor, alice)
     status, _, body = call(client, appspace, BURN, "/burn?ms=1000")
     wall = time.monotonic() - started
     assert status == 200 and int(body) > 0
-    usage.usage_collect_all(client)
+    collection.usage_collect_all(client)
     burned = today_row(appspace).cpu_seconds - before.cpu_seconds
 
     # 1 s of CPU under a 50% quota: counted whole (the cgroup sees at least what the process
@@ -167,13 +168,13 @@ def test_it_counts_across_sandbox_restarts_never_negative_or_twice(supervisor, a
     client = supervisor.client
     appspace = appspace_for(alice, cpu_percent=100)
     call(client, appspace, BURN, "/burn?ms=500")
-    usage.usage_collect_all(client)
+    collection.usage_collect_all(client)
     first = today_row(appspace)
     first_pid = pid_of(client, appspace)
     assert first.cpu_seconds >= 0.3
 
     # Nothing happened since: a second collection adds (almost) nothing.
-    usage.usage_collect_all(client)
+    collection.usage_collect_all(client)
     assert today_row(appspace).cpu_seconds - first.cpu_seconds < 0.05
     first = today_row(appspace)  # with the idle sandbox's last few microseconds
 
@@ -186,7 +187,7 @@ def test_it_counts_across_sandbox_restarts_never_negative_or_twice(supervisor, a
     (entry,) = [e for e in client.list() if e["id"] == str(appspace.public_id)]
     old_run_final = entry["last_run"]
     assert old_run_final["pid"] == first_pid
-    usage.usage_collect_all(client)
+    collection.usage_collect_all(client)
     after = today_row(appspace)
     kept = Appspace.objects.get(pk=appspace.pk).usage_counters
     # The old run's last moments (its final counters) and the new run whole are added; the
@@ -200,12 +201,12 @@ def test_it_counts_across_sandbox_restarts_never_negative_or_twice(supervisor, a
     assert kept["prev"]["pid"] == first_pid
 
     # And again after the restart: no double counting of the new run either.
-    usage.usage_collect_all(client)
+    collection.usage_collect_all(client)
     assert today_row(appspace).cpu_seconds - after.cpu_seconds < 0.05
 
     # A stopped sandbox: nothing to sample, nothing added, nothing lost.
     client.stop(str(appspace.public_id))
-    assert usage.usage_collect_all(client) == 0
+    assert collection.usage_collect_all(client) == 0
 
 
 @pytest.mark.django_db
@@ -213,7 +214,7 @@ def test_the_last_moments_of_a_run_that_stopped_between_collections_are_counted(
     client = supervisor.client
     appspace = appspace_for(alice, cpu_percent=100)
     call(client, appspace, BURN, "/burn?ms=200")
-    usage.usage_collect_all(client)
+    collection.usage_collect_all(client)
     before = today_row(appspace)
 
     # Work after the last collection, then the sandbox stops (idle timeout, a restart...).
@@ -223,12 +224,12 @@ def test_the_last_moments_of_a_run_that_stopped_between_collections_are_counted(
     client.stop(str(appspace.public_id))
 
     # Nothing is running, yet the collection adds what the run did in its last minute...
-    assert usage.usage_collect_all(client) == 0
+    assert collection.usage_collect_all(client) == 0
     after = today_row(appspace)
     assert after.cpu_seconds - before.cpu_seconds == pytest.approx(burned_since, abs=0.05)
     assert after.running_seconds > before.running_seconds
     # ...once: the supervisor lists that final reading until the sandbox runs again.
-    usage.usage_collect_all(client)
+    collection.usage_collect_all(client)
     assert today_row(appspace).cpu_seconds == after.cpu_seconds
 
 
@@ -248,7 +249,7 @@ def test_it_counts_once_when_two_collections_run_at_once(supervisor, alice, monk
 
     def collect() -> None:
         try:
-            usage.usage_collect_all(RacingClient(supervisor.client.path))
+            collection.usage_collect_all(RacingClient(supervisor.client.path))
         except BaseException as exc:  # reported below
             errors.append(exc)
         finally:
@@ -272,7 +273,7 @@ def test_it_counts_once_when_two_collections_run_at_once(supervisor, alice, monk
 @pytest.mark.django_db
 def test_it_skips_collection_when_the_supervisor_is_not_running(alice, caplog):
     appspace = appspace_for(alice)
-    assert usage.usage_collect_all() == 0
+    assert collection.usage_collect_all() == 0
     assert "usage collection skipped" in caplog.text
     assert not AppspaceUsageDay.objects.filter(appspace=appspace).exists()
 
@@ -289,7 +290,7 @@ def test_it_makes_data_read_only_over_the_quota_and_writable_once_freed(supervis
     assert big.stat().st_size == 2048 * 1024  # seen from the host
     running_pid = pid_of(client, appspace)
 
-    assert usage.disk_measure.run() == 1
+    assert tasks.disk_measure.run() == 1
     appspace.refresh_from_db()
     assert appspace.disk_bytes >= 2 * 1024 * 1024
     assert appspace.data_readonly
@@ -309,7 +310,7 @@ def test_it_makes_data_read_only_over_the_quota_and_writable_once_freed(supervis
     # The owner frees space (as root from the host here), then measures again.
     big.unlink()
     readonly_pid = pid_of(client, appspace)
-    usage.appspace_measure_now(appspace=appspace)
+    quota.appspace_measure_now(appspace=appspace)
     appspace.refresh_from_db()
     assert not appspace.data_readonly
     assert appspace.disk_bytes < 1024 * 1024
@@ -324,7 +325,7 @@ def test_it_keeps_data_read_only_until_use_falls_under_the_resume_threshold(supe
     appspace = appspace_for(alice, disk_mb=1)
     # 1100 KiB: over the 1 MiB quota; 1000 KiB: under it but above 95% of it (972.8 KiB).
     assert call(client, appspace, WRITE, "/write?name=a.bin&kb=1100", "POST")[0] == 200
-    usage.disk_measure.run(appspace.pk)
+    tasks.disk_measure.run(appspace.pk)
     appspace.refresh_from_db()
     assert appspace.data_readonly
 
@@ -332,7 +333,7 @@ def test_it_keeps_data_read_only_until_use_falls_under_the_resume_threshold(supe
     (appspace.data_path / "a.bin").unlink()
     (appspace.data_path / "b.bin").write_bytes(secrets.token_bytes(1000 * 1024))
     os.chown(appspace.data_path / "b.bin", appspace.sandbox_uid, appspace.sandbox_uid)
-    usage.disk_measure.run(appspace.pk)
+    tasks.disk_measure.run(appspace.pk)
     appspace.refresh_from_db()
     assert appspace.data_readonly, appspace.disk_bytes  # under the quota, not under 95% of it
     # Stopped: nothing restarted it, and its next start is read-only.
@@ -343,7 +344,7 @@ def test_it_keeps_data_read_only_until_use_falls_under_the_resume_threshold(supe
     assert (appspace.data_path / "b.bin").stat().st_size == 1000 * 1024
 
     (appspace.data_path / "b.bin").write_bytes(secrets.token_bytes(900 * 1024))
-    usage.disk_measure.run(appspace.pk)
+    tasks.disk_measure.run(appspace.pk)
     appspace.refresh_from_db()
     assert not appspace.data_readonly
     assert call(client, appspace, APPEND, "/append?name=b.bin&kb=1", "POST")[0] == 200
@@ -359,7 +360,7 @@ def test_a_gateway_holding_the_stale_spec_cannot_make_the_sandbox_writable_again
     stale_spec = appspace_spec(appspace)  # what a gateway cached before the switch
     assert not stale_spec.data_readonly
 
-    usage.disk_measure.run(appspace.pk)
+    tasks.disk_measure.run(appspace.pk)
     appspace.refresh_from_db()
     assert appspace.data_readonly
     pid = pid_of(client, appspace)
@@ -383,14 +384,14 @@ def test_it_applies_read_only_to_a_sandbox_frozen_by_a_backup_once_thawed(superv
     frozen_pid = pid_of(client, appspace)
     client.freeze(str(appspace.public_id))  # a backup is archiving its data
 
-    usage.disk_measure.run(appspace.pk)
+    tasks.disk_measure.run(appspace.pk)
     appspace.refresh_from_db()
     assert appspace.data_readonly and appspace.usage_counters.get("respec")
     assert client.usage(str(appspace.public_id))["state"] == "frozen"  # the backup goes on
     assert pid_of(client, appspace) == frozen_pid
 
     client.thaw(str(appspace.public_id))
-    usage.usage_collect_all(client)
+    collection.usage_collect_all(client)
     assert pid_of(client, appspace) not in (None, frozen_pid)
     assert not Appspace.objects.get(pk=appspace.pk).usage_counters.get("respec")
     assert direct(client, appspace, APPEND, "/append?name=big.bin&kb=4", "POST")[0] == 507

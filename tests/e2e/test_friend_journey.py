@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from appspaces.extraction import ExtractionLimits
-from appspaces.package_build import build_package
+from packages.build import build_package
+from packages.extraction import ExtractionLimits
 from tests.conftest import PASSWORD, make_user
 from tests.sandbox.fixtures import REPO
 
@@ -70,7 +70,7 @@ def issue_login_token(email: str, subdomain: str) -> str:
 
     from accounts.models import User
     from appspaces.models import Appspace
-    from appspaces.sessions import login_token_issue
+    from appspaces.sharing.sessions import login_token_issue
 
     def issue() -> str:
         try:

@@ -20,7 +20,7 @@ from appspaces.gateway import config as gateway_config
 from appspaces.gateway.asgi import gateway_http, gateway_websocket
 from appspaces.gateway.runtime import SandboxLinks, runtime
 from appspaces.models import AppspaceUser
-from appspaces.sessions import appspace_session_create, appspace_sessions_revoke
+from appspaces.sharing.sessions import appspace_session_create, appspace_sessions_revoke
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.asyncio]
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from appspaces.models import AppspaceLoginToken, AppspaceSession, AppspaceUser
-from appspaces.sessions import appspace_sessions_revoke
+from appspaces.sharing.sessions import appspace_sessions_revoke
 from tests.gateway.browser import csrf_token
 from tests.gateway.conftest import wait_for
 

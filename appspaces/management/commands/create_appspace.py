@@ -13,12 +13,12 @@ import json
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from appspaces.allowlist import AllowlistError, parse_server_entry
-from appspaces.appspace_creation import appspace_create, appspace_create_run
-from appspaces.appspace_lifecycle import AppspaceError
+from appspaces.lifecycle.control import AppspaceError
+from appspaces.lifecycle.creation import appspace_create, appspace_create_run
+from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
 from appspaces.management.cli import is_uuid, supervisor_problem
 from appspaces.models import App, Appspace, AppVersion, Job
-from appspaces.subdomains import SubdomainError, subdomain_check_available
+from packages.allowlist import AllowlistError, parse_server_entry
 
 
 class Command(BaseCommand):

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from appspaces.install import install_job_cancel, install_job_create, install_job_run
+from appspaces.installs.service import install_job_cancel, install_job_create, install_job_run
+from appspaces.installs.staging import UploadTooLarge, upload_copy
 from appspaces.management.cli import supervisor_problem
 from appspaces.models import Job
-from appspaces.uploads import UploadTooLarge, upload_copy
 
 
 class Command(BaseCommand):

@@ -2,7 +2,8 @@
 
 Builds examples/* into packages and queues their installs for the oldest active admin (or
 --owner); on a fresh instance without an admin they are queued when the first admin account
-is created. The installs run in the Celery worker of `manage.py serve`. See appspaces/examples.py.
+is created. The installs run in the Celery worker of `manage.py serve`. See
+appspaces/installs/examples.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from appspaces.examples import (
+from appspaces.installs.examples import (
     ExampleError,
     examples_build,
     examples_pending_save,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from appspaces.extraction import ExtractionLimits, PackageError
-from appspaces.package_build import build_package
+from packages.build import build_package
+from packages.extraction import ExtractionLimits, PackageError
 
 
 def _size(n: int) -> str:

@@ -12,9 +12,9 @@ import semver
 from django.db import transaction
 from django.utils import timezone
 
-from appspaces.extraction import remove_tree
+from appspaces.installs.staging import job_staging_dir
 from appspaces.models import App, Appspace, AppVersion, Job
-from appspaces.uploads import job_staging_dir
+from packages.extraction import remove_tree
 
 # Keys are compared as strings (in Python and in the database), so every part is a run of
 # digits or a plain ASCII word; PostgreSQL collations ignore punctuation, so there is none.

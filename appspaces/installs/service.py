@@ -21,17 +21,24 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from appspaces.extraction import remove_tree
-from appspaces.install_pipeline import InstallPipeline
-from appspaces.jobs import JobCancelled, JobFailed, job_claim, job_running
+from appspaces.installs.pipeline import InstallPipeline
+from appspaces.installs.staging import job_staging_dir, upload_copy
+from appspaces.jobs import (
+    DONE,
+    NOT_CLAIMED,
+    REQUEUED,
+    JobCancelled,
+    JobFailed,
+    job_claim,
+    job_running,
+)
 from appspaces.models import App, Job
-from appspaces.uploads import job_staging_dir, upload_copy
+from packages.extraction import remove_tree
 from sandbox.protocol import SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
 CONFIRM_TEMPLATE = "appspaces/_install_confirm.html"
-REQUEUED, DONE, NOT_CLAIMED = "requeued", "done", "not claimed"
 
 
 class InstallSourceError(ValueError):

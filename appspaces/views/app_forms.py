@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from django import forms
 
-from appspaces.uploads import PACKAGE_FIELD, max_package_bytes, too_large_message
+from appspaces.installs.staging import PACKAGE_FIELD, max_package_bytes, too_large_message
 
 
 class InstallForm(forms.Form):

@@ -39,7 +39,7 @@ from typing import IO, Literal
 
 import zstandard
 
-from appspaces.package_paths import UnsafePath, clean_relative_path, collision_key
+from packages.paths import UnsafePath, clean_relative_path, collision_key
 
 MANIFEST_NAME = "dropapp.json"
 CHUNK_BYTES = 64 * 1024

@@ -1,5 +1,5 @@
-"""The steps of one install, run by `install_job_run` (appspaces/install.py) for a claimed job:
-fetch, extract, manifest, place, app-init, validate, warm, commit. Each step records itself on
+"""The steps of one install, run by `install_job_run` (installs/service.py) for a claimed
+job: fetch, extract, manifest, place, app-init, validate, warm, commit. Each step records itself on
 the job (so the panel shows it) and raises JobFailed with a sentence for the owner."""
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from appspaces import install_checks
-from appspaces.extraction import ExtractionLimits, PackageError, remove_tree, safe_extract
-from appspaces.fetch import FetchError, fetch_listing, fetch_to_file, newest_version, parse_listing
+from appspaces.installs import checks as install_checks
+from appspaces.installs.staging import job_staging_dir
+from appspaces.installs.versions import parse_version, version_sort_key
 from appspaces.jobs import JobCancelled, JobFailed, job_progress, job_step
-from appspaces.manifest import Manifest, load_manifest
 from appspaces.models import App, AppVersion, Job
 from appspaces.sandboxes import install_spec
-from appspaces.uploads import job_staging_dir
-from appspaces.versions import parse_version, version_sort_key
+from packages.extraction import ExtractionLimits, PackageError, remove_tree, safe_extract
+from packages.fetch import FetchError, fetch_listing, fetch_to_file, newest_version, parse_listing
+from packages.manifest import Manifest, load_manifest
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxUnavailable
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from appspaces.models import Appspace, AppspaceUser
 from appspaces.sandboxes import publish_users
-from appspaces.sessions import appspace_sessions_revoke
+from appspaces.sharing.sessions import appspace_sessions_revoke
 
 log = logging.getLogger(__name__)
 

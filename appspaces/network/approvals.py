@@ -19,7 +19,8 @@ import uuid
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from appspaces.allowlist import (
+from appspaces.models import AllowlistEntry, Appspace, BlockedConnection
+from packages.allowlist import (
     AllowlistError,
     BrowserOrigin,
     ServerEntry,
@@ -27,7 +28,6 @@ from appspaces.allowlist import (
     parse_browser_origin,
     parse_server_entry,
 )
-from appspaces.models import AllowlistEntry, Appspace, BlockedConnection
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxNotFound
 

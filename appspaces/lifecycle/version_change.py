@@ -19,17 +19,26 @@ from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
-from appspaces.appspace_lifecycle import busy_jobs
-from appspaces.jobs import JobCancelled, JobFailed, job_claim, job_finish, job_running, job_step
+from appspaces.installs.versions import parse_version, versions_newest_first
+from appspaces.jobs import (
+    DONE,
+    NOT_CLAIMED,
+    REQUEUED,
+    JobCancelled,
+    JobFailed,
+    job_claim,
+    job_finish,
+    job_running,
+    job_step,
+)
+from appspaces.lifecycle.control import busy_jobs
 from appspaces.models import Appspace, AppVersion, Job
 from appspaces.sandboxes import appspace_spec, publish_users
-from appspaces.versions import parse_version, versions_newest_first
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxNotFound, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
-REQUEUED, DONE, NOT_CLAIMED = "requeued", "done", "not claimed"
 _FROM = (Appspace.Status.ACTIVE, Appspace.Status.PAUSED)
 
 
@@ -220,7 +229,7 @@ class _Change:
                 log.exception("restoring %s after a failed migration failed", appspace)
                 Appspace.objects.filter(pk=appspace.pk).update(app_version=self.current)
                 appspace.refresh_from_db()
-                from appspaces.appspace_lifecycle import appspace_status_set
+                from appspaces.lifecycle.control import appspace_status_set
 
                 appspace_status_set(
                     appspace,

@@ -17,15 +17,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appspaces.extraction import (
+from packages.extraction import (
     MANIFEST_NAME,
     ExtractionLimits,
     PackageError,
     remove_tree,
     safe_extract,
 )
-from appspaces.manifest import ManifestResult, load_manifest
-from appspaces.package_paths import UnsafePath, clean_relative_path, collision_key
+from packages.manifest import ManifestResult, load_manifest
+from packages.paths import UnsafePath, clean_relative_path, collision_key
 
 # Left out of packages without asking: version-control data and desktop litter.
 SKIPPED_NAMES = frozenset({".git", ".hg", ".svn", ".DS_Store", "Thumbs.db"})

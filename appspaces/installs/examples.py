@@ -23,12 +23,12 @@ from pathlib import Path
 import semver
 from django.conf import settings
 
-from appspaces.extraction import ExtractionLimits
-from appspaces.install import install_job_create
+from appspaces.installs.service import install_job_create
+from appspaces.installs.staging import upload_copy
+from appspaces.installs.versions import parse_version
 from appspaces.models import App, Job, data_dir
-from appspaces.package_build import build_package
-from appspaces.uploads import upload_copy
-from appspaces.versions import parse_version
+from packages.build import build_package
+from packages.extraction import ExtractionLimits
 
 log = logging.getLogger(__name__)
 

@@ -14,20 +14,27 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
-from appspaces.allowlist import parse_browser_origin, parse_server_entry
-from appspaces.appspace_lifecycle import (
+from appspaces.jobs import (
     DONE,
     NOT_CLAIMED,
     REQUEUED,
+    JobCancelled,
+    JobFailed,
+    job_claim,
+    job_finish,
+    job_running,
+    job_step,
+)
+from appspaces.lifecycle.control import (
     appspace_status_set,
     limit_check,
     remove_appspace_files,
     sandbox_stop,
 )
-from appspaces.jobs import JobCancelled, JobFailed, job_claim, job_finish, job_running, job_step
+from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
 from appspaces.models import AllowlistEntry, Appspace, AppVersion, Job
 from appspaces.sandboxes import appspace_spec, publish_users
-from appspaces.subdomains import SubdomainError, subdomain_check_available
+from packages.allowlist import parse_browser_origin, parse_server_entry
 from sandbox import layout
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxUnavailable

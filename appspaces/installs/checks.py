@@ -11,12 +11,12 @@ from typing import Any
 
 import semver
 
+from appspaces.installs.versions import parse_version
 from appspaces.jobs import JobFailed
-from appspaces.manifest import Manifest
 from appspaces.models import App
-from appspaces.package_paths import UnsafePath, clean_relative_path
-from appspaces.routes import RouteError, RouteTable
-from appspaces.versions import parse_version
+from packages.manifest import Manifest
+from packages.paths import UnsafePath, clean_relative_path
+from packages.routes import RouteError, RouteTable
 from sandbox.client import RunResult
 
 RESERVED_PREFIX = "/.dropserver"  # the platform's own paths on every appspace domain

@@ -18,10 +18,10 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from appspaces.extraction import remove_tree
-from appspaces.install import install_job_cancel
+from appspaces.installs.service import install_job_cancel
+from appspaces.installs.staging import job_staging_dir, uploads_dir
 from appspaces.models import App, AppVersion, Job
-from appspaces.uploads import job_staging_dir, uploads_dir
+from packages.extraction import remove_tree
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
-from appspaces.package_paths import UnsafePath, clean_relative_path
+from packages.paths import UnsafePath, clean_relative_path
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MAX_ROUTES = 1000

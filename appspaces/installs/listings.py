@@ -10,8 +10,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from appspaces.fetch import AppListing, FetchError, fetch_listing, newest_version
 from appspaces.models import App
+from packages.fetch import AppListing, FetchError, fetch_listing, newest_version
 
 log = logging.getLogger(__name__)
 

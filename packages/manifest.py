@@ -23,15 +23,15 @@ import semver
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from appspaces.allowlist import (
+from packages.allowlist import (
     AllowlistError,
     BrowserOrigin,
     ServerEntry,
     parse_browser_origin,
     parse_server_entry,
 )
-from appspaces.package_icons import Icon, check_icon
-from appspaces.package_paths import BIDI_CONTROLS, UnsafePath, clean_relative_path
+from packages.icons import Icon, check_icon
+from packages.paths import BIDI_CONTROLS, UnsafePath, clean_relative_path
 
 MANIFEST_NAME = "dropapp.json"
 MAX_MANIFEST_BYTES = 64 * 1024

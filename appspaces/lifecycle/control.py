@@ -15,17 +15,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from appspaces.extraction import remove_tree
 from appspaces.jobs import job_finish
 from appspaces.models import Appspace, Job, data_dir
 from appspaces.sandboxes import appspace_spec
+from packages.extraction import remove_tree
 from sandbox import layout
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxNotFound, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
-REQUEUED, DONE, NOT_CLAIMED = "requeued", "done", "not claimed"
 # Jobs during which an appspace must not be deleted or changed otherwise.
 BUSY_KINDS = (Job.Kind.CREATE, Job.Kind.MIGRATE, Job.Kind.BACKUP, Job.Kind.RESTORE)
 
@@ -378,7 +377,7 @@ def appspaces_sweep() -> dict[str, int]:
         if not failed:
             continue
         if job.appspace is not None and job.appspace.status == Appspace.Status.CREATING:
-            from appspaces.appspace_creation import creation_undo
+            from appspaces.lifecycle.creation import creation_undo
 
             creation_undo(job, job.appspace)
         counts["creations"] += 1

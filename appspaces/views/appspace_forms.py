@@ -7,11 +7,11 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
-from appspaces.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
-from appspaces.appspace_lifecycle import limit_bounds
+from appspaces.lifecycle.control import limit_bounds
+from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
 from appspaces.models import AllowlistEntry, Appspace
-from appspaces.network_approvals import browser_origin_warnings, server_entry_warnings
-from appspaces.subdomains import SubdomainError, subdomain_check_available
+from appspaces.network.approvals import browser_origin_warnings, server_entry_warnings
+from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
 
 MAX_EXTRA_ENTRIES = 50
 CONFIRM_RISKY_LABEL = "I understand; allow it anyway"

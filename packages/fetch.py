@@ -40,7 +40,7 @@ from urllib.parse import urljoin, urlsplit
 import semver
 from django.conf import settings
 
-from appspaces.allowlist import (
+from packages.allowlist import (
     AllowlistError,
     is_loopback_address,
     is_public_address,

@@ -1,0 +1,37 @@
+"""What appspaces does when something happens elsewhere: signal receivers, connected once in
+`AppspacesConfig.ready()` so that they are live in every process (web, worker, commands).
+
+- the first admin account is created: queue the example apps kept by `install_examples`
+  (installs/examples.py);
+- an invited friend signs up: they join the appspaces they were invited to, with the
+  permissions the owner chose (sharing/users.py), inside the sign-up transaction.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_save
+
+from accounts.signals import invitation_accepted
+from appspaces.installs.examples import examples_pending_queue
+from appspaces.sharing.users import invitation_attach
+
+
+def examples_for_first_admin(sender, instance, created: bool, **kwargs) -> None:
+    if not (created and instance.is_superuser and instance.is_active):
+        return
+    transaction.on_commit(lambda: examples_pending_queue(owner=instance), robust=True)
+
+
+def invited_user_attach(sender, invitation, user, **kwargs) -> None:
+    invitation_attach(invitation=invitation, user=user)
+
+
+def connect() -> None:
+    post_save.connect(
+        examples_for_first_admin,
+        sender=settings.AUTH_USER_MODEL,
+        dispatch_uid="appspaces.examples_for_admin",
+    )
+    invitation_accepted.connect(invited_user_attach, dispatch_uid="appspaces.invited_users_attach")

@@ -1,0 +1,1 @@
+"""What each appspace costs: sampled counters, disk quota, the day rows the panel shows."""
