@@ -20,6 +20,7 @@ run: system-deps deps
 # the embedded defaults (SQLite, filesystem broker, in-memory channel layer).
 test: test-system-deps dev-deps services
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	PY=$(PY) scripts/check-test-ids.sh
 	set -a && source scripts/test-env.sh && set +a && $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -28,6 +29,7 @@ bench: test-system-deps dev-deps services
 
 lint: dev-deps
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m ruff format --check .
 
 system-deps:
