@@ -26,6 +26,13 @@ from typing import IO, Any
 import zstandard
 from django.conf import settings
 
+from packages.archives import (
+    TAR_END_BYTES,
+    TAR_OVERHEAD_PER_ENTRY,
+    ArchiveRefused,
+    BudgetReader,
+    open_tar_stream,
+)
 from packages.extraction import ExtractionLimits, PackageError, safe_extract
 from packages.paths import UnsafePath, clean_relative_path
 
@@ -36,8 +43,6 @@ DATA = "data"
 SUFFIX = ".tar.zst"
 CHUNK = 1024 * 1024
 MAX_META_BYTES = 256 * 1024 * 1024
-_TAR_OVERHEAD = 3 * 512 + 511  # per member: header, a PAX header for long names, padding
-_MAX_TAR_HEADER = 64 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 Progress = Callable[[int], None]  # bytes done so far
@@ -299,31 +304,6 @@ def write_archive(
 # --- Reading ----------------------------------------------------------------------------------
 
 
-class _Budget(io.RawIOBase):
-    """Decompressed bytes, counted: past the budget (what the metadata announces) it stops,
-    so a crafted archive cannot make us inflate without bound."""
-
-    def __init__(self, raw: IO[bytes], budget: int):
-        self.raw, self.budget, self.count = raw, budget, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0 or size > CHUNK:
-            size = CHUNK
-        data = self.raw.read(size)
-        self.count += len(data)
-        if self.count > self.budget:
-            raise ArchiveError("The archive holds more data than its metadata says.")
-        return data
-
-    def readinto(self, buffer) -> int:  # pragma: no cover - tarfile calls read()
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
 def check_frames(path: Path) -> None:
     """Walk the zstd frame and block headers (no decompression): a cut archive ends inside a
     frame, which the decompressor itself would not report (it just stops)."""
@@ -371,19 +351,6 @@ def _cut() -> ArchiveError:
     return ArchiveError("The archive is truncated (its compressed stream is cut short).")
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
-    """Extended headers are read whole into memory by tarfile: refuse huge ones up front."""
-
-    def _proc_member(self, tar):
-        if self.type in tarfile.GNU_TYPES + (tarfile.XHDTYPE, tarfile.XGLTYPE) and (
-            self.size > _MAX_TAR_HEADER
-        ):
-            raise ArchiveError("The archive has an oversized extended header; it looks crafted.")
-        if self.type == tarfile.GNUTYPE_SPARSE:
-            raise ArchiveError("The archive holds a sparse file entry; it was not made here.")
-        return super()._proc_member(tar)
-
-
 _DAMAGE = (zstandard.ZstdError, tarfile.TarError, EOFError, ValueError)
 
 
@@ -406,30 +373,32 @@ def _read_first(tar: tarfile.TarFile) -> Metadata:
 
 
 @contextmanager
-def _open(path: Path, budget: int) -> Iterator[tuple[tarfile.TarFile, _Budget, Metadata]]:
+def _open(path: Path, budget: int) -> Iterator[tuple[tarfile.TarFile, BudgetReader, Metadata]]:
     with open(path, "rb") as raw:
         if raw.read(4) != b"\x28\xb5\x2f\xfd":
             raise ArchiveError("This is not a Dropserver backup (not a .tar.zst archive).")
         raw.seek(0)
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        stream = _Budget(reader, budget)
+        stream = BudgetReader(
+            reader,
+            budget,
+            lambda: ArchiveError("The archive holds more data than its metadata says."),
+        )
         try:
-            with tarfile.open(
-                fileobj=stream,  # type: ignore[arg-type]
-                mode="r|",
-                tarinfo=_BoundedTarInfo,
-                encoding="utf-8",
-                errors="surrogateescape",
-            ) as tar:
+            with open_tar_stream(stream) as tar:
                 meta = _read_first(tar)
                 # Now the whole stream has a known size: data, headers, padding, end blocks.
                 stream.budget = (
                     stream.count
                     + meta.total_bytes
-                    + (len(meta.files) + len(meta.folders) + 2) * _TAR_OVERHEAD
-                    + 20 * 512
+                    + (len(meta.files) + len(meta.folders) + 2) * TAR_OVERHEAD_PER_ENTRY
+                    + TAR_END_BYTES
                 )
                 yield tar, stream, meta
+        except ArchiveError:
+            raise
+        except ArchiveRefused as exc:
+            raise ArchiveError(str(exc)) from None
         except _DAMAGE as exc:
             raise _damaged(exc) from None
 

@@ -7,9 +7,9 @@ Everything an archive says is checked before it is believed: names (relative, cl
 no duplicates or file/folder clashes), entry types (regular files and folders only), counts,
 sizes and compression ratios. Sizes are enforced twice: from the headers before a member is
 written, and again on the bytes actually streamed, so extraction stops as soon as a running
-total would pass a cap — never after. The tar.gz stream itself is read through a budget, so
-even headers that tarfile reads into memory (PAX, GNU long names) cannot be inflated without
-bound.
+total would pass a cap — never after. The tar stream itself is read through a budget
+(packages/archives.py, shared with backups), so even headers that tarfile reads into memory
+(PAX, GNU long names) cannot be inflated without bound.
 
 Files are written into a temporary folder beside the destination, made read-only (0444 files,
 0555 folders: nothing executable, no setuid) and renamed into place only when everything
@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
-import queue
 import shutil
 import stat
 import struct
 import tarfile
 import tempfile
-import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Generator, Iterator
@@ -39,16 +36,19 @@ from typing import IO, Literal
 
 import zstandard
 
+from packages.archives import (
+    CHUNK_BYTES,
+    TAR_END_BYTES,
+    TAR_OVERHEAD_PER_ENTRY,
+    ArchiveRefused,
+    BudgetReader,
+    CountingReader,
+    ReadAhead,
+    open_tar_stream,
+)
 from packages.paths import UnsafePath, clean_relative_path, collision_key
 
 MANIFEST_NAME = "dropapp.json"
-CHUNK_BYTES = 64 * 1024
-_MAX_TAR_HEADER_BYTES = 64 * 1024  # PAX and GNU long-name headers are read into memory
-_TAR_OVERHEAD_PER_ENTRY = 3 * 512 + 511  # header (+ long name/PAX block) + padding
-_TAR_HEADER_TYPES = {
-    tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
-    tarfile.SOLARIS_XHDTYPE,
-}  # fmt: skip
 _TAR_KIND_NAMES = {
     tarfile.SYMTYPE: "a symbolic link",
     tarfile.LNKTYPE: "a hard link",
@@ -69,7 +69,7 @@ ArchiveFormat = Literal["tar.gz", "zip", "tar.zst"]
 Progress = Callable[[int, int], None]  # (files and folders done, bytes written)
 
 
-class PackageError(Exception):
+class PackageError(ArchiveRefused):
     """An archive that will not be unpacked; str() is a sentence for the user."""
 
     def __init__(self, message: str):
@@ -140,145 +140,27 @@ def detect_format(archive_path: Path) -> ArchiveFormat:
     raise PackageError("The file is not a .tar.gz or .zip archive.")
 
 
-class _BudgetReader(io.RawIOBase):
-    """Decompressed bytes of the tar.gz, counted: past the budget or the ratio it stops."""
-
-    def __init__(self, gz: IO[bytes], compressed: _CountingReader, limits: ExtractionLimits):
-        self.gz, self.compressed, self.limits = gz, compressed, limits
-        self.budget = limits.max_total_bytes + limits.max_files * _TAR_OVERHEAD_PER_ENTRY + 20480
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0 or size > CHUNK_BYTES:
-            size = CHUNK_BYTES  # never inflate a large request in one go
-        data = self.gz.read(size)
-        self.count += len(data)
-        if self.count > self.budget:
-            raise _too_big(self.limits)
-        ratio = self.limits.max_ratio
-        if (
-            ratio
-            and self.count > self.limits.ratio_grace_bytes
-            and self.count > ratio * max(self.compressed.count, 1)
-        ):
-            raise PackageError(
-                f"The archive expands more than {ratio:g} times its compressed size: "
-                "it looks like a compression bomb."
-            )
-        return data
-
-    def readinto(self, buffer) -> int:  # pragma: no cover -- tarfile calls read()
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-class _CountingReader(io.RawIOBase):
-    def __init__(self, raw: IO[bytes]):
-        self.raw, self.count = raw, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.count += len(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        n = self.raw.readinto(buffer)
-        self.count += n or 0
-        return n
-
-
-class _BoundedTarInfo(tarfile.TarInfo):
-    """Refuses headers tarfile would read whole into memory when they claim to be huge."""
-
-    def _proc_member(self, tar):
-        if self.type in _TAR_HEADER_TYPES and self.size > _MAX_TAR_HEADER_BYTES:
-            raise PackageError("The archive has an oversized extended header; it looks crafted.")
-        if self.type == tarfile.GNUTYPE_SPARSE:
-            raise PackageError(f"The archive entry {self.name!r} is a sparse file.")
-        return super()._proc_member(tar)
-
-
-class _ReadAhead(io.RawIOBase):
-    """Inflates in a thread of its own (zstandard releases the GIL), so decompression overlaps
-    with writing files, as gzip and tar overlap in `tar xzf`. At most `depth` chunks wait."""
-
-    def __init__(self, source: IO[bytes], depth: int = 8):
-        self.source = source
-        self.chunks: queue.Queue = queue.Queue(maxsize=depth)
-        self.pending = b""
-        self.finished = False
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._produce, name="extract-inflate", daemon=True)
-        self.thread.start()
-
-    def _produce(self) -> None:
-        try:
-            while not self.stopping.is_set():
-                data = self.source.read(CHUNK_BYTES * 4)
-                self._put(data)
-                if not data:
-                    return
-        except BaseException as exc:  # handed to the reading thread, raised there
-            self._put(exc)
-
-    def _put(self, item) -> None:
-        while not self.stopping.is_set():
-            try:
-                self.chunks.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = CHUNK_BYTES
-        while not self.pending and not self.finished:
-            item = self.chunks.get()
-            if isinstance(item, BaseException):
-                self.finished = True
-                raise item
-            if not item:
-                self.finished = True
-            self.pending = item
-        data, self.pending = self.pending[:size], self.pending[size:]
-        return data
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join()
-        super().close()
-
-
 def _tar_entries(path: Path, limits: ExtractionLimits, zstd: bool = False) -> Iterator[_Entry]:
     with open(path, "rb") as raw:
-        compressed = _CountingReader(raw)
+        compressed = CountingReader(raw)
         if zstd:
-            inflated: IO[bytes] = _ReadAhead(
+            inflated: IO[bytes] = ReadAhead(
                 zstandard.ZstdDecompressor().stream_reader(
                     compressed, read_across_frames=True, closefd=False
                 )
             )
         else:
             inflated = gzip.GzipFile(fileobj=compressed, mode="rb")  # type: ignore[arg-type]
-        stream = _BudgetReader(inflated, compressed, limits)
+        stream = BudgetReader(
+            inflated,
+            limits.max_total_bytes + limits.max_files * TAR_OVERHEAD_PER_ENTRY + TAR_END_BYTES,
+            lambda: _too_big(limits),
+            compressed=compressed,
+            max_ratio=limits.max_ratio,
+            ratio_grace_bytes=limits.ratio_grace_bytes,
+        )
         try:
-            with tarfile.open(
-                fileobj=stream,  # type: ignore[arg-type]
-                mode="r|",
-                tarinfo=_BoundedTarInfo,
-                encoding="utf-8",
-                errors="surrogateescape",
-            ) as tar:
+            with open_tar_stream(stream) as tar:
                 yield from _tar_members(tar)
         finally:
             if zstd:
@@ -405,6 +287,11 @@ def _too_big(limits: ExtractionLimits) -> PackageError:
     return PackageError(
         f"The archive unpacks to more than {_size(limits.max_total_bytes)} (the limit)."
     )
+
+
+def _refused(exc: ArchiveRefused) -> PackageError:
+    """A refusal of the shared tar reader (packages/archives.py), as a PackageError."""
+    return exc if isinstance(exc, PackageError) else PackageError(str(exc))
 
 
 def _damaged(exc: BaseException) -> PackageError:
@@ -559,8 +446,8 @@ def safe_extract(
             with closing(_entries(archive_path, fmt, limits)) as entries:
                 for entry in entries:
                     unpacker.add(entry)
-        except PackageError:
-            raise
+        except ArchiveRefused as exc:
+            raise _refused(exc) from None
         except _ARCHIVE_ERRORS as exc:
             raise _damaged(exc) from None
         _make_read_only(tmp)
@@ -639,8 +526,8 @@ def read_manifest_from_archive(
             if len(data) != entry.size:
                 raise PackageError(f"{MANIFEST_NAME} in the package is damaged.")
             return data
-    except PackageError:
-        raise
+    except ArchiveRefused as exc:
+        raise _refused(exc) from None
     except _ARCHIVE_ERRORS as exc:
         raise _damaged(exc) from None
     finally:
