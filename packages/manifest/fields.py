@@ -1,19 +1,14 @@
-"""`dropapp.json`: parse and validate an app's manifest against the files of its package.
-
-The result is a `ManifestResult`: a typed, frozen `Manifest` (None when there are errors),
-`errors` (fatal; each names its field: `version: "1.2" is not a semantic version`) and
-`warnings` (shown to the user, who must accept them before the install goes on).
-Field rules follow Dropserver's manifest, plus our `network` and `permissions`.
+"""The rules of each `dropapp.json` field, checked against the files of the package: one
+checker that walks the fields and collects errors (fatal) and warnings (the owner accepts
+them). Field rules follow Dropserver's manifest, plus our `network` and `permissions`.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,16 +20,20 @@ from django.core.validators import validate_email
 
 from packages.allowlist import (
     AllowlistError,
-    BrowserOrigin,
-    ServerEntry,
     parse_browser_origin,
     parse_server_entry,
 )
 from packages.icons import Icon, check_icon
+from packages.manifest.model import (
+    Author,
+    Issue,
+    Manifest,
+    ManifestResult,
+    NetworkSuggestion,
+    Permission,
+)
 from packages.paths import BIDI_CONTROLS, UnsafePath, clean_relative_path
 
-MANIFEST_NAME = "dropapp.json"
-MAX_MANIFEST_BYTES = 64 * 1024
 MAX_CHANGELOG_BYTES = 64 * 1024
 NAME_WARN, NAME_MAX = 30, 100  # graphemes
 DESCRIPTION_WARN, DESCRIPTION_MAX = 60, 300
@@ -52,161 +51,6 @@ _KNOWN_FIELDS = {
 _PLATFORM_FIELDS = {"schema", "migrations"}  # Dropserver's: computed at install, never trusted
 
 
-@dataclass(frozen=True)
-class Issue:
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Author:
-    name: str
-    email: str = ""
-    url: str = ""
-
-
-@dataclass(frozen=True)
-class Permission:
-    key: str
-    name: str
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class NetworkSuggestion:
-    server: tuple[ServerEntry, ...] = ()
-    browser: tuple[BrowserOrigin, ...] = ()
-
-
-@dataclass(frozen=True)
-class Manifest:
-    version: semver.Version
-    entrypoint: str
-    name: str = ""
-    short_description: str = ""
-    icon: Icon | None = None
-    accent_color: str = ""
-    authors: tuple[Author, ...] = ()
-    code: str = ""
-    website: str = ""
-    funding: str = ""
-    license: str = ""
-    license_file: str = ""
-    changelog: str = ""
-    changelog_text: str = ""
-    release_date: datetime.date | None = None
-    network: NetworkSuggestion = field(default_factory=NetworkSuggestion)
-    permissions: tuple[Permission, ...] = ()
-
-    @property
-    def permission_keys(self) -> frozenset[str]:
-        return frozenset(p.key for p in self.permissions)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The canonical manifest as JSON-ready data (for storing on an app version)."""
-        return {
-            "name": self.name,
-            "version": str(self.version),
-            "entrypoint": self.entrypoint,
-            "short-description": self.short_description,
-            "icon": self.icon.path if self.icon else "",
-            "accent-color": self.accent_color,
-            "authors": [{"name": a.name, "email": a.email, "url": a.url} for a in self.authors],
-            "code": self.code,
-            "website": self.website,
-            "funding": self.funding,
-            "license": self.license,
-            "license-file": self.license_file,
-            "changelog": self.changelog,
-            "release-date": self.release_date.isoformat() if self.release_date else "",
-            "network": {
-                "server": [str(e) for e in self.network.server],
-                "browser": [str(o) for o in self.network.browser],
-            },
-            "permissions": [
-                {"key": p.key, "name": p.name, "description": p.description}
-                for p in self.permissions
-            ],
-        }
-
-
-@dataclass(frozen=True)
-class ManifestResult:
-    manifest: Manifest | None
-    errors: tuple[Issue, ...] = ()
-    warnings: tuple[Issue, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
-def load_manifest(package_dir: Path) -> ManifestResult:
-    """Read `dropapp.json` at the root of an unpacked package and validate it."""
-    package_dir = Path(package_dir)
-    path = package_dir / MANIFEST_NAME
-    if path.is_symlink():
-        return _failed(MANIFEST_NAME, "is a symbolic link")
-    if not path.is_file():
-        nested = sorted(p.relative_to(package_dir) for p in package_dir.glob(f"*/{MANIFEST_NAME}"))
-        hint = (
-            f" (found {nested[0]}: package the folder's contents, not the folder)" if nested else ""
-        )
-        return _failed(MANIFEST_NAME, f"not found at the root of the package{hint}")
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        return _failed(MANIFEST_NAME, f"is larger than {MAX_MANIFEST_BYTES // 1024} KB")
-    return parse_manifest(path.read_bytes(), package_dir)
-
-
-def parse_manifest(raw: bytes | str | Mapping[str, Any], package_dir: Path) -> ManifestResult:
-    """Validate manifest data (JSON text or already-parsed) against the files in package_dir."""
-    if isinstance(raw, Mapping):
-        data: Any = raw
-    else:
-        try:
-            data = _decode_json(raw)
-        except ValueError as exc:
-            return _failed(MANIFEST_NAME, str(exc))
-    if not isinstance(data, Mapping):
-        return _failed(MANIFEST_NAME, "must be a JSON object")
-    return _ManifestChecker(data, Path(package_dir)).run()
-
-
-def _failed(field_name: str, message: str) -> ManifestResult:
-    return ManifestResult(manifest=None, errors=(Issue(field_name, message),))
-
-
-def _decode_json(raw: bytes | str) -> Any:
-    if isinstance(raw, bytes):
-        if len(raw) > MAX_MANIFEST_BYTES:
-            raise ValueError(f"is larger than {MAX_MANIFEST_BYTES // 1024} KB")
-        try:
-            raw = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ValueError("is not valid UTF-8") from None
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise ValueError(f"the key {key!r} appears twice")
-            result[key] = value
-        return result
-
-    def no_constants(name: str) -> None:
-        raise ValueError(f"{name} is not valid JSON")
-
-    try:
-        return json.loads(raw, object_pairs_hook=no_duplicates, parse_constant=no_constants)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except RecursionError:
-        raise ValueError("is nested too deeply") from None
-
-
 @lru_cache(maxsize=1)
 def _spdx():
     from license_expression import get_spdx_licensing
@@ -219,7 +63,7 @@ def _has_unsafe_chars(text: str) -> bool:
     return any(unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS for c in text)
 
 
-class _ManifestChecker:
+class FieldChecker:
     def __init__(self, data: Mapping[str, Any], root: Path):
         self.data = data
         self.root = root
