@@ -28,7 +28,8 @@ from django.utils import timezone
 from appspaces.jobs import JobFailed, job_claim, job_finish, job_running, job_step
 from appspaces.models import Appspace, Job
 from appspaces.sandboxes import appspace_spec
-from backups.archive import DATA, META_NAME, ArchiveError, Metadata, extract_archive, read_metadata
+from backups.archive import extract_archive, read_metadata
+from backups.metadata import DATA, META_NAME, ArchiveError, Metadata
 from backups.models import Backup, backups_root
 from backups.services import MB, ensure_backups_dir, worker_name
 from packages.extraction import remove_tree

@@ -23,8 +23,6 @@ from sandbox.protocol import SandboxError
 log = logging.getLogger(__name__)
 
 
-
-
 def _appspace_ids(listing: list[dict[str, Any]], states: tuple[str, ...]) -> dict[uuid.UUID, str]:
     """Sandbox id -> state for appspace sandboxes (install jobs' ids are not UUIDs)."""
     found = {}

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # this closely (the start is derived from the uptime, so it carries the request's latency).
 RUN_START_TOLERANCE = 2.0
 
+
 def today() -> dt.date:
     return timezone.now().astimezone(dt.UTC).date()
 

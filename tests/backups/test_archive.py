@@ -13,7 +13,8 @@ import tarfile
 import pytest
 import zstandard
 
-from backups.archive import META_NAME, ArchiveError, read_metadata, verify_archive
+from backups.archive import read_metadata, verify_archive
+from backups.metadata import META_NAME, ArchiveError
 from backups.models import Backup
 from backups.restore import RestoreError, backup_restore
 from backups.services import backup_create
