@@ -15,7 +15,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from dropserver_site.hosts import is_dev_domain, normalize_host
+from dropserver_site.hosts import HostnameError, is_dev_domain, normalize_host
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -26,8 +26,11 @@ if (BASE_DIR / ".env").is_file():
 # --- Platform -------------------------------------------------------------------------------
 
 DS_DATA_DIR = Path(env.str("DS_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
-DS_DOMAIN = normalize_host(env.str("DS_DOMAIN", default="localhost"))
-DS_PANEL_HOST = normalize_host(env.str("DS_PANEL_HOST", default=f"dropid.{DS_DOMAIN}"))
+try:
+    DS_DOMAIN = normalize_host(env.str("DS_DOMAIN", default="localhost"))
+    DS_PANEL_HOST = normalize_host(env.str("DS_PANEL_HOST", default=f"dropid.{DS_DOMAIN}"))
+except HostnameError as exc:
+    raise ImproperlyConfigured(f"DS_DOMAIN / DS_PANEL_HOST: {exc}") from None
 DS_PORT = env.int("DS_PORT", default=8000)
 DS_BIND = env.str("DS_BIND", default="127.0.0.1")
 DS_PRODUCTION = not is_dev_domain(DS_DOMAIN)
