@@ -25,7 +25,7 @@ from appspaces.extraction import remove_tree
 from appspaces.install_pipeline import InstallPipeline
 from appspaces.jobs import JobCancelled, JobFailed, job_claim, job_running
 from appspaces.models import App, Job
-from appspaces.uploads import job_staging_dir, upload_copy
+from appspaces.uploads import StoredUpload, job_staging_dir, upload_copy
 from sandbox.protocol import SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class InstallSourceError(ValueError):
 def install_job_create(
     *,
     owner,
-    upload: Path | None = None,
+    upload: Path | StoredUpload | None = None,
     url: str | None = None,
     app: App | None = None,
     filename: str = "",
@@ -52,8 +52,9 @@ def install_job_create(
     enqueue: bool = True,
     extra: dict[str, Any] | None = None,
 ) -> Job:
-    """A queued install job. `upload` is a package already under uploads/ (it is moved into the
-    job's folder); `url` a package or listing URL. With `app`, a new version of that app."""
+    """A queued install job. `upload` is a package already under uploads/ (a path: moved into
+    the job's folder; a StoredUpload: named there); `url` a package or listing URL. With
+    `app`, a new version of that app."""
     if (upload is None) == (url is None):
         raise InstallSourceError("Give either a package or a URL.")
     if app is not None and app.owner_id != owner.pk:
@@ -76,8 +77,10 @@ def install_job_create(
         )
         staging = job_staging_dir(job)
         staging.mkdir(mode=0o700)
-        if upload is not None:
+        if isinstance(upload, Path):
             os.replace(upload, staging / "package")
+        elif upload is not None:
+            upload.keep(staging / "package")  # an unnamed upload gets its only name here
         if enqueue:
             from appspaces.tasks import install_app
 
