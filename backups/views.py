@@ -8,9 +8,10 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.upload_gate import accepts_upload
 from appspaces.access import get_appspace_for_owner
 from appspaces.models import Appspace, Job
 from backups.access import get_backup_for_owner
@@ -25,7 +26,7 @@ from backups.services import (
     backup_policy,
     cap_status,
 )
-from backups.uploads import ARCHIVE_FIELD, ArchiveUploadHandler
+from backups.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
 
 RESTORABLE = (Appspace.Status.ACTIVE, Appspace.Status.PAUSED, Appspace.Status.PROBLEM)
 
@@ -128,19 +129,22 @@ def backup_restore_view(request: HttpRequest, appspace_id, backup_id) -> HttpRes
     )
 
 
-# The archive streams to disk through ArchiveUploadHandler, which must be in place before the
-# body is read, and so before the CSRF check: csrf_exempt outside, csrf_protect inside.
-@csrf_exempt
-@login_required
+# The archive streams to an unnamed file through ArchiveUploadHandler, which must be in place
+# before the body is read, and so before the CSRF check: `@accepts_upload` outside, the owner's
+# lookup and whether the appspace can be restored next (before the body is read), csrf_protect
+# inside. A refused archive is only closed: it never had a name.
+@accepts_upload(ArchiveUploadHandler)
 @require_POST
 def backup_upload_restore(request: HttpRequest, appspace_id) -> HttpResponse:
-    request.upload_handlers = [ArchiveUploadHandler(request)]
-    return _backup_upload_restore(request, appspace_id)
+    appspace = get_appspace_for_owner(request.user, appspace_id)
+    if appspace.status not in RESTORABLE:
+        messages.error(request, "This appspace cannot be restored in its current state.")
+        return _render_list(request, appspace, status=409)
+    return _backup_upload_restore(request, appspace)
 
 
 @csrf_protect
-def _backup_upload_restore(request: HttpRequest, appspace_id) -> HttpResponse:
-    appspace = get_appspace_for_owner(request.user, appspace_id)
+def _backup_upload_restore(request: HttpRequest, appspace: Appspace) -> HttpResponse:
     handler = request.upload_handlers[0]
     form = UploadRestoreForm(
         request.POST,
@@ -151,12 +155,8 @@ def _backup_upload_restore(request: HttpRequest, appspace_id) -> HttpResponse:
     upload = request.FILES.get(ARCHIVE_FIELD)
     try:
         if form.is_valid() and appspace.status in RESTORABLE:
-            path = upload.stored_path
-            moved = path.with_name(path.name.replace(".part", ".tar.zst"))
-            path.rename(moved)  # the job owns it now
-            upload.stored_path = moved
-            upload = None
-            return _start_restore(request, appspace, upload=moved)
+            kept = upload.keep(kept_archive_path())  # the job owns it now
+            return _start_restore(request, appspace, upload=kept)
     finally:
         if upload is not None:
             upload.discard()

@@ -8,20 +8,23 @@ the cap, or a chunked body passing it) with a bare 413, stop storing it, and clo
 connection once the client has had a moment to read the answer.
 
 The caps, by the Host header's site: an appspace host gets DS_GATEWAY_MAX_BODY_BYTES (what the
-gateway would allow); the panel gets its largest upload (an app package or a backup archive)
-plus room for the form around it; any other host, which only ever gets a bare 404, 64 KB.
-The gateway and Django keep their own, finer checks.
+gateway would allow); the panel 256 KB, except an upload view (an app package, a backup
+archive) requested with a signed-in user's upload ticket, which gets its upload's cap plus room
+for the form around it (accounts/upload_gate.py); any other host, which only ever gets
+a bare 404, 64 KB. The gateway and Django keep their own, finer checks.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 
+from accounts.upload_gate import FORM_OVERHEAD, panel_max_body
 from dropserver_site.hosts import Site
 from dropserver_site.routing import site_of_host
 
+__all__ = ["FORM_OVERHEAD", "UNKNOWN_HOST_MAX_BODY", "install", "max_body_bytes"]
+
 UNKNOWN_HOST_MAX_BODY = 64 * 1024
-FORM_OVERHEAD = 1024 * 1024
 # After answering, how long a client may go on sending (discarded) before the connection is
 # dropped: closing at once while it still sends makes the kernel reset the connection, and the
 # client may never read the 413.
@@ -38,13 +41,12 @@ _RESPONSE = (
 )
 
 
-def max_body_bytes(host_header: bytes) -> int:
+def max_body_bytes(host_header: bytes, target: bytes = b"", cookie_header: bytes = b"") -> int:
     site, _ = site_of_host(host_header)
     if site is Site.APPSPACE:
         return settings.DS_GATEWAY_MAX_BODY_BYTES
     if site is Site.PANEL:
-        largest_mb = max(settings.DS_APP_MAX_PACKAGE_MB, settings.DS_BACKUP_MAX_UPLOAD_MB)
-        return largest_mb * 1024 * 1024 + FORM_OVERHEAD
+        return panel_max_body(target, cookie_header)
     return UNKNOWN_HOST_MAX_BODY
 
 
@@ -63,8 +65,12 @@ def install() -> None:
     def _cap(self) -> int:
         # Worked out on the first body byte only: most requests (GETs) have none.
         if self._ds_max_body is None:
-            hosts = self.requestHeaders.getRawHeaders(b"host") or [b""]
-            self._ds_max_body = max_body_bytes(hosts[0])
+            headers = self.requestHeaders
+            hosts = headers.getRawHeaders(b"host") or [b""]
+            cookies = b"; ".join(headers.getRawHeaders(b"cookie") or [])
+            # Before the body, the request line is only on the channel (Twisted's names).
+            target = getattr(self.channel, "_path", b"") or b""
+            self._ds_max_body = max_body_bytes(hosts[0], target, cookies)
         return self._ds_max_body
 
     def _refuse(self) -> None:

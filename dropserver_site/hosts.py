@@ -1,9 +1,13 @@
-"""Host names: what counts as a development domain and which site a Host header belongs to."""
+"""Host names: the one normalisation of a typed or configured host name (UTS #46 / IDNA 2008, as
+browsers and Deno do), what counts as a development domain, and which site a Host header
+belongs to."""
 
 from __future__ import annotations
 
 import enum
 import re
+
+from packages.hostnames import idna_hostname
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -15,8 +19,12 @@ class Site(enum.Enum):
 
 
 def normalize_host(host: str) -> str:
-    """Lower-case, strip one trailing dot; ports are not part of a host name here."""
-    return host.strip().lower().rstrip(".")
+    """A configured host name (DS_DOMAIN, DS_PANEL_HOST) in its ASCII form; HostnameError if
+    it is not one. Ports are not part of a host name here."""
+    host = host.strip()
+    if host.isascii() and "xn--" not in host.lower():
+        return host.lower().rstrip(".")  # the common case, without the IDNA tables
+    return idna_hostname(host)
 
 
 def is_dev_domain(domain: str) -> bool:
@@ -36,7 +44,9 @@ def split_host_header(value: str) -> str:
     name, _, port = value.partition(":")
     if port and not port.isdigit():
         return ""
-    return normalize_host(name)
+    if not name.isascii():  # browsers send the ASCII (punycode) form; anything else is not ours
+        return ""
+    return name.lower().rstrip(".")
 
 
 def classify_host(host: str, *, domain: str, panel_host: str) -> tuple[Site, str]:

@@ -16,6 +16,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from dropserver_site.hosts import is_dev_domain, normalize_host
+from packages.hostnames import HostnameError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -26,8 +27,11 @@ if (BASE_DIR / ".env").is_file():
 # --- Platform -------------------------------------------------------------------------------
 
 DS_DATA_DIR = Path(env.str("DS_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
-DS_DOMAIN = normalize_host(env.str("DS_DOMAIN", default="localhost"))
-DS_PANEL_HOST = normalize_host(env.str("DS_PANEL_HOST", default=f"dropid.{DS_DOMAIN}"))
+try:
+    DS_DOMAIN = normalize_host(env.str("DS_DOMAIN", default="localhost"))
+    DS_PANEL_HOST = normalize_host(env.str("DS_PANEL_HOST", default=f"dropid.{DS_DOMAIN}"))
+except HostnameError as exc:
+    raise ImproperlyConfigured(f"DS_DOMAIN / DS_PANEL_HOST: {exc}") from None
 DS_PORT = env.int("DS_PORT", default=8000)
 DS_BIND = env.str("DS_BIND", default="127.0.0.1")
 DS_PRODUCTION = not is_dev_domain(DS_DOMAIN)
@@ -106,13 +110,17 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "dropserver_site.panel_headers.PanelHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before the CSRF check, which reads form bodies: 413 for what no view here would take.
+    "accounts.upload_gate.BodyCapMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.upload_gate.UploadTicketMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
@@ -161,6 +169,8 @@ REDIS_URL = env.str("REDIS_URL", default="")
 
 # The cache holds allauth's rate-limit counters: share it (Redis) when running several processes.
 CACHES = {"default": env.cache_url("CACHE_URL", default=REDIS_URL or "locmemcache://")}
+# Instances (or test workers) that share one Redis keep their keys apart with a prefix.
+CACHES["default"]["KEY_PREFIX"] = env.str("DS_CACHE_KEY_PREFIX", default="")
 
 # --- Channels -------------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from packages.hostnames import HostnameError, idna_hostname
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -81,15 +83,12 @@ def is_loopback_address(ip: IPAddress) -> bool:
 
 
 def normalize_hostname(host: str) -> str:
-    """Lower-case, IDNA-encoded (punycode), no trailing dot; AllowlistError if not a DNS name."""
-    host = host.strip().rstrip(".").lower()
-    if not host:
-        raise AllowlistError("the host name is empty")
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise AllowlistError(f"{host!r} is not a valid international domain name") from None
+    """Lower-case ASCII (punycode) as browsers and Deno reach it (UTS #46 / IDNA 2008, see
+    `packages.hostnames.idna_hostname`), no trailing dot; AllowlistError if not a DNS name."""
+    try:
+        host = idna_hostname(host)
+    except HostnameError as exc:
+        raise AllowlistError(str(exc)) from None
     if len(host) > 253:
         raise AllowlistError("the host name is longer than 253 characters")
     labels = host.split(".")

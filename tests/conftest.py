@@ -6,6 +6,7 @@ friend, `charlie` is an outsider who should have no access to Alice's stuff.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from allauth.account.models import EmailAddress
 from django.conf import settings
+from django.test import override_settings
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -75,3 +77,20 @@ def charlie(db):
 @pytest.fixture
 def panel_host() -> str:
     return settings.DS_PANEL_HOST
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_keys_per_worker():
+    """xdist workers share this machine's Redis: each keeps its cache keys (allauth's
+    rate-limit counters among them, which tests reset) apart from the other's, here and in
+    the servers it starts (DS_CACHE_KEY_PREFIX, read by settings.py)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        yield
+        return
+    prefix = f"test-{worker}"
+    os.environ["DS_CACHE_KEY_PREFIX"] = prefix
+    with override_settings(
+        CACHES={"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}}
+    ):
+        yield

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from appspaces.installs.pipeline import InstallPipeline
-from appspaces.installs.staging import job_staging_dir, upload_copy
+from appspaces.installs.staging import StoredUpload, job_staging_dir, upload_copy
 from appspaces.jobs import (
     DONE,
     NOT_CLAIMED,
@@ -51,7 +51,7 @@ class InstallSourceError(ValueError):
 def install_job_create(
     *,
     owner,
-    upload: Path | None = None,
+    upload: Path | StoredUpload | None = None,
     url: str | None = None,
     app: App | None = None,
     filename: str = "",
@@ -59,8 +59,9 @@ def install_job_create(
     enqueue: bool = True,
     extra: dict[str, Any] | None = None,
 ) -> Job:
-    """A queued install job. `upload` is a package already under uploads/ (it is moved into the
-    job's folder); `url` a package or listing URL. With `app`, a new version of that app."""
+    """A queued install job. `upload` is a package already under uploads/ (a path: moved into
+    the job's folder; a StoredUpload: named there); `url` a package or listing URL. With
+    `app`, a new version of that app."""
     if (upload is None) == (url is None):
         raise InstallSourceError("Give either a package or a URL.")
     if app is not None and app.owner_id != owner.pk:
@@ -83,8 +84,10 @@ def install_job_create(
         )
         staging = job_staging_dir(job)
         staging.mkdir(mode=0o700)
-        if upload is not None:
+        if isinstance(upload, Path):
             os.replace(upload, staging / "package")
+        elif upload is not None:
+            upload.keep(staging / "package")  # an unnamed upload gets its only name here
         if enqueue:
             from appspaces.tasks import install_app
 

@@ -1,8 +1,13 @@
-"""Packages on their way in: DS_DATA_DIR/uploads/, where each install job keeps its package.
+"""Packages on their way in: DS_DATA_DIR/uploads/, where each install job keeps its package;
+and the capped upload handler that app packages and backup archives share.
 
-An upload streams straight to `uploads/incoming-*.part` and is refused as soon as it passes
-DS_APP_MAX_PACKAGE_MB (never after); the install job then moves it to `uploads/<job>/package`
-and removes its folder when it ends. The sweep (`installs_sweep`) catches what a crash left.
+An upload streams into an *unnamed* file (O_TMPFILE) in its target folder and is refused as
+soon as it passes its cap (never after). It gets a name only when a view keeps it
+(`StoredUpload.keep()`, a linkat of /proc/self/fd/N, e.g. to `uploads/<job>/package`); an
+upload refused for any reason (CSRF, 404, permission, size, content) is only ever closed, so
+nothing of it exists on disk, at once, without a sweep. The install job removes its folder
+when it ends; the sweep (`installs_sweep`) catches what a crash left. The command line's
+`upload_copy` still makes a named `incoming-*.part` (removed on failure).
 """
 
 from __future__ import annotations
@@ -67,27 +72,61 @@ def upload_copy(source: Path) -> Path:
     return path
 
 
-class StoredUpload(UploadedFile):
-    """An uploaded package already on disk under uploads/; `stored_path` is where."""
+def unnamed_file(directory: Path):
+    """A new file in `directory` that has no name (and so no trace) until it is linked."""
+    fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "w+b")
 
-    def __init__(self, path: Path, name: str, content_type: str, size: int):
-        super().__init__(open(path, "rb"), name, content_type, size)  # noqa: SIM115 (closed by Django)
-        self.stored_path = path
+
+def link_unnamed(file, dest: Path) -> None:
+    """Give an O_TMPFILE file a name (dest must not exist). Through /proc/self/fd, which needs
+    no capability (linkat with AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH)."""
+    file.flush()
+    proc_fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(str(file.fileno()), dest, src_dir_fd=proc_fd, follow_symlinks=True)
+    finally:
+        os.close(proc_fd)
+
+
+class StoredUpload(UploadedFile):
+    """An upload in an unnamed file: nothing on disk has it until `keep()` names it; closing it
+    (Django closes request files when the request ends) frees it. `stored_path` reads it while
+    it is open (a /proc/self/fd path, valid in this process only)."""
+
+    def __init__(self, file, name: str, content_type: str, size: int):
+        file.seek(0)
+        super().__init__(file, name, content_type, size)
+        self.kept_path: Path | None = None
+
+    @property
+    def stored_path(self) -> Path:
+        if self.kept_path is not None:
+            return self.kept_path
+        return Path(f"/proc/self/fd/{self.file.fileno()}")
+
+    def keep(self, dest: Path) -> Path:
+        """Name the file `dest` (a new name on the same filesystem); the caller owns it now."""
+        link_unnamed(self.file, dest)
+        self.kept_path = dest
+        self.close()
+        return dest
 
     def discard(self) -> None:
         self.close()
-        self.stored_path.unlink(missing_ok=True)
 
 
 class CappedUploadHandler(FileUploadHandler):
-    """Streams one file field to a `.part` file in `incoming_dir()`, counting bytes; past
-    `cap_bytes()` the partial file is deleted, `too_large` is set and the rest of the field is
-    skipped (the form says why). Other fields' files are skipped. Subclasses name the field,
-    the cap and the folder."""
+    """Streams one file field to an unnamed file in `incoming_dir()`, counting bytes; past
+    `cap_bytes()` the partial file is closed (and so gone), `too_large` is set and the rest of
+    the field is skipped (the form says why). Other fields' files are skipped. Subclasses name
+    the field, the cap and the folder. Views that use one are marked `@accepts_upload`
+    (accounts/upload_gate.py)."""
 
     field_name = ""
 
-    def cap_bytes(self) -> int:
+    @classmethod
+    def cap_bytes(cls) -> int:
         raise NotImplementedError
 
     def incoming_dir(self) -> Path:
@@ -98,19 +137,18 @@ class CappedUploadHandler(FileUploadHandler):
         self.cap = self.cap_bytes()
         self.too_large = False
         self._file = None
-        self._path: Path | None = None
+        self._started = False
         self._size = 0
 
     def new_file(self, field_name, file_name, content_type, content_length, *args, **kwargs):
         super().new_file(field_name, file_name, content_type, content_length, *args, **kwargs)
-        if field_name != self.field_name or self._path is not None:
+        if field_name != self.field_name or self._started:
             raise SkipFile()
+        self._started = True
         if content_length is not None and content_length > self.cap:
             self.too_large = True
             raise SkipFile()
-        fd, name = tempfile.mkstemp(prefix="incoming-", suffix=".part", dir=self.incoming_dir())
-        self._path = Path(name)
-        self._file = os.fdopen(fd, "wb")
+        self._file = unnamed_file(self.incoming_dir())
         self._size = 0
 
     def receive_data_chunk(self, raw_data, start):
@@ -125,22 +163,18 @@ class CappedUploadHandler(FileUploadHandler):
         return None
 
     def file_complete(self, file_size):
-        if self._file is None or self._path is None:
+        if self._file is None:
             return None
-        self._file.close()
-        self._file = None
-        return StoredUpload(self._path, self.file_name, self.content_type, file_size)
+        file, self._file = self._file, None
+        return StoredUpload(file, self.file_name, self.content_type, file_size)
 
     def upload_interrupted(self):
         self._discard()
 
     def _discard(self) -> None:
         if self._file is not None:
-            self._file.close()
+            self._file.close()  # unnamed: closing it is all it takes
             self._file = None
-        if self._path is not None:
-            self._path.unlink(missing_ok=True)
-            self._path = None
 
 
 class PackageUploadHandler(CappedUploadHandler):
@@ -148,7 +182,8 @@ class PackageUploadHandler(CappedUploadHandler):
 
     field_name = PACKAGE_FIELD
 
-    def cap_bytes(self) -> int:
+    @classmethod
+    def cap_bytes(cls) -> int:
         return max_package_bytes()
 
     def incoming_dir(self) -> Path:

@@ -1,6 +1,7 @@
 """Appspace subdomains: which names an owner may choose for `<name>.<DS_DOMAIN>`.
 
-One DNS label, lower-case (what people type is folded to lower case: DNS ignores case),
+One DNS label, lower-case (what people type is mapped as browsers map a host name, UTS #46:
+upper case and full-width letters fold to a-z; DNS ignores case),
 letters, digits and inner hyphens, at most 63 characters. No dots: every appspace is a single
 label under DS_DOMAIN, so no name can sit under another appspace's (or the panel's). Refused:
 names reserved by the instance (DS_RESERVED_SUBDOMAINS) and the label the panel lives under;
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+import idna
 from django.conf import settings
 
 from appspaces.models import Appspace
@@ -38,7 +40,10 @@ def subdomain_normalize(text: str) -> str:
     """The name as it will be stored, or SubdomainError saying why it cannot be one."""
     if not isinstance(text, str):
         raise SubdomainError("Choose a name.")
-    name = text.strip().lower()
+    try:
+        name = idna.uts46_remap(text.strip(), std3_rules=False, transitional=False)
+    except (idna.IDNAError, UnicodeError):
+        name = text.strip().lower()  # refused below: not letters a-z, digits and hyphens
     suffix = "." + settings.DS_DOMAIN
     if name.endswith(suffix):  # people paste the whole address
         name = name[: -len(suffix)]

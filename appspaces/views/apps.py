@@ -9,9 +9,10 @@ from django.db import transaction
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.upload_gate import accepts_upload
 from appspaces.access import get_app_for_owner, get_app_version_for_owner, get_job_for_owner
 from appspaces.installs.listings import listing_check_due
 from appspaces.installs.service import install_job_accept, install_job_cancel, install_job_create
@@ -59,14 +60,11 @@ def app_list(request: HttpRequest) -> HttpResponse:
 
 
 # --- Installing -----------------------------------------------------------------------------
-# The package streams to disk through PackageUploadHandler, which must be in place before
-# anything reads the body, and so before the CSRF check: hence csrf_exempt outside and
-# csrf_protect inside (Django's documented pattern for custom upload handlers).
-
-
-def _stream_uploads(request: HttpRequest) -> None:
-    if request.method == "POST":
-        request.upload_handlers = [PackageUploadHandler(request)]
+# The package streams to an unnamed file through PackageUploadHandler, which must be in place
+# before anything reads the body, and so before the CSRF check: `@accepts_upload` outside
+# (signed-in users only), lookups next (an outsider's 404 before the body is read), then
+# csrf_protect inside (Django's documented pattern for custom upload handlers). A refused
+# package is only closed: it never had a name.
 
 
 def _install_from_form(request: HttpRequest, *, app: App | None) -> tuple[InstallForm, Job | None]:
@@ -79,7 +77,7 @@ def _install_from_form(request: HttpRequest, *, app: App | None) -> tuple[Instal
             return form, None
         job = install_job_create(
             owner=request.user,
-            upload=upload.stored_path if upload else None,
+            upload=upload,
             url=form.cleaned_data["url"] or None,
             app=app,
             filename=upload.name if upload else "",
@@ -87,14 +85,12 @@ def _install_from_form(request: HttpRequest, *, app: App | None) -> tuple[Instal
         return form, job
     finally:
         if upload is not None:
-            upload.discard()  # moved into the job's folder, or refused: nothing stays behind
+            upload.discard()  # named in the job's folder, or refused: nothing else stays
 
 
-@csrf_exempt
-@login_required
+@accepts_upload(PackageUploadHandler)
 @require_http_methods(["GET", "POST"])
 def app_install(request: HttpRequest) -> HttpResponse:
-    _stream_uploads(request)
     return _app_install(request)
 
 
@@ -109,17 +105,15 @@ def _app_install(request: HttpRequest) -> HttpResponse:
     return render(request, "appspaces/install.html", {"form": form}, status=status)
 
 
-@csrf_exempt
-@login_required
+@accepts_upload(PackageUploadHandler)
 @require_POST
 def app_install_version(request: HttpRequest, app_id) -> HttpResponse:
-    _stream_uploads(request)
-    return _app_install_version(request, app_id)
+    app = get_app_for_owner(request.user, app_id)  # 404 before the body is read
+    return _app_install_version(request, app)
 
 
 @csrf_protect
-def _app_install_version(request: HttpRequest, app_id) -> HttpResponse:
-    app = get_app_for_owner(request.user, app_id)
+def _app_install_version(request: HttpRequest, app: App) -> HttpResponse:
     form, job = _install_from_form(request, app=app)
     if job is not None:
         return redirect("install_job", job_id=job.public_id)

@@ -9,9 +9,10 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.upload_gate import accepts_upload
 from appspaces.access import get_app_version_for_owner, get_appspace_for_owner
 from appspaces.installs.versions import parse_version, versions_newest_first
 from appspaces.lifecycle.control import (
@@ -44,6 +45,7 @@ from appspaces.views.appspace_forms import (
     DeleteAppspaceForm,
     LimitsForm,
 )
+from backups.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
 from packages.allowlist import AllowlistError
 from sandbox.protocol import SandboxError
 
@@ -68,36 +70,37 @@ def _create_context(request, version, form) -> dict:
     }
 
 
-@csrf_exempt
-@login_required
+# An archive to import streams to an unnamed file through ArchiveUploadHandler (in place before
+# anything reads the body): `@accepts_upload` outside, the version's owner-scoped lookup next
+# (from the query string, where the form puts it, so before the body is read), csrf_protect
+# inside. A refused archive is only closed: it never had a name.
+@accepts_upload(ArchiveUploadHandler)
 @require_http_methods(["GET", "POST"])
 def appspace_new(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST":
-        from backups.uploads import ArchiveUploadHandler
-
-        request.upload_handlers = [ArchiveUploadHandler(request)]
-    return _appspace_new(request)
+    version = None
+    if request.GET.get("version"):
+        version = get_app_version_for_owner(request.user, request.GET["version"])
+    return _appspace_new(request, version)
 
 
 @csrf_protect
-def _appspace_new(request: HttpRequest) -> HttpResponse:
-    version_id = request.POST.get("version") or request.GET.get("version")
-    if not version_id:
+def _appspace_new(request: HttpRequest, version) -> HttpResponse:
+    version_id = None if version else request.POST.get("version")
+    if version is None and not version_id:
         apps = []
         for app in App.objects.filter(owner=request.user).prefetch_related("versions"):
             versions = versions_newest_first(app.versions.all())
             if versions:
                 apps.append({"app": app, "versions": versions})
         return render(request, "appspaces/appspace_new.html", {"apps": apps})
-    version = get_app_version_for_owner(request.user, version_id)
+    if version is None:
+        version = get_app_version_for_owner(request.user, version_id)
     kept = list(_kept_backups(request.user))
     if request.method != "POST":
         form = CreateAppspaceForm(version=version, owner=request.user, kept_backups=kept)
         return render(
             request, "appspaces/appspace_create.html", _create_context(request, version, form)
         )
-    from backups.uploads import ARCHIVE_FIELD
-
     upload = request.FILES.get(ARCHIVE_FIELD)  # parses the body: the handler has now run
     handler = request.upload_handlers[0]
     form = CreateAppspaceForm(
@@ -112,11 +115,7 @@ def _appspace_new(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             archive = None
             if upload is not None:
-                archive = upload.stored_path.with_name(
-                    upload.stored_path.name.replace(".part", ".tar.zst")
-                )
-                upload.stored_path.rename(archive)  # the job owns it now
-                upload = None
+                archive = upload.keep(kept_archive_path())  # the job owns it now
             try:
                 job = appspace_create(
                     owner=request.user,

@@ -24,8 +24,9 @@ def clear_rate_limits() -> None:
     client_of = getattr(cache, "_cache", None)
     if client_of is not None and hasattr(client_of, "get_client"):
         redis = client_of.get_client(write=True)
+        own = cache.make_key("")  # this worker's keys only: KEY_PREFIX:VERSION:
         for pattern in ("*allauth:rl:*", "*allauth.mfa.totp.used*"):
-            for key in redis.scan_iter(match=pattern):
+            for key in redis.scan_iter(match=own + pattern):
                 redis.delete(key)
     else:
         cache.clear()

@@ -151,6 +151,7 @@ def test_the_platform_headers_win_over_the_apps(settings):
         (b"Cross-Origin-Resource-Policy", b"cross-origin"),
         (b"Strict-Transport-Security", b"max-age=0"),
         (b"Permissions-Policy", b"camera=*"),
+        (b"X-DNS-Prefetch-Control", b"on"),
         (b"Timing-Allow-Origin", b"*"),
         (b"Report-To", b"{}"),
         (b"NEL", b"{}"),
@@ -175,6 +176,10 @@ def test_the_platform_headers_win_over_the_apps(settings):
     assert out[4:] == platform_response_headers(csp=POLICY)
     names = [n for n, _ in out]
     assert names.count(b"x-frame-options") == names.count(b"referrer-policy") == 1
+    assert (
+        dict(out)[b"x-dns-prefetch-control"] == b"off"
+        and names.count(b"x-dns-prefetch-control") == 1
+    )
     assert b"strict-transport-security" not in names  # http: none, not the app's max-age=0
 
 
@@ -197,6 +202,7 @@ def test_every_platform_header_is_there():
         b"cross-origin-resource-policy": b"same-origin",
         b"x-frame-options": b"SAMEORIGIN",
         b"permissions-policy": headers[b"permissions-policy"],
+        b"x-dns-prefetch-control": b"off",
     }
     for feature in (b"camera=()", b"microphone=()", b"geolocation=()", b"usb=()"):
         assert feature in headers[b"permissions-policy"]

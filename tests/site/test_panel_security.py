@@ -59,6 +59,7 @@ def test_it_sends_the_security_headers(alice, logged_in):
         assert response["X-Content-Type-Options"] == "nosniff"
         assert response["Referrer-Policy"] == "same-origin"
         assert response["Cross-Origin-Opener-Policy"] == "same-origin"
+        assert response["X-DNS-Prefetch-Control"] == "off"
         assert "Strict-Transport-Security" not in response  # plain http in development
 
 
@@ -181,12 +182,25 @@ def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_check_deploy_is_clean_in_production(ds_data_dir):
-    result = manage(production_env(ds_data_dir), "check", "--deploy", "--fail-level", "WARNING")
+def test_check_deploy_is_clean_in_production_on_a_public_suffix(ds_data_dir):
+    # sandcats.io is on the Public Suffix List (Sandstorm's public host): apps' cookies for
+    # the parent domain are refused by browsers, so nothing is left to warn about.
+    env = production_env(ds_data_dir, DS_DOMAIN="sandcats.io")
+    result = manage(env, "check", "--deploy", "--fail-level", "WARNING")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "System check identified no issues" in output
     assert "WARNINGS" not in output and "ERRORS" not in output
+
+
+def test_check_deploy_says_a_public_domain_off_the_suffix_list_shares_cookies(ds_data_dir):
+    result = manage(production_env(ds_data_dir), "check", "--deploy")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output  # a warning: the operator decides
+    assert "dropserver.W001" in output
+    assert "example.com) is not on the Public Suffix List" in output
+    assert "publicsuffix.org" in output
+    assert output.count("WARNINGS") == 1 and "ERRORS" not in output
 
 
 REQUEST_SCRIPT = """

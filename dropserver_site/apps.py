@@ -1,0 +1,11 @@
+"""The platform-wide Django app: management commands (serve) and Dropserver's system checks."""
+
+from django.apps import AppConfig
+
+
+class DropserverSiteConfig(AppConfig):
+    name = "dropserver_site"
+    verbose_name = "Dropserver"
+
+    def ready(self) -> None:
+        from dropserver_site import checks  # noqa: F401 (registers the checks)

@@ -1,0 +1,42 @@
+"""dropserver_site/checks.py: `check --deploy` warns when appspaces can share cookies through
+a public DS_DOMAIN that is not on the Public Suffix List (W001)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dropserver_site.checks import check_domain_on_public_suffix_list, is_public_domain
+
+
+@pytest.mark.parametrize(
+    "domain,public",
+    [
+        ("example.com", True),
+        ("drop.example.co.uk", True),
+        ("xn--fa-hia.de", True),
+        ("sandcats.io", True),
+        ("localhost", False),
+        ("drop.localhost", False),
+        ("drop.test", False),
+        ("box.internal", False),
+        ("nas.home.arpa", False),
+        ("drop.lan", False),
+        ("drop.unknowntld", False),
+        ("127.0.0.1", False),
+        ("[::1]", False),
+    ],
+)
+def test_which_domains_are_public(domain, public):
+    assert is_public_domain(domain) is public
+
+
+@pytest.mark.parametrize(
+    "domain,warned",
+    [("example.com", True), ("sandcats.io", False), ("localhost", False), ("drop.test", False)],
+)
+def test_w001_only_for_public_domains_off_the_list(settings, domain, warned):
+    settings.DS_DOMAIN = domain
+    found = check_domain_on_public_suffix_list()
+    assert [w.id for w in found] == (["dropserver.W001"] if warned else [])
+    if warned:
+        assert "send to every other appspace" in found[0].msg
