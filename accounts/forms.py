@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from allauth.account.adapter import get_adapter
 from allauth.account.forms import SignupForm as AllauthSignupForm
 from allauth.core import context
 from django import forms
@@ -9,6 +10,7 @@ from django.contrib.auth import password_validation
 from django.http import HttpRequest
 from django.shortcuts import render
 
+from accounts.addresses import address_conflict
 from accounts.models import User
 from accounts.services import (
     InvitationUnavailable,
@@ -42,6 +44,15 @@ class SignupForm(AllauthSignupForm):
                 f"This invitation is for {self.invitation.email}; sign up with that address."
             )
         return value
+
+    def validate_unique_email(self, value: str) -> str:
+        """allauth counts every account holding the address, verified or not; here only a
+        proven address (or another account's login) does, so a claim someone typed into
+        their own account cannot keep the address's owner from signing up."""
+        if address_conflict(value):
+            return super().validate_unique_email(value)  # allauth's enumeration handling
+        self.account_already_exists = False
+        return get_adapter().validate_unique_email(value)
 
     def try_save(self, request: HttpRequest):
         if not self.invitation or self.account_already_exists:

@@ -25,6 +25,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.addresses import address_conflict, address_normalise, unverified_claims_drop
 from accounts.models import (
     InstanceSettings,
     Invitation,
@@ -99,14 +100,13 @@ def invitation_url(token: str) -> str:
 
 
 def invitation_email_check(email: str) -> str:
-    """The normalised address, or ValidationError if it is malformed or already has an account."""
-    email = email.strip().lower()
+    """The normalised address, or ValidationError if it is malformed or already has an account
+    (a verified address, or another account's login)."""
+    email = address_normalise(email)
     validate_email(email)
-    taken = (
-        User.objects.filter(email__iexact=email).exists()
-        or EmailAddress.objects.filter(email__iexact=email).exists()
-    )
-    if taken:
+    # Only a proven address (or another account's login) is taken: an unverified claim on
+    # someone else's account must not keep the real owner from being invited.
+    if address_conflict(email):
         raise ValidationError(f"{email} already has an account on this instance.", code="taken")
     return email
 
@@ -210,6 +210,7 @@ def invitation_accept(
         invitation.accepted_by = user
         invitation.save(update_fields=["accepted_by"])
         EmailAddress.objects.filter(user=user, email__iexact=invitation.email).update(verified=True)
+        unverified_claims_drop(email=invitation.email, owner=user)
         invitation_accepted.send(sender=Invitation, invitation=invitation, user=user)
     return user
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from allauth.account.signals import email_confirmed
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F, Q
@@ -386,3 +387,14 @@ def _invited_user_attach(sender, invitation, user, **kwargs) -> None:
     from appspaces.appspace_users import invitation_attach
 
     invitation_attach(invitation=invitation, user=user)
+
+
+# Someone proved an address (allauth's confirmation link, e.g. one they added to an existing
+# account): the appspaces shared with that address are theirs now. Never on an unverified
+# address: anyone can type anyone's address into their account.
+@receiver(email_confirmed, dispatch_uid="appspaces.shares_attach_on_confirm")
+def _shares_attach_on_confirm(sender, request, email_address, **kwargs) -> None:
+    from appspaces.appspace_users import appspace_shares_attach
+
+    with transaction.atomic():
+        appspace_shares_attach(user=email_address.user, email=email_address.email)
