@@ -35,7 +35,7 @@ from accounts.models import (
     User,
     secret_hash,
 )
-from accounts.signals import invitation_accepted
+from accounts.signals import access_changed, invitation_accepted
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,9 @@ def users_deactivate(*, users: Iterable[User]) -> int:
     pks = {u.pk for u in users}
     with transaction.atomic():
         _ensure_an_admin_remains(losing=pks)
-        return User.objects.filter(pk__in=pks, is_active=True).update(is_active=False)
+        count = User.objects.filter(pk__in=pks, is_active=True).update(is_active=False)
+        access_changed.send(sender=User, user_pks=sorted(pks))
+        return count
 
 
 def users_make_admin(*, users: Iterable[User]) -> int:
