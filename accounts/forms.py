@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from allauth.account.adapter import get_adapter
 from allauth.account.forms import SignupForm as AllauthSignupForm
+from allauth.account.models import EmailAddress
 from allauth.core import context
 from django import forms
 from django.contrib.auth import password_validation
@@ -53,6 +54,16 @@ class SignupForm(AllauthSignupForm):
             return super().validate_unique_email(value)  # allauth's enumeration handling
         self.account_already_exists = False
         return get_adapter().validate_unique_email(value)
+
+    def save(self, request: HttpRequest) -> User:
+        user = super().save(request)
+        # allauth records no address that another account claims, even unverified, which
+        # would leave this account without one (no confirmation mail, nothing to verify).
+        if not EmailAddress.objects.filter(user=user).exists() and not address_conflict(
+            user.email, user=user
+        ):
+            EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=False)
+        return user
 
     def try_save(self, request: HttpRequest):
         if not self.invitation or self.account_already_exists:
