@@ -10,23 +10,33 @@ test waits on the connections themselves and fails only if they outlive the dead
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import http.client
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.test import Client
 from django.urls import reverse
+from websockets.asyncio.server import unix_serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from accounts.models import User
+from accounts.services import users_deactivate
+from appspaces.gateway import connections
+from appspaces.gateway.asgi import gateway_websocket
+from appspaces.gateway.runtime import SandboxLinks
 from appspaces.models import AppspaceUser
+from appspaces.sessions import appspace_session_create, user_appspace_sessions_revoke
 from tests.conftest import make_user
 from tests.gateway.browser import Browser
 from tests.gateway.conftest import Stack, start_daphne, stop
@@ -57,6 +67,12 @@ def no_errors(gateway: Stack) -> Iterator[None]:
         log.seek(start)
         new = log.read().decode(errors="replace")
     assert "Traceback" not in new, new[-4000:]
+
+
+@pytest.fixture
+def sockets() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as opened:
+        yield opened
 
 
 def panel_as(user) -> Client:
@@ -161,7 +177,7 @@ KINDS = [
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_revocation_closes_open_sockets_and_requests(gateway, no_errors, kind):
+def test_revocation_closes_open_sockets_and_requests(gateway, no_errors, sockets, kind):
     user = make_user(f"revoked-{kind.replace(' ', '-')}@example.com", display_name="Revoked")
     space = gateway.appspace(members={user: ["edit"]})
 
@@ -175,7 +191,7 @@ def test_revocation_closes_open_sockets_and_requests(gateway, no_errors, kind):
     assert entered.status == 200, entered.text[:500]
     cookie = browser.cookies[gateway.host(space)]["ds_appspace"]
 
-    sock = open_socket(gateway, space, cookie)
+    sock = sockets.enter_context(open_socket(gateway, space, cookie))
     sock.send("still here?")
     assert sock.recv(timeout=10) == "still here?"
     stream = Stream(gateway, space, cookie)
@@ -191,7 +207,6 @@ def test_revocation_closes_open_sockets_and_requests(gateway, no_errors, kind):
         stream.thread.join(max(0.0, deadline - time.monotonic()))
         ended_at, outcome, body = stream.ended_at, stream.outcome, stream.body
     finally:
-        sock.close()
         stream.close()
 
     assert socket_closed <= deadline, f"the socket closed {socket_closed - changed:.2f}s after"
@@ -210,7 +225,7 @@ def test_revocation_closes_open_sockets_and_requests(gateway, no_errors, kind):
     assert again.get(gateway.url(space, "/stream-edit")).status in (302, 403, 404, 503)
 
 
-def test_an_unrelated_change_leaves_open_connections_alone(gateway, no_errors):
+def test_an_unrelated_change_leaves_open_connections_alone(gateway, no_errors, sockets):
     """Re-admission closes only what lost access: a new permission, another member's
     removal and a re-read every TTL/2 keep the connection open."""
     user = make_user("revocation-kept@example.com", display_name="Kept")
@@ -219,7 +234,7 @@ def test_an_unrelated_change_leaves_open_connections_alone(gateway, no_errors):
     browser = gateway.browser(user)
     assert browser.get(gateway.url(space, "/edit"), follow=True).status == 200
     cookie = browser.cookies[gateway.host(space)]["ds_appspace"]
-    sock = open_socket(gateway, space, cookie)
+    sock = sockets.enter_context(open_socket(gateway, space, cookie))
     stream = Stream(gateway, space, cookie)
     try:
         owner = panel_as(gateway.alice)
@@ -238,5 +253,71 @@ def test_an_unrelated_change_leaves_open_connections_alone(gateway, no_errors):
             threading.Event().wait(0.1)
         assert stream.ended_at is None
     finally:
-        sock.close()
         stream.close()
+
+
+# --- In the gateway's own process: at once, without waiting for the periodic re-check ------
+
+
+async def _db(function, *args, **kwargs):
+    return await database_sync_to_async(function, thread_sensitive=False)(*args, **kwargs)
+
+
+def _withdraw_in_process(kind: str, space, user) -> None:
+    if kind == "removed":
+        AppspaceUser.objects.filter(appspace=space, user=user).delete()
+    elif kind == "deactivated":
+        users_deactivate(users=[user])  # a bulk UPDATE: only access_changed tells the gateway
+    elif kind == "signed out":
+        user_appspace_sessions_revoke(user=user)  # what panel logout calls
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["removed", "deactivated", "signed out"])
+async def test_in_the_gateways_process_revocation_is_immediate(stack, settings, monkeypatch, kind):
+    settings.DS_GATEWAY_CACHE_TTL = 600  # the periodic re-check would come far too late
+    user = await _db(make_user, f"revoked-now-{kind.replace(' ', '-')}@example.com")
+    space = await _db(stack.appspace, members={user: ["edit"]})
+    key = await _db(appspace_session_create, user=user, appspace=space)
+    path = str(Path(tempfile.mkdtemp(prefix="revoke-ws-")) / "ws.sock")
+
+    async def echo(connection):
+        async for message in connection:
+            await connection.send(message)
+
+    async with unix_serve(echo, path):
+
+        async def socket_path(self, spec):
+            return path
+
+        monkeypatch.setattr(SandboxLinks, "socket_path", socket_path)
+        events: asyncio.Queue = asyncio.Queue()
+        events.put_nowait({"type": "websocket.connect"})
+        events.put_nowait({"type": "websocket.receive", "text": "hello"})
+        sent: list[dict] = []
+        echoed = asyncio.Event()
+
+        async def send(message):
+            sent.append(message)
+            if message.get("text") == "hello":
+                echoed.set()
+
+        host = f"{space.subdomain}.localhost:{stack.port}".encode()
+        scope = {
+            "type": "websocket",
+            "path": "/ws-edit",
+            "raw_path": b"/ws-edit",
+            "query_string": b"",
+            "headers": [(b"host", host), (b"cookie", f"ds_appspace={key}".encode())],
+            "subprotocols": [],
+            "appspace_subdomain": space.subdomain,
+        }
+        relay = asyncio.create_task(gateway_websocket(scope, events.get, send))
+        await asyncio.wait_for(echoed.wait(), 10)
+        assert connections.open_count() >= 1
+        await _db(_withdraw_in_process, kind, space, user)
+        await asyncio.wait_for(relay, 5)  # not 600 s: the change itself closed it
+    assert sent[0]["type"] == "websocket.accept"
+    assert sent[-1] == {"type": "websocket.close", "code": 1008}
