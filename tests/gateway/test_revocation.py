@@ -140,10 +140,10 @@ def revoke(kind: str, gateway: Stack, space, user, user_panel: Client) -> None:
     if kind == "removed":
         url = reverse("appspace_user_remove", args=[space.public_id, member.public_id])
         response = owner.post(url)
-    elif kind == "permission withdrawn":
+    elif kind == "permission-withdrawn":
         url = reverse("appspace_user_edit", args=[space.public_id, member.public_id])
         response = owner.post(url, {"display_name": member.display_name, "permissions": []})
-    elif kind == "signed out":
+    elif kind == "signed-out":
         response = user_panel.post(reverse("account_logout"))
     elif kind == "deactivated":
         admin, _ = User.objects.get_or_create(
@@ -154,9 +154,9 @@ def revoke(kind: str, gateway: Stack, space, user, user_panel: Client) -> None:
             {"action": "deactivate", "_selected_action": [user.pk]},
         )
         assert not User.objects.get(pk=user.pk).is_active
-    elif kind == "appspace paused":
+    elif kind == "appspace-paused":
         response = owner.post(reverse("appspace_pause", args=[space.public_id]))
-    elif kind == "appspace deleted":
+    elif kind == "appspace-deleted":
         response = owner.post(
             reverse("appspace_delete", args=[space.public_id]),
             {"confirm": space.subdomain, "backups": "delete"},
@@ -168,17 +168,17 @@ def revoke(kind: str, gateway: Stack, space, user, user_panel: Client) -> None:
 
 KINDS = [
     "removed",
-    "permission withdrawn",
-    "signed out",
+    "permission-withdrawn",
+    "signed-out",
     "deactivated",
-    "appspace paused",
-    "appspace deleted",
+    "appspace-paused",
+    "appspace-deleted",
 ]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_revocation_closes_open_sockets_and_requests(gateway, no_errors, sockets, kind):
-    user = make_user(f"revoked-{kind.replace(' ', '-')}@example.com", display_name="Revoked")
+    user = make_user(f"revoked-{kind}@example.com", display_name="Revoked")
     space = gateway.appspace(members={user: ["edit"]})
 
     # The user's browser: logged in to the panel, then to the appspace through the redirects.
@@ -210,7 +210,7 @@ def test_revocation_closes_open_sockets_and_requests(gateway, no_errors, sockets
         stream.close()
 
     assert socket_closed <= deadline, f"the socket closed {socket_closed - changed:.2f}s after"
-    if kind not in ("appspace paused", "appspace deleted"):  # those also stop the sandbox
+    if kind not in ("appspace-paused", "appspace-deleted"):  # those also stop the sandbox
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     assert ended_at is not None and ended_at <= deadline, "still streaming"
     assert outcome.startswith("aborted"), outcome
@@ -268,17 +268,17 @@ def _withdraw_in_process(kind: str, space, user) -> None:
         AppspaceUser.objects.filter(appspace=space, user=user).delete()
     elif kind == "deactivated":
         users_deactivate(users=[user])  # a bulk UPDATE: only access_changed tells the gateway
-    elif kind == "signed out":
+    elif kind == "signed-out":
         user_appspace_sessions_revoke(user=user)  # what panel logout calls
     else:
         raise AssertionError(kind)
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("kind", ["removed", "deactivated", "signed out"])
+@pytest.mark.parametrize("kind", ["removed", "deactivated", "signed-out"])
 async def test_in_the_gateways_process_revocation_is_immediate(stack, settings, monkeypatch, kind):
     settings.DS_GATEWAY_CACHE_TTL = 600  # the periodic re-check would come far too late
-    user = await _db(make_user, f"revoked-now-{kind.replace(' ', '-')}@example.com")
+    user = await _db(make_user, f"revoked-now-{kind}@example.com")
     space = await _db(stack.appspace, members={user: ["edit"]})
     key = await _db(appspace_session_create, user=user, appspace=space)
     path = str(Path(tempfile.mkdtemp(prefix="revoke-ws-")) / "ws.sock")
