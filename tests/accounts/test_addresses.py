@@ -155,8 +155,19 @@ def test_a_proven_address_shares_with_its_account_at_once(alice, space, bob, sha
     assert not Invitation.objects.exists()
 
 
-def test_commands_find_owners_by_proven_address_only(claimant):
+def test_commands_find_owners_by_proven_address_only():
+    """An account whose login address was never confirmed is nobody's by that address."""
+    unproven = User.objects.create_user("unproven@example.com", PASSWORD)
+    EmailAddress.objects.create(user=unproven, email=unproven.email, verified=False, primary=True)
     with pytest.raises(CommandError, match="No user"):
         call_command(
-            "create_appspace", "--owner", A, "--app", "x", "--version", "1", "--subdomain", "x"
+            "create_appspace",
+            "--owner",
+            unproven.email,
+            "--app",
+            "x",
+            "--version",
+            "1",
+            "--subdomain",
+            "x",
         )
