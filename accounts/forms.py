@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from allauth.account.adapter import get_adapter
 from allauth.account.forms import SignupForm as AllauthSignupForm
+from allauth.account.models import EmailAddress
 from allauth.core import context
 from django import forms
 from django.contrib.auth import password_validation
 from django.http import HttpRequest
 from django.shortcuts import render
 
+from accounts.addresses import address_conflict
 from accounts.models import User
 from accounts.services import (
     InvitationUnavailable,
@@ -42,6 +45,25 @@ class SignupForm(AllauthSignupForm):
                 f"This invitation is for {self.invitation.email}; sign up with that address."
             )
         return value
+
+    def validate_unique_email(self, value: str) -> str:
+        """allauth counts every account holding the address, verified or not; here only a
+        proven address (or another account's login) does, so a claim someone typed into
+        their own account cannot keep the address's owner from signing up."""
+        if address_conflict(value):
+            return super().validate_unique_email(value)  # allauth's enumeration handling
+        self.account_already_exists = False
+        return get_adapter().validate_unique_email(value)
+
+    def save(self, request: HttpRequest) -> User:
+        user = super().save(request)
+        # allauth records no address that another account claims, even unverified, which
+        # would leave this account without one (no confirmation mail, nothing to verify).
+        if not EmailAddress.objects.filter(user=user).exists() and not address_conflict(
+            user.email, user=user
+        ):
+            EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=False)
+        return user
 
     def try_save(self, request: HttpRequest):
         if not self.invitation or self.account_already_exists:

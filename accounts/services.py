@@ -25,6 +25,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.addresses import address_conflict, address_normalise, unverified_claims_drop
 from accounts.models import (
     InstanceSettings,
     Invitation,
@@ -34,7 +35,7 @@ from accounts.models import (
     User,
     secret_hash,
 )
-from accounts.signals import invitation_accepted
+from accounts.signals import access_changed, invitation_accepted
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,13 @@ def invitation_url(token: str) -> str:
 
 
 def invitation_email_check(email: str) -> str:
-    """The normalised address, or ValidationError if it is malformed or already has an account."""
-    email = email.strip().lower()
+    """The normalised address, or ValidationError if it is malformed or already has an account
+    (a verified address, or another account's login)."""
+    email = address_normalise(email)
     validate_email(email)
-    taken = (
-        User.objects.filter(email__iexact=email).exists()
-        or EmailAddress.objects.filter(email__iexact=email).exists()
-    )
-    if taken:
+    # Only a proven address (or another account's login) is taken: an unverified claim on
+    # someone else's account must not keep the real owner from being invited.
+    if address_conflict(email):
         raise ValidationError(f"{email} already has an account on this instance.", code="taken")
     return email
 
@@ -210,6 +210,7 @@ def invitation_accept(
         invitation.accepted_by = user
         invitation.save(update_fields=["accepted_by"])
         EmailAddress.objects.filter(user=user, email__iexact=invitation.email).update(verified=True)
+        unverified_claims_drop(email=invitation.email, owner=user)
         invitation_accepted.send(sender=Invitation, invitation=invitation, user=user)
     return user
 
@@ -295,7 +296,9 @@ def users_deactivate(*, users: Iterable[User]) -> int:
     pks = {u.pk for u in users}
     with transaction.atomic():
         _ensure_an_admin_remains(losing=pks)
-        return User.objects.filter(pk__in=pks, is_active=True).update(is_active=False)
+        count = User.objects.filter(pk__in=pks, is_active=True).update(is_active=False)
+        access_changed.send(sender=User, user_pks=sorted(pks))
+        return count
 
 
 def users_make_admin(*, users: Iterable[User]) -> int:

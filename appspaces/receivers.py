@@ -4,18 +4,22 @@
 - the first admin account is created: queue the example apps kept by `install_examples`
   (installs/examples.py);
 - an invited friend signs up: they join the appspaces they were invited to, with the
-  permissions the owner chose (sharing/users.py), inside the sign-up transaction.
+  permissions the owner chose (sharing/users.py), inside the sign-up transaction;
+- someone proves an address (allauth's confirmation link, e.g. one they added to an existing
+  account): the appspaces shared with that address are theirs now. Never on an unverified
+  address: anyone can type anyone's address into their account.
 """
 
 from __future__ import annotations
 
+from allauth.account.signals import email_confirmed
 from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_save
 
 from accounts.signals import invitation_accepted
 from appspaces.installs.examples import examples_pending_queue
-from appspaces.sharing.users import invitation_attach
+from appspaces.sharing.users import appspace_shares_attach, invitation_attach
 
 
 def examples_for_first_admin(sender, instance, created: bool, **kwargs) -> None:
@@ -28,6 +32,11 @@ def invited_user_attach(sender, invitation, user, **kwargs) -> None:
     invitation_attach(invitation=invitation, user=user)
 
 
+def shares_attach_on_confirm(sender, request, email_address, **kwargs) -> None:
+    with transaction.atomic():
+        appspace_shares_attach(user=email_address.user, email=email_address.email)
+
+
 def connect() -> None:
     post_save.connect(
         examples_for_first_admin,
@@ -35,3 +44,6 @@ def connect() -> None:
         dispatch_uid="appspaces.examples_for_admin",
     )
     invitation_accepted.connect(invited_user_attach, dispatch_uid="appspaces.invited_users_attach")
+    email_confirmed.connect(
+        shares_attach_on_confirm, dispatch_uid="appspaces.shares_attach_on_confirm"
+    )

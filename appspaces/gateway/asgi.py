@@ -9,7 +9,7 @@ static file, or the sandbox gets the request. WebSockets follow the same rules (
 
 from __future__ import annotations
 
-from appspaces.gateway import login, pages, proxy, static, websocket
+from appspaces.gateway import connections, login, pages, proxy, static, websocket
 from appspaces.gateway.auth import (
     Refusal,
     RequestFacts,
@@ -105,6 +105,7 @@ async def gateway_http(scope: dict, receive, send) -> None:
         scheme=scheme,
         content_length=length,
         chunked=facts.chunked and length is None,
+        guard=connections.Guard(config, facts, method, path, scope, outcome.member),
     )
 
 

@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class _Entry(Generic[V]):
-    __slots__ = ("expires", "refresh", "value")
+    __slots__ = ("expires", "loaded", "refresh", "value")
 
     def __init__(self, value: V, now: float, ttl: float):
         self.value = value
+        self.loaded = now
         self.refresh = now + ttl / 2
         self.expires = now + ttl
 
@@ -73,6 +74,14 @@ class LoadingCache(Generic[K, V]):
             if now < entry.expires:
                 self._start_load(key)  # refresh ahead; this request keeps the cached value
                 return entry.value
+        return await asyncio.shield(self._start_load(key))
+
+    async def get_fresh(self, key: K, *, max_age: float) -> V:
+        """The value, loaded at most `max_age` seconds ago (waiting for a load if needed):
+        for re-checking open connections, which must not be served a stale answer."""
+        entry = self._entries.get(key)
+        if entry is not None and time.monotonic() - entry.loaded < max_age:
+            return entry.value
         return await asyncio.shield(self._start_load(key))
 
     def _start_load(self, key: K) -> asyncio.Task:

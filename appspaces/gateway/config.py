@@ -3,8 +3,9 @@
 Loaded from the database off the event loop (LoadingCache), re-read at least every
 DS_GATEWAY_CACHE_TTL seconds, and dropped at once when this process changes an appspace, its
 users, its allowlist or a session (signal receivers below; `transaction.on_commit` drops them
-again once the change is visible to the loader). Changes made by other processes (a Celery
-task, a shell) are seen within DS_GATEWAY_CACHE_TTL seconds.
+again once the change is visible to the loader, then has the open connections it concerns
+re-admitted: connections.py). Changes made by other processes (a Celery task, a shell) are
+seen within DS_GATEWAY_CACHE_TTL seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
+from accounts.signals import access_changed
 from appspaces.gateway.cache import LoadingCache
 from appspaces.gateway.csp import appspace_csp
 from appspaces.gateway.headers import Header, Identity, platform_response_headers
@@ -193,6 +195,20 @@ def forget_appspace(*, pk: int | None = None, subdomain: str | None = None) -> N
             configs.invalidate_where(lambda key, value: value is not None and value.pk == pk)
 
     _now_and_on_commit(drop)
+    if pk is not None:
+        _revalidate_on_commit(appspace_pk=pk)
+
+
+def _revalidate_on_commit(*, appspace_pk: int | None = None, user_pk: int | None = None) -> None:
+    """Once the change is visible, re-admit this process's open connections it may concern
+    (connections.py); the caches were dropped just before, so they see the new facts."""
+
+    def revalidate() -> None:
+        from appspaces.gateway.connections import revalidate_threadsafe
+
+        revalidate_threadsafe(appspace_pk=appspace_pk, user_pk=user_pk)
+
+    transaction.on_commit(revalidate)
 
 
 def forget_sessions(*, user_pk: int | None = None, appspace_pk: int | None = None) -> None:
@@ -204,6 +220,7 @@ def forget_sessions(*, user_pk: int | None = None, appspace_pk: int | None = Non
         )
 
     _now_and_on_commit(lambda: sessions.invalidate_where(matches))
+    _revalidate_on_commit(appspace_pk=appspace_pk, user_pk=user_pk)
 
 
 def _appspace_changed(sender, instance: Appspace, **kwargs) -> None:
@@ -232,8 +249,18 @@ def _user_changed(sender, instance, **kwargs) -> None:
     # A deactivated (or deleted) user loses every appspace at once. Saves happen on every
     # login (last_login), so active users are left alone.
     if not instance.is_active or kwargs.get("signal") is post_delete:
-        forget_sessions(user_pk=instance.pk)
-        configs.clear()
+        _user_lost_access(instance.pk)
+
+
+def _user_lost_access(user_pk: int) -> None:
+    configs.clear()
+    forget_sessions(user_pk=user_pk)  # and re-admits their open connections
+
+
+def _access_changed(sender, *, user_pks=(), **kwargs) -> None:
+    # Bulk changes (users_deactivate) save no model, so no post_save reaches us.
+    for user_pk in user_pks:
+        _user_lost_access(user_pk)
 
 
 post_save.connect(_appspace_changed, sender=Appspace, dispatch_uid="gateway-appspace-save")
@@ -247,3 +274,4 @@ post_delete.connect(_session_changed, sender=AppspaceSession, dispatch_uid="gate
 post_save.connect(_user_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="gateway-user-save")
 post_delete.connect(_user_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="gateway-user-del")
 sessions_revoked.connect(_sessions_revoked, dispatch_uid="gateway-sessions-revoked")
+access_changed.connect(_access_changed, dispatch_uid="gateway-access-changed")

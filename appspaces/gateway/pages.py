@@ -161,6 +161,10 @@ CROSS_ORIGIN = (
     "Request refused",
     "This request came from another site, so it was refused to protect your data here.",
 )
+ACCESS_WITHDRAWN = (
+    "No access",
+    "Your access to this appspace changed while this request was running. Reload the page.",
+)
 BUSY = (
     "Temporarily unavailable",
     "This server is busy right now. Try again in a moment.",

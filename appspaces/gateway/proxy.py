@@ -9,6 +9,9 @@ streamed back, with the platform's limits, timeouts and headers.
   put back in the pool.
 - A sandbox that is gone (crashed, stopped) gives a 502 page without detail; the gateway
   forgets its socket, so the next request asks the supervisor, which starts it again.
+- A request still running after WATCH_AFTER is registered with connections.py: if its
+  visitor's access is withdrawn meanwhile, it is cancelled (403 page, or the client connection
+  aborted once the response started) and its upstream connection closed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import errno
 import logging
 
-from appspaces.gateway import pages, server_hooks
+from appspaces.gateway import connections, pages, server_hooks
 from appspaces.gateway.config import AppspaceConfig, Member
 from appspaces.gateway.headers import filter_response_headers, forward_request_headers
 from appspaces.gateway.limits import limits
@@ -62,6 +65,7 @@ async def proxy(
     scheme: str,
     content_length: int | None,
     chunked: bool,
+    guard: connections.Guard | None = None,
 ) -> None:
     method = scope["method"]
     platform = config.platform_headers
@@ -129,7 +133,7 @@ async def proxy(
             rt.links.forget(spec.id)
             return await page(502, pages.BAD_GATEWAY)
 
-    exchange = _Exchange(rt, conn, send, spec.id, platform, page, lim)
+    exchange = _Exchange(rt, conn, send, spec.id, platform, page, lim, guard)
     try:
         await exchange.run(receive, head, method, content_length is not None or chunked, chunked)
     finally:
@@ -166,7 +170,9 @@ class _Exchange:
 
     WATCH_AFTER = 0.05
 
-    def __init__(self, rt: Runtime, conn: Connection, send, sandbox_id: str, platform, page, lim):
+    def __init__(
+        self, rt: Runtime, conn: Connection, send, sandbox_id: str, platform, page, lim, guard=None
+    ):
         self.rt = rt
         self.conn: Connection | None = conn
         self.send = send
@@ -182,6 +188,9 @@ class _Exchange:
         self.expired = False
         self.watch_timer: asyncio.TimerHandle | None = None
         self.watcher: asyncio.Task | None = None
+        self.guard: connections.Guard | None = guard
+        self.guarded = False
+        self.revoked = False
 
     # --- one timer for every timeout ------------------------------------------------------
 
@@ -204,6 +213,12 @@ class _Exchange:
         try:
             await self._run(receive, head, method, has_body, chunked)
         except asyncio.CancelledError:
+            if self.revoked:
+                self.task.uncancel()
+                self._disarm()
+                self._stop_watching()
+                self.reusable = False
+                return await self._fail(403, pages.ACCESS_WITHDRAWN)
             if not self.expired:
                 raise  # the client went away, or the server is shutting down
             self.task.uncancel()
@@ -322,12 +337,24 @@ class _Exchange:
         self.watch_timer = None
         self.watcher = self.loop.create_task(receive())
         self.watcher.add_done_callback(self._client_gone)
+        if self.guard is not None:
+            self.guarded = True
+            connections.register(self.guard, self._revoke)
+
+    def _revoke(self) -> None:
+        """connections.py found that this visitor may no longer be here."""
+        if self.conn is not None and not self.revoked:
+            self.revoked = True
+            self.task.cancel()
 
     def _client_gone(self, watcher: asyncio.Task) -> None:
         if not watcher.cancelled():
             self.task.cancel()
 
     def _stop_watching(self) -> None:
+        if self.guarded:
+            self.guarded = False
+            connections.unregister(self.guard)
         if self.watch_timer is not None:
             self.watch_timer.cancel()
             self.watch_timer = None

@@ -12,6 +12,8 @@ both ways between the browser (through Daphne) and the sandbox's unix socket.
   stops reading the sandbox while its queue is full, and sends wait while the client's
   Twisted buffer is over its high-water mark (server_hooks).
 - While the connection is open, the supervisor is told the sandbox is in use.
+- While it is open it is re-admitted whenever access may have changed (connections.py); once
+  refused, it is closed with 1008 and its sandbox side dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from django.conf import settings
 from websockets.asyncio.client import ClientConnection, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from appspaces.gateway import server_hooks
+from appspaces.gateway import connections, server_hooks
 from appspaces.gateway.auth import (
     Admission,
     RequestFacts,
@@ -80,16 +82,18 @@ async def relay(scope: dict, receive, send) -> None:
     if upstream is None:
         await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
         return
-    rt, spec_id, conn = upstream
+    rt, spec_id, conn, guard = upstream
     try:
         await send({"type": "websocket.accept", "subprotocol": conn.subprotocol})
-        await _pump(receive, send, conn, rt, spec_id)
+        await _pump(receive, send, conn, rt, spec_id, guard)
     finally:
         if conn.transport is not None:
             conn.transport.abort()
 
 
-async def _open(scope: dict, send) -> tuple[Runtime, str, ClientConnection] | None:
+async def _open(
+    scope: dict, send
+) -> tuple[Runtime, str, ClientConnection, connections.Guard] | None:
     config = await configs.get(scope["appspace_subdomain"])
     if config is None or not config.active:
         return None
@@ -114,6 +118,7 @@ async def _open(scope: dict, send) -> tuple[Runtime, str, ClientConnection] | No
     if not isinstance(outcome, Admission) or outcome.match.route.is_static:
         return None
     member = outcome.member
+    guard = connections.Guard(config, facts, "GET", path, scope, member)
     headers = forward_request_headers(
         [(n, v) for n, v in scope["headers"] if n not in _HANDSHAKE],
         identity=member.identity if member else None,
@@ -144,7 +149,7 @@ async def _open(scope: dict, send) -> tuple[Runtime, str, ClientConnection] | No
                 user_agent_header=None,
                 proxy=None,
             )
-            return rt, spec.id, conn
+            return rt, spec.id, conn, guard
         except SandboxError as exc:
             log.info("appspace %s: no sandbox for a WebSocket: %s", config.subdomain, exc)
             return None
@@ -156,7 +161,9 @@ async def _open(scope: dict, send) -> tuple[Runtime, str, ClientConnection] | No
     return None
 
 
-async def _pump(receive, send, conn: ClientConnection, rt: Runtime, spec_id: str) -> None:
+async def _pump(
+    receive, send, conn: ClientConnection, rt: Runtime, spec_id: str, guard: connections.Guard
+) -> None:
     max_size = settings.DS_GATEWAY_WS_MAX_MESSAGE_BYTES
     pending: asyncio.Queue = asyncio.Queue(maxsize=settings.DS_GATEWAY_WS_MAX_PENDING)
     idle = settings.DS_GATEWAY_IDLE_TIMEOUT
@@ -216,12 +223,20 @@ async def _pump(receive, send, conn: ClientConnection, rt: Runtime, spec_id: str
             with contextlib.suppress(SandboxError):
                 await rt.links.touch(spec_id)
 
+    revoked = asyncio.Event()
     reader = asyncio.create_task(from_client())
     downstream = asyncio.create_task(to_client())
-    others = [asyncio.create_task(to_sandbox()), asyncio.create_task(keep_in_use())]
+    revocation = asyncio.create_task(revoked.wait())
+    others = [asyncio.create_task(to_sandbox()), asyncio.create_task(keep_in_use()), revocation]
+    connections.register(guard, revoked.set)
     try:
-        await asyncio.wait({reader, downstream}, return_when=asyncio.FIRST_COMPLETED)
-        if reader.done() and not downstream.done():
+        await asyncio.wait({reader, downstream, revocation}, return_when=asyncio.FIRST_COMPLETED)
+        if revoked.is_set() and not downstream.done():
+            # Access was withdrawn: the app must not hear from this visitor again.
+            conn.transport.abort()
+            downstream.cancel()
+            await _close_client(send, 1008)
+        elif reader.done() and not downstream.done():
             violation = reader.result()
             if violation is not None:
                 # Drop the sandbox side at once: it may be the one not reading.
@@ -233,6 +248,7 @@ async def _pump(receive, send, conn: ClientConnection, rt: Runtime, spec_id: str
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(downstream), timeout=3)
     finally:
+        connections.unregister(guard)
         for task in (reader, downstream, *others):
             task.cancel()
         for task in (reader, downstream, *others):

@@ -1,7 +1,8 @@
 """Who may use an appspace besides its owner: adding friends by email (an account now, or an
 invitation that attaches them when they sign up), their app-declared permissions, renaming and
-removing them (their appspace sessions end at once). After every change the appspace's users
-are published again for `ctx.appspace.users()` (meta/users.json).
+removing them (their appspace sessions end at once). A person is found by a verified address
+only (accounts/addresses.py); shares to an address attach when someone proves it. After every
+change the appspace's users are published again for `ctx.appspace.users()` (meta/users.json).
 
 A pending invitation to an appspace is an accounts Invitation whose `purpose` is
 `{"appspace": "<uuid>", "display_name": "...", "permissions": [...]}`.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import logging
 
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
@@ -77,20 +77,18 @@ def appspace_user_add(
 ):
     """Let the person with `email` into the appspace. -> the AppspaceUser if they have an
     account here, else (Invitation, its link): they are attached when they sign up with it."""
+    from accounts.addresses import address_normalise, user_for_address
     from accounts.services import invitation_create
 
-    email = (email or "").strip().lower()
+    email = address_normalise(email)
     try:
         validate_email(email)
     except ValidationError:
         raise AppspaceUserError("Enter a valid email address.") from None
     permissions = permissions_check(appspace, permissions)
-    user = get_user_model().objects.filter(email__iexact=email).first()
-    if user is None:
-        from allauth.account.models import EmailAddress
-
-        address = EmailAddress.objects.filter(email__iexact=email).select_related("user").first()
-        user = address.user if address else None
+    # Only an account that proved the address gets the share; otherwise an invitation goes
+    # to the address itself, and whoever can read that mail joins (appspace_shares_attach).
+    user = user_for_address(email)
     with transaction.atomic():
         if user is not None:
             if user.pk == appspace.owner_id:
@@ -147,18 +145,28 @@ def appspace_invitation_revoke(*, appspace: Appspace, email: str) -> int:
 
 
 def invitation_attach(*, invitation, user) -> list[AppspaceUser]:
-    """On sign-up from an invitation: join every appspace the address was invited to (by the
-    invitation used, and by other pending ones to the same address, which are then spent)."""
+    """On sign-up from an invitation (its address is verified by the link): join every
+    appspace the address was invited to."""
+    return appspace_shares_attach(user=user, email=invitation.email, used=invitation)
+
+
+def appspace_shares_attach(*, user, email: str, used=None) -> list[AppspaceUser]:
+    """`user` just proved `email` (an invitation link, or allauth's confirmation): join every
+    appspace pending invitations to that address are for, and spend them. Never call it for
+    an unverified address: it hands the address's shares to whoever claims it."""
+    from accounts.addresses import address_normalise
     from accounts.models import Invitation
 
     now = timezone.now()
-    others = list(
-        Invitation.objects.pending(now)
-        .filter(email__iexact=invitation.email, purpose__appspace__isnull=False)
-        .exclude(pk=invitation.pk)
+    email = address_normalise(email)
+    pending = Invitation.objects.pending(now).filter(
+        email__iexact=email, purpose__appspace__isnull=False
     )
+    if used is not None:
+        pending = pending.exclude(pk=used.pk)
+    others = list(pending)
     joined = []
-    for inv in [invitation, *others]:
+    for inv in [used, *others] if used is not None else others:
         purpose = inv.purpose if isinstance(inv.purpose, dict) else {}
         appspace = Appspace.objects.filter(public_id=_uuid(purpose.get("appspace"))).first()
         if appspace is None or appspace.owner_id == user.pk:

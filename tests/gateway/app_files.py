@@ -122,6 +122,33 @@ createApp({
         return response;
       },
     },
+    // For revocation tests: a long response and a socket that need the "edit" permission.
+    {
+      method: "GET", path: "/stream-edit", auth: { permission: "edit" },
+      handler: () => {
+        let i = 0;
+        const body = new ReadableStream({
+          async pull(controller) {
+            if (i >= 600) {
+              controller.enqueue(new TextEncoder().encode("done"));
+              controller.close();
+              return;
+            }
+            await new Promise((r) => setTimeout(r, 50));
+            controller.enqueue(new TextEncoder().encode(`tick${i++};`));
+          },
+        });
+        return new Response(body, { headers: { "content-type": "text/plain" } });
+      },
+    },
+    {
+      method: "GET", path: "/ws-edit", auth: { permission: "edit" },
+      handler: (ctx) => {
+        const { socket, response } = Deno.upgradeWebSocket(ctx.request);
+        socket.onmessage = (e) => socket.send(e.data);
+        return response;
+      },
+    },
     { method: "GET", path: "/assets/*", auth: "public", static: "@app/public" },
     { method: "GET", path: "/private/*", auth: "user", static: "@app/private" },
     { method: "GET", path: "/logo.txt", auth: "public", static: "@app/public/logo.txt" },

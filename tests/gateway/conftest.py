@@ -188,8 +188,7 @@ def start_daphne(port: int, data_dir: Path, log_path: Path, **extra: str) -> sub
         SECRET_KEY=settings.SECRET_KEY,  # panel sessions made here must be valid there
         PYTHONPATH=str(REPO),
         PYTHONUNBUFFERED="1",
-        **GATEWAY_ENV,
-        **extra,
+        **{**GATEWAY_ENV, **extra},
     )
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

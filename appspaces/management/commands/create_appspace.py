@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.addresses import user_for_address
 from appspaces.lifecycle.control import AppspaceError
 from appspaces.lifecycle.creation import appspace_create, appspace_create_run
 from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
@@ -49,7 +49,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, owner, app, app_version, subdomain, allow_net, as_json, **kw):
         self.as_json = as_json
-        user = get_user_model().objects.filter(email__iexact=owner.strip()).first()
+        user = user_for_address(owner)
         if user is None:
             self.fail(f"No user has the email address {owner}.")
         version = self.find_version(user, app, app_version)

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.addresses import user_for_address
 from appspaces.installs.service import install_job_cancel, install_job_create, install_job_run
 from appspaces.installs.staging import UploadTooLarge, upload_copy
 from appspaces.management.cli import supervisor_problem
@@ -40,7 +40,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, source: str, owner: str, as_json: bool, accept_warnings: bool, **kw):
         self.as_json = as_json
-        user = get_user_model().objects.filter(email__iexact=owner.strip()).first()
+        user = user_for_address(owner)
         if user is None:
             self.fail(f"No user has the email address {owner}.")
         is_url = urlsplit(source).scheme.lower() in ("http", "https")

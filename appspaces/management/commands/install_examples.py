@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.addresses import user_for_address
 from appspaces.installs.examples import (
     ExampleError,
     examples_build,
@@ -36,8 +37,8 @@ class Command(BaseCommand):
         names = ", ".join(f"{p.name} {p.version}" for p in packages)
         users = get_user_model().objects.filter(is_active=True)
         if owner:
-            user = users.filter(email__iexact=owner.strip()).first()
-            if user is None:
+            user = user_for_address(owner)
+            if user is None or not user.is_active:
                 raise CommandError(f"No active user has the email address {owner}.")
         else:
             user = users.filter(is_superuser=True).order_by("date_joined", "pk").first()
