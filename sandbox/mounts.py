@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -127,7 +129,7 @@ def unmount(target: Path) -> None:
     """Detach whatever is mounted on `target` (nothing mounted is fine)."""
     if _libc.umount2(os.fsencode(target), _MNT_DETACH) != 0:
         err = ctypes.get_errno()
-        if err not in (22, 2):  # EINVAL: not a mount point; ENOENT: gone
+        if err not in (errno.EINVAL, errno.ENOENT):  # not a mount point; gone
             raise OSError(err, f"umount {target}: {os.strerror(err)}")
 
 
@@ -276,7 +278,9 @@ def _copy_file(name: str, src: int, dst: int, budget: list[int]) -> None:
                 budget[0] -= len(chunk)
                 if budget[0] < 0:
                     raise CopyRefused("the cache is larger than its tmpfs")
-                os.write(out, chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view) :]
         finally:
             os.close(out)
     finally:
@@ -285,8 +289,6 @@ def _copy_file(name: str, src: int, dst: int, budget: list[int]) -> None:
 
 def remove_tree(path: Path) -> None:
     """rmtree that never follows a symlink (shutil.rmtree uses fd-relative opens on Linux)."""
-    import shutil
-
     if path.is_symlink():
         path.unlink()
         return
