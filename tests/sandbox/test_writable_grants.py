@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import launcher, layout, mounts, prepare, spawn
+from sandbox import cgroups, launcher, layout, mounts, prepare, spawn
 from tests.sandbox.fixtures import HELLO_APP, poll
 
 pytestmark = pytest.mark.sandbox
@@ -175,7 +175,7 @@ console.log(JSON.stringify(report));
 """
 
 
-def run_escaped(spec) -> dict:
+def run_escaped(spec, script: str = "/app/escaped.js", cgroup_procs=()) -> dict:
     """The production bwrap argv for an appspace, Deno told to check nothing about files."""
     prepare.prepare_common(spec, as_root=True)
     mounts.mount_run_dir(spec, as_root=True)
@@ -188,16 +188,16 @@ def run_escaped(spec) -> dict:
         "--allow-read",  # test-only: every file check off
         "--allow-write",
         "--allow-env",
-        "/app/escaped.js",
+        script,
     ]
-    proc = spawn.start(outer + command, uid=spec.uid, cgroup_procs=[])
+    proc = spawn.start(outer + command, uid=spec.uid, cgroup_procs=list(cgroup_procs))
     try:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-    assert proc.returncode == 0, err.decode(errors="replace")
-    return json.loads(out.decode().strip().splitlines()[-1])
+    lines = out.decode().strip().splitlines()
+    return {"returncode": proc.returncode, **(json.loads(lines[-1]) if lines else {})}
 
 
 def test_every_writable_grant_is_capped_or_counted_even_without_denos_checks(make_app):
@@ -210,6 +210,7 @@ def test_every_writable_grant_is_capped_or_counted_even_without_denos_checks(mak
     data_before = allocated_outside(data, Path("/nonexistent"))
     try:
         report = run_escaped(spec)
+        assert report.pop("returncode") == 0, report
         # Measured while the socket dir's tmpfs is still mounted on the host.
         grown = growth(baseline, allocated_outside(root, data))
     finally:
@@ -228,3 +229,34 @@ def test_every_writable_grant_is_capped_or_counted_even_without_denos_checks(mak
         if path not in ("/run/ds/http.sock/blob", "/run/ds/blob", "/tmp/blob", "/cache/blob"):
             assert count == 0, (path, report[path])
     assert allocated_outside(data, Path("/nonexistent")) == data_before
+
+
+FLOOD_TMP = r"""
+const chunk = new Uint8Array(1 << 20).fill(120);
+const f = await Deno.open("/tmp/flood", { write: true, create: true });
+let written = 0;
+for (let i = 0; i < 160; i++) written += await f.write(chunk);
+console.log(JSON.stringify({ written }));
+"""
+
+
+def test_tmp_bytes_are_charged_to_the_memory_cgroup(make_app, settings):
+    """A /tmp larger than the memory limit cannot be filled: its pages count in the sandbox's
+    memory cgroup (no swap), so the writer is OOM-killed long before the tmpfs is full."""
+    app = make_app({"app.ts": HELLO_APP, "flood.js": FLOOD_TMP})
+    spec = app.spec(memory_mb=96, heap_mb=32, tmpfs_mb=256)
+    parent = f"{settings.DS_SANDBOX_CGROUP_PARENT.strip('/')}/{layout.instance_name()}"
+    backend = cgroups.probe(parent)
+    cgroup = backend.create(
+        f"test-{spec.id}", cgroups.CgroupLimits(memory_bytes=96 * MB, cpu_percent=100, pids=64)
+    )
+    try:
+        report = run_escaped(spec, "/app/flood.js", cgroup_procs=cgroup.procs_files())
+        usage = cgroup.usage()
+    finally:
+        mounts.remove_run_dir(spec.id)
+        cgroup.remove()
+        backend.remove_parent()
+    assert report.get("written", 0) < 160 * MB, report
+    assert report["returncode"] != 0, report
+    assert usage.oom_kills >= 1, usage
