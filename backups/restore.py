@@ -108,8 +108,8 @@ def exchange(a: Path, b: Path) -> None:
 def hand_over(root: Path, uid: int) -> None:
     """Make unpacked files the appspace's own: owned by its uid, 0700 folders, 0600 files."""
     as_root = os.geteuid() == 0
-    for folder, dirnames, filenames in os.walk(root):
-        os.chmod(folder, 0o700)
+    for folder, dirnames, filenames in os.walk(root):  # extracted by root: no links in it
+        os.chmod(folder, 0o700, follow_symlinks=False)
         if as_root:
             os.chown(folder, uid, uid, follow_symlinks=False)
         for name in filenames:

@@ -18,6 +18,7 @@ passed; on any failure the temporary folder is removed and the destination never
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -477,17 +478,19 @@ def remove_tree(path: Path) -> None:
         return
 
     def make_writable_and_retry(func, failed_path, _exc_info):
-        os.chmod(os.path.dirname(failed_path), 0o700)
-        if os.path.isdir(failed_path) and not os.path.islink(failed_path):
-            os.chmod(failed_path, 0o700)
+        os.chmod(os.path.dirname(failed_path), 0o700, follow_symlinks=False)
+        with contextlib.suppress(OSError):
+            os.chmod(failed_path, 0o700, follow_symlinks=False)
         func(failed_path)
 
+    # The tree may be an appspace's old data (its uid's): never follow a symlink, even one
+    # swapped in after the walk listed a folder (chmod on a symlink fails, and is skipped).
     for folder, dirnames, _ in os.walk(path):
-        os.chmod(folder, 0o700)
+        with contextlib.suppress(OSError):
+            os.chmod(folder, 0o700, follow_symlinks=False)
         for name in dirnames:
-            child = os.path.join(folder, name)
-            if not os.path.islink(child):
-                os.chmod(child, 0o700)
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(folder, name), 0o700, follow_symlinks=False)
     shutil.rmtree(path, onerror=make_writable_and_retry)
 
 

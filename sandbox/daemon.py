@@ -15,7 +15,7 @@ import shutil
 import signal
 from typing import Any
 
-from sandbox import cgroups, layout, preflight, protocol
+from sandbox import cgroups, layout, mounts, preflight, protocol
 from sandbox.protocol import SandboxBadRequest, SandboxError
 from sandbox.supervisor import Supervisor
 
@@ -51,6 +51,7 @@ def cleanup_stale(host: preflight.HostCheck) -> None:
             except (OSError, cgroups.CgroupError) as exc:
                 log.error("cannot remove stale cgroup %s: %s", name, exc)
     run = layout.run_dir()
+    mounts.unmount_stale(run)  # socket-dir and warm tmpfs mounts
     for entry in run.iterdir():
         if entry.is_dir() and not entry.is_symlink() and entry.name != "etc":
             shutil.rmtree(entry, ignore_errors=True)

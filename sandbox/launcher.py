@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from sandbox import layout
+from sandbox import layout, mounts
 from sandbox.spec import SandboxSpec
 
 MODES = ("app-init", "appspace", "migrate", "warm")
@@ -51,7 +51,7 @@ DENO_ENV = {
 }
 # Deno's SQLite caches (V8 code cache, module analysis) copied into each sandbox's /cache.
 CACHE_DATABASES = ("v8_code_cache_v2", "dep_analysis_cache_v2", "node_analysis_cache_v2")
-CACHE_TMPFS_BYTES = 32 * 1024 * 1024
+CACHE_TMPFS_BYTES = mounts.CACHE_TMPFS_BYTES
 # Offline, self-contained: no deno.json/lock from the app folder, no downloads of any kind.
 DENO_COMMON = ["--no-config", "--no-lock", "--no-remote", "--no-npm"]
 
@@ -231,11 +231,12 @@ def bwrap_argv(
     `seccomp_fd` holds the compiled filter of `sandbox.seccomp`; bubblewrap loads it right
     before it execs Deno (the supervisor always passes one; None only in unit tests).
 
-    `/cache` is the app version's cache bound read-write only while `warming`. Otherwise it is
-    a small tmpfs holding the emit cache (`gen/`, bound read-only) and private copies of Deno's
-    SQLite caches, passed as open files in `cache_fds` (name -> fd): Deno ignores a V8 code
-    cache it cannot open read-write, and with it start-up is ~12 ms faster. Deno writes there
-    (the app cannot: no write permission), and the copies vanish with the sandbox.
+    The filesystem is `sandbox.mounts.bwrap_mounts` (each mount and why). `/cache` is the warm
+    job's own tmpfs while `warming`. Otherwise it is a small tmpfs holding the emit cache
+    (`gen/`, bound read-only) and private copies of Deno's SQLite caches, passed as open files
+    in `cache_fds` (name -> fd): Deno ignores a V8 code cache it cannot open read-write, and
+    with it start-up is ~12 ms faster. Deno writes there (the app cannot: no write
+    permission), and the copies vanish with the sandbox.
     """
     deno = deno_path()
     v = SANDBOX_VIEW
@@ -259,37 +260,17 @@ def bwrap_argv(
         argv += ["--seccomp", str(seccomp_fd)]
     if not network_allowed(spec, mode):
         argv.append("--unshare-net")
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += ["--size", str(spec.limits.tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp"]
-    argv += ["--ro-bind", deno, v.deno]
-    for lib in shared_libraries(deno):
-        argv += ["--ro-bind", lib, lib]
-    argv += ["--ro-bind", str(layout.HARNESS_DIR), v.harness]
-    argv += ["--ro-bind", spec.app_dir, v.app]
-    if warming:
-        argv += ["--bind", spec.cache_dir, v.cache]
-    else:
-        argv += ["--size", str(CACHE_TMPFS_BYTES), "--tmpfs", v.cache]
-        gen = Path(spec.cache_dir) / "gen"
-        if gen.is_dir():
-            argv += ["--ro-bind", str(gen), f"{v.cache}/gen"]
-        for name, fd in sorted((cache_fds or {}).items()):
-            argv += ["--file", str(fd), f"{v.cache}/{name}"]
-    chdir = "/"
-    if spec.data_dir is not None and mode in ("appspace", "migrate"):
-        # Over quota: the mount refuses writes even if Deno's check were bypassed.
-        argv += ["--ro-bind" if spec.data_readonly else "--bind", spec.data_dir, v.data]
-        chdir = v.data
-    if spec.meta_dir is not None and mode in ("appspace", "migrate"):
-        argv += ["--ro-bind", spec.meta_dir, v.meta]
-    if mode == "appspace":
-        argv += ["--bind", str(layout.sandbox_run_dir(spec.id)), v.run]
-    if network_allowed(spec, mode):
-        etc = sandbox_etc_dir()
-        argv += ["--ro-bind", str(etc / "hosts"), "/etc/hosts"]
-        argv += ["--ro-bind", str(etc / "nsswitch.conf"), "/etc/nsswitch.conf"]
-        argv += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-    argv += ["--remount-ro", "/", "--chdir", chdir]
+    mount_argv, chdir = mounts.bwrap_mounts(
+        spec,
+        mode,
+        deno=deno,
+        libraries=shared_libraries(deno),
+        cache_fds=cache_fds,
+        warming=warming,
+        network=network_allowed(spec, mode),
+        etc_dir=sandbox_etc_dir(),
+    )
+    argv += [*mount_argv, "--chdir", chdir]
     for key, value in DENO_ENV.items():
         argv += ["--setenv", key, value]
     argv += ["--", *deno_argv(spec, mode, v, args)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import sqlite3
 import subprocess
 import time
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from sandbox import cgroups, prepare
+from sandbox import cgroups, layout, mounts, prepare
 from sandbox.output import LogSink
 from sandbox.protocol import SandboxBadRequest, SandboxBusy, SandboxStartFailed
 from sandbox.runner import SandboxProcess, describe_exit
@@ -88,15 +89,17 @@ class JobRunner:
     async def _run(self, spec: SandboxSpec, mode: str, args: Any, limit: float) -> dict[str, Any]:
         sup = self.supervisor
         as_root = sup.host.root
-        cache = Path(spec.cache_dir)
         # Warming is two runs with /cache writable: `deno cache` emits every module, then an
         # app-init run fills V8's code cache (the app's top level runs, as at any app-init; it
         # has no write permission on /cache, only Deno itself writes there).
         steps = [("warm", True), ("app-init", True)] if mode == "warm" else [(mode, False)]
+        # Warming writes a tmpfs of its own (capped, in its memory cgroup), never the shared
+        # cache on disk; root copies the result out with no-follow opens once the job is over.
+        staged = mode == "warm" and sup.host.bwrap
         try:
             prepare.prepare_common(spec, as_root=as_root)
-            if mode == "warm" and as_root:
-                prepare.chown_tree(cache, spec.uid, spec.uid)
+            if staged:
+                mounts.mount_warm_stage(spec, as_root=as_root)
             boost = max(spec.limits.cpu_percent, settings.DS_SANDBOX_START_CPU_PERCENT)
             cgroup = sup.new_cgroup(f"job-{spec.id}", spec, cpu_percent=boost)
         except (OSError, cgroups.CgroupError) as exc:
@@ -116,14 +119,39 @@ class JobRunner:
             self.running.pop(spec.id, None)
             with contextlib.suppress(OSError, cgroups.CgroupError):
                 cgroup.remove()
-            if mode == "warm" and as_root:
-                with contextlib.suppress(OSError, sqlite3.Error):
-                    prepare.checkpoint_cache_databases(spec.cache_dir)
+            if staged:
+                if outcome.get("ok"):
+                    outcome = self._install_cache(spec, outcome, log_sink)
                 with contextlib.suppress(OSError):
-                    prepare.chown_tree(cache, 0, 0)
-                    os.chmod(cache, 0o755)
+                    mounts.remove_run_dir(spec.id)
             log_sink.close()
         outcome["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+        return outcome
+
+    def _install_cache(self, spec: SandboxSpec, outcome: dict, log_sink: LogSink) -> dict:
+        """Copy the warm job's tmpfs into a new root-owned cache and swap it in. The tmpfs was
+        the job uid's: nothing in it is followed (`mounts.copy_out`)."""
+        cache = Path(spec.cache_dir)
+        token = secrets.token_hex(4)
+        fresh = cache.with_name(f".{cache.name}.new-{token}")
+        old = cache.with_name(f".{cache.name}.old-{token}")
+        try:
+            mounts.copy_out(
+                layout.sandbox_run_dir(spec.id),
+                fresh,
+                max_bytes=spec.limits.memory_mb * 1024 * 1024,
+            )
+            with contextlib.suppress(sqlite3.Error):
+                prepare.checkpoint_cache_databases(str(fresh))
+            if cache.exists():
+                os.rename(cache, old)
+            os.rename(fresh, cache)
+        except OSError as exc:
+            log_sink.write("sup", f"job warm: the cache could not be installed: {exc}")
+            return {**outcome, "ok": False, "outcome": f"cache not installed: {exc}"}
+        finally:
+            mounts.remove_tree(fresh)
+            mounts.remove_tree(old)
         return outcome
 
     async def _step(

@@ -1,20 +1,19 @@
 """Host-side directories of a sandbox, created and owned the way the sandbox must see them.
 
 The data dir belongs to the sandbox's uid (0700); meta is root's, readable by the sandbox's
-group only; the socket dir is recreated empty for each start (a stale socket gives AddrInUse);
-app files and the emit cache stay root's and read-only except while warming the cache.
+group only; app files and the emit cache stay root's and read-only (warming writes a tmpfs,
+`sandbox.mounts`). The socket dir is `sandbox.mounts.mount_run_dir`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox import launcher, layout, seccomp
+from sandbox import launcher, seccomp
 from sandbox.protocol import SandboxStartFailed
 from sandbox.spec import SandboxSpec
 
@@ -91,29 +90,6 @@ def prepare_common(spec: SandboxSpec, *, as_root: bool) -> None:
         _check_reachable(meta.parent, readable=False)
 
 
-def prepare_socket_dir(spec: SandboxSpec, *, as_root: bool) -> Path:
-    run = layout.sandbox_run_dir(spec.id)
-    _mkdir_chain(run.parent)
-    shutil.rmtree(run, ignore_errors=True)
-    run.mkdir()
-    if as_root:
-        os.chown(run, spec.uid, spec.uid)
-    os.chmod(run, 0o700)
-    return run
-
-
-def remove_socket_dir(sandbox_id: str) -> None:
-    shutil.rmtree(layout.sandbox_run_dir(sandbox_id), ignore_errors=True)
-
-
-def chown_tree(path: Path, uid: int, gid: int) -> None:
-    """Hand the emit cache to the warming job's uid, and back to root afterwards."""
-    os.chown(path, uid, gid, follow_symlinks=False)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
-
-
 def open_cache_databases(cache_dir: str) -> dict[str, int]:
     """Read-only fds of the app version's SQLite caches, for bubblewrap to copy in (--file)."""
     fds: dict[str, int] = {}
@@ -168,7 +144,7 @@ def checkpoint_cache_databases(cache_dir: str) -> None:
     for name in launcher.CACHE_DATABASES:
         path = Path(cache_dir) / name
         if not path.is_file() or path.is_symlink():
-            continue
+            continue  # the copy is root's and holds no links: this is only a sanity check
         con = sqlite3.connect(path)
         try:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 
-from sandbox import cgroups, launcher, layout, preflight, prepare
+from sandbox import cgroups, launcher, layout, mounts, preflight, prepare
 from sandbox.instance import (
     CRASHED,
     FROZEN,
@@ -225,7 +225,7 @@ class Supervisor:
         files = prepare.StartFiles()
         try:
             prepare.prepare_common(spec, as_root=self.host.root)
-            prepare.prepare_socket_dir(spec, as_root=self.host.root)
+            mounts.mount_run_dir(spec, as_root=self.host.root)
             if self.host.bwrap and spec.allow_net:
                 launcher.write_sandbox_etc()
             # Deno's start-up is CPU-heavy for ~50 ms on several threads; under a small quota
@@ -279,12 +279,14 @@ class Supervisor:
             ) from None
         try:
             inst.cgroup.set_cpu(spec.limits.cpu_percent)
+            if self.host.root:
+                mounts.seal_run_dir(spec.id)  # the socket is bound: the dir becomes root's
         except OSError as exc:
             await proc.terminate(0)
             self._cleanup(inst)
             inst.state = STOPPED
             raise SandboxStartFailed(
-                f"cannot apply the CPU limit: {exc}", reason="cgroup"
+                f"cannot apply the CPU limit or seal the socket dir: {exc}", reason="cgroup"
             ) from None
         inst.state = RUNNING
         inst.started_at = inst.last_used = time.monotonic()
@@ -355,7 +357,7 @@ class Supervisor:
             except (OSError, cgroups.CgroupError) as exc:
                 log.error("sandbox %s: cgroup cleanup failed: %s", inst.id, exc)
             inst.cgroup = None
-        prepare.remove_socket_dir(inst.id)
+        mounts.remove_run_dir(inst.id)
 
     async def _stop_locked(self, inst: Instance) -> None:
         proc = inst.process

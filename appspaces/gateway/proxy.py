@@ -34,6 +34,7 @@ from appspaces.gateway.upstream import (
     request_head,
 )
 from packages.routes import RouteMatch
+from sandbox import peer
 from sandbox.protocol import SandboxError, SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,12 @@ async def proxy(
     head = request_head(method, target, headers, framing)
 
     try:
-        conn = await rt.pool.acquire(path, timeout=lim.connect_timeout, limit=lim.max_response_head)
+        conn = await rt.pool.acquire(
+            path,
+            uid=peer.expected_uid(spec.uid),
+            timeout=lim.connect_timeout,
+            limit=lim.max_response_head,
+        )
     except ConnectTimedOut:
         log.info("appspace %s: its sandbox does not accept connections", config.subdomain)
         return await page(504, pages.GATEWAY_TIMEOUT)
@@ -149,7 +155,10 @@ async def _reconnect(rt: Runtime, spec, lim) -> Connection:
         path = await rt.links.ensure(spec)
         try:
             return await rt.pool.acquire(
-                path, timeout=lim.connect_timeout, limit=lim.max_response_head
+                path,
+                uid=peer.expected_uid(spec.uid),
+                timeout=lim.connect_timeout,
+                limit=lim.max_response_head,
             )
         except ConnectTimedOut:
             raise

@@ -15,6 +15,7 @@ import asyncio
 import time
 
 from appspaces.gateway.headers import Header
+from sandbox import peer
 
 CHUNK = 64 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -30,6 +31,10 @@ class ConnectFailed(UpstreamError):
 
 class ConnectTimedOut(ConnectFailed):
     """The sandbox is there but does not accept connections in time (its backlog is full)."""
+
+
+class PeerMismatch(ConnectFailed):
+    """The socket path is not the sandbox's own socket (a symlink, or another uid listens)."""
 
 
 class Connection:
@@ -56,7 +61,9 @@ class Pool:
         self.idle_seconds = idle_seconds
         self._idle: dict[str, list[Connection]] = {}
 
-    async def acquire(self, path: str, *, timeout: float, limit: int) -> Connection:
+    async def acquire(self, path: str, *, uid: int, timeout: float, limit: int) -> Connection:
+        """A kept-open connection, or a new one to the socket at `path` made by `sandbox.peer`:
+        never through a symlink, and only to a listener running as `uid`."""
         idle = self._idle.get(path)
         if idle:
             oldest_allowed = time.monotonic() - self.idle_seconds
@@ -67,9 +74,14 @@ class Pool:
                 conn.close()
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_unix_connection(path, limit=limit)
+                sock = await peer.connect(path, uid)
+                reader, writer = await asyncio.open_unix_connection(sock=sock, limit=limit)
         except TimeoutError:
             raise ConnectTimedOut(f"no connection to {path} within {timeout}s") from None
+        except peer.NotAccepting:
+            raise ConnectTimedOut(f"{path} accepts no connections (backlog full)") from None
+        except peer.PeerRefused as exc:
+            raise PeerMismatch(f"refused to use {path}: {exc}") from None
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to {path}: {exc!r}") from None
         return Connection(path, reader, writer)

@@ -40,6 +40,7 @@ from appspaces.gateway.headers import forward_request_headers
 from appspaces.gateway.limits import limits
 from appspaces.gateway.proxy import RECONNECT_DELAYS
 from appspaces.gateway.runtime import Runtime, runtime
+from sandbox import peer
 from sandbox.protocol import SandboxError
 
 log = logging.getLogger(__name__)
@@ -135,8 +136,11 @@ async def _open(
         try:
             await asyncio.sleep(delay)
             socket = await (rt.links.socket_path(spec) if not attempt else rt.links.ensure(spec))
-            conn = await unix_connect(
-                socket,
+            async with asyncio.timeout(settings.DS_GATEWAY_FIRST_BYTE_TIMEOUT):
+                # Never through a symlink, only to a listener of the appspace's uid.
+                sock = await peer.connect(socket, peer.expected_uid(spec.uid))
+            conn = await _unix_connect(
+                sock,
                 uri=f"ws://{facts.host}{target}",
                 additional_headers=headers,
                 subprotocols=scope.get("subprotocols") or None,
@@ -153,12 +157,24 @@ async def _open(
         except SandboxError as exc:
             log.info("appspace %s: no sandbox for a WebSocket: %s", config.subdomain, exc)
             return None
+        except peer.PeerRefused as exc:
+            log.warning("appspace %s: WebSocket not relayed: %s", config.subdomain, exc)
+            rt.links.forget(spec.id)
         except OSError:
             rt.links.forget(spec.id)  # the sandbox is gone: ask the supervisor once more
         except (InvalidHandshake, TimeoutError) as exc:
             log.info("appspace %s: WebSocket upgrade refused: %r", config.subdomain, exc)
             return None
     return None
+
+
+async def _unix_connect(sock, **kwargs) -> ClientConnection:
+    """websockets' handshake over a socket `sandbox.peer` connected (closed if it fails)."""
+    try:
+        return await unix_connect(sock=sock, **kwargs)
+    except BaseException:
+        sock.close()
+        raise
 
 
 async def _pump(

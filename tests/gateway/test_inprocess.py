@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from channels.db import database_sync_to_async
-from websockets.asyncio.server import unix_serve
 
 from appspaces.gateway import config as gateway_config
 from appspaces.gateway.asgi import gateway_http, gateway_websocket
 from appspaces.gateway.runtime import SandboxLinks, runtime
 from appspaces.models import AppspaceUser
 from appspaces.sharing.sessions import appspace_session_create, appspace_sessions_revoke
+from tests.gateway.peer_sockets import listen_as, serve_accepted, websocket_server_as
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.asyncio]
 
@@ -43,12 +43,25 @@ class FakeSandbox:
         self.opened = 0
         self.closed = asyncio.Event()
         self.closed_count = 0
-        self.dir = tempfile.mkdtemp(prefix="fake-sb-")
-        self.path = str(Path(self.dir) / "http.sock")
+        self.paths: dict[int, str] = {}  # uid -> socket, listened on by that uid
+        self.servers: list[asyncio.Task] = []
 
-    async def start(self):
-        self.server = await asyncio.start_unix_server(self._serve, self.path)
-        return self
+    @property
+    def path(self) -> str:
+        return next(iter(self.paths.values()))
+
+    async def path_for(self, uid: int) -> str:
+        """The gateway only talks to a socket of the appspace's uid (SO_PEERCRED)."""
+        if uid not in self.paths:
+            path = str(Path(tempfile.mkdtemp(prefix="fake-sb-")) / "http.sock")
+            listener = listen_as(uid, path)
+            self.servers.append(asyncio.create_task(serve_accepted(listener, self._serve)))
+            self.paths[uid] = path
+        return self.paths[uid]
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.cancel()
 
     async def _serve(self, reader, writer):
         self.opened += 1
@@ -87,11 +100,11 @@ def fake(monkeypatch):
     sandboxes = []
 
     async def make(respond=None):
-        sandbox = await FakeSandbox(respond).start()
+        sandbox = FakeSandbox(respond)
         sandboxes.append(sandbox)
 
         async def socket_path(self, spec):
-            return sandbox.path
+            return await sandbox.path_for(spec.uid)
 
         monkeypatch.setattr(SandboxLinks, "socket_path", socket_path)
         monkeypatch.setattr(SandboxLinks, "ensure", socket_path)
@@ -99,7 +112,7 @@ def fake(monkeypatch):
 
     yield make
     for sandbox in sandboxes:
-        sandbox.server.close()
+        sandbox.close()
 
 
 class Client:
@@ -318,12 +331,8 @@ async def test_a_load_that_raced_an_invalidation_is_not_cached():
 
 async def test_a_websocket_client_that_floods_a_slow_sandbox_is_closed(stack, monkeypatch):
     path = str(Path(tempfile.mkdtemp(prefix="fake-ws-")) / "ws.sock")
-    done = asyncio.Event()
-
-    async def never_reads(connection):
-        await done.wait()
-
-    async with unix_serve(never_reads, path, max_size=None):
+    server = websocket_server_as(stack.main.sandbox_uid, path)  # accepts, never reads
+    try:
 
         async def socket_path(self, spec):
             return path
@@ -350,7 +359,9 @@ async def test_a_websocket_client_that_floods_a_slow_sandbox_is_closed(stack, mo
         }
         # Far less than the sandbox would take to drain: the backlog cap closes it.
         await asyncio.wait_for(gateway_websocket(scope, events.get, send), 5)
-        done.set()
+    finally:
+        server.kill()
+        server.wait()
     assert sent[0]["type"] == "websocket.accept"
     assert sent[-1] == {"type": "websocket.close", "code": 1008}
     assert events.qsize() > 0  # it stopped reading the browser once the cap was hit
@@ -373,9 +384,7 @@ async def test_a_sandbox_that_accepts_no_connections_is_busy(stack, settings, mo
 
     settings.DS_GATEWAY_CONNECT_TIMEOUT = 0.3
     path = str(Path(tempfile.mkdtemp(prefix="fake-full-")) / "http.sock")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(0)  # never accepts: its backlog fills at once
+    listener = listen_as(stack.main.sandbox_uid, path, backlog=0)  # never accepts: full at once
     filler = []
     try:
         for _ in range(2):

@@ -18,6 +18,7 @@ Fixtures (all bound to the per-test DS_DATA_DIR of tests/conftest.py):
   unique uid; `.job_spec()` an install-time one; `.warm(client)` warms its emit cache.
 - `http_request(socket, method, path, headers=None, body=None)` -> (status, headers, body):
   raw HTTP/1.1 over the sandbox's unix socket, as the gateway sends it (default route 0).
+  A supervisor in a net_lab has its own mount namespace: pass `sup.reachable(socket)`.
 - `host_listener` -> Listener: a TCP listener on 127.0.0.1 that counts accepted connections,
   to prove from the host that a sandbox did not reach it (`Listener(host, port)` for others).
 - `net_lab` (tests/sandbox/netlab.py; this package's conftest imports it): two private network
@@ -94,6 +95,13 @@ class Supervisor:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def reachable(self, path: str) -> str:
+        """`path` as this process reaches it: socket dirs are tmpfs mounts of the supervisor's
+        mount namespace, which is not ours when it runs in a net_lab."""
+        if os.readlink(f"/proc/{self.pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt"):
+            return path
+        return f"/proc/{self.pid}/root{path}"
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         def ready() -> bool:
@@ -324,7 +332,12 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
+        # Through an O_PATH descriptor: paths under /proc/<pid>/root exceed sun_path's 108 bytes.
+        fd = os.open(self.unix_path, os.O_PATH | os.O_CLOEXEC)
+        try:
+            self.sock.connect(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
 
 
 def send_request(

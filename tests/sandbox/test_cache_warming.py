@@ -65,3 +65,36 @@ console.error("write attempt: " + error);
     assert b"denoCacheMetadata" in emitted.read_bytes()  # still Deno's own emit
     files = [p for p in app.cache_dir.rglob("*") if p.is_file()]
     assert files and not [p for p in files if p.read_bytes() == b"poisoned"]
+
+
+def test_root_copies_a_warmed_cache_without_following_what_the_job_planted(tmp_path):
+    """What a warm job leaves in its tmpfs is its uid's: links to root-only files, a fifo, a
+    link where a SQLite -wal file goes. Root's copy (`mounts.copy_out`) holds regular files
+    and folders only and never opens what a link points at."""
+    import os
+
+    from sandbox import launcher, mounts, prepare
+
+    secret = tmp_path / "root-only"
+    secret.write_text("secret")
+    secret.chmod(0o600)
+    stage = tmp_path / "stage"
+    (stage / "gen" / "file").mkdir(parents=True)
+    (stage / "gen" / "file" / "app.ts.js").write_text("emitted")
+    os.symlink(secret, stage / "gen" / "stolen.js")
+    os.symlink(tmp_path, stage / "gen" / "up")
+    os.symlink(secret, stage / f"{launcher.CACHE_DATABASES[0]}-wal")
+    os.mkfifo(stage / "fifo")
+    target = tmp_path / "cache"
+    mounts.copy_out(stage, target, max_bytes=1 << 20)
+    prepare.checkpoint_cache_databases(str(target))
+
+    found = {str(p.relative_to(target)) for p in target.rglob("*")}
+    assert found == {"gen", "gen/file", "gen/file/app.ts.js"}
+    assert not [p for p in target.rglob("*") if p.is_symlink()]
+    assert (target / "gen" / "file" / "app.ts.js").stat().st_mode & 0o777 == 0o644
+    assert secret.read_text() == "secret"
+
+    (stage / "big").write_bytes(b"x" * (2 << 20))
+    with pytest.raises(mounts.CopyRefused):
+        mounts.copy_out(stage, tmp_path / "cache2", max_bytes=1 << 20)

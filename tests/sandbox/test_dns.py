@@ -71,7 +71,7 @@ def test_names_outside_the_allowlist_never_reach_the_resolver(
     sup = start_in_lab(start_supervisor, net_lab)
     app = EXFIL_APP.replace("PORT", str(port)).replace("NS", B_V4)
     spec = make_app({"app.ts": app}).spec(allow_net=[f"dual.test:{port}"])
-    status, _, body = http_request(sup.client.ensure(spec), timeout=60)
+    status, _, body = http_request(sup.reachable(sup.client.ensure(spec)), timeout=60)
     assert status == 200
     results = {r["name"]: r for r in json.loads(body)}
     # The resolver is reachable and used: the allowlisted name resolved and was fetched.

@@ -40,7 +40,7 @@ def attempts_app(host: str, port: int) -> str:
 
 def run(supervisor, make_app, http_request, host: str, port: int, allow: str) -> dict:
     spec = make_app({"app.ts": attempts_app(host, port)}).spec(allow_net=[allow])
-    status, _, body = http_request(supervisor.client.ensure(spec))
+    status, _, body = http_request(supervisor.reachable(supervisor.client.ensure(spec)))
     assert status == 200
     return {r["name"]: r for r in json.loads(body)}
 
