@@ -1,4 +1,4 @@
-"""The seccomp filter of every sandbox: compiled from the allowlist in `sandbox/seccomp_allowlist.py`.
+"""The seccomp filter of every sandbox, compiled from the allowlist in `seccomp_allowlist.py`.
 
 Built once per supervisor start with libseccomp (Debian's libseccomp2, through the `pyseccomp`
 ctypes binding) and handed to bubblewrap as `--seccomp FD`; bubblewrap loads it right before it
