@@ -384,7 +384,12 @@ def _exercise(client, app, *, allow_net=(), log=print):
     return spec
 
 
-def run_trace(permissive: bool = True, log=print, keep: bool = False) -> collections.Counter[str]:
+APP_NAMES = ["tour", "gateway", "guestbook", "notes/1.0.0", "notes/2.0.0"]
+
+
+def run_trace(
+    permissive: bool = True, log=print, keep: bool = False, only: list[str] = APP_NAMES
+) -> collections.Counter[str]:
     """Runs everything under strace and returns the filtered syscalls' counts."""
     from tests.gateway import app_files
     from tests.sandbox.fixtures import Supervisor, lay_out_app
@@ -415,13 +420,15 @@ def run_trace(permissive: bool = True, log=print, keep: bool = False) -> collect
     sup = Supervisor(proc, data_dir, log_path, "")
     try:
         sup.wait_ready(30)
-        apps = [
-            ("tour", lay_out_app(TOUR_FILES), TOUR_ALLOW_NET),
-            ("gateway test app", _gateway_app(app_files, lay_out_app), ()),
-        ]
-        for name in ("guestbook", "notes/1.0.0", "notes/2.0.0"):
-            example = _example_app(REPO / "examples" / name, lay_out_app)
-            apps.append((f"example {name}", example, ()))
+        apps = []
+        for name in only:
+            if name == "tour":
+                apps.append((name, lay_out_app(TOUR_FILES), TOUR_ALLOW_NET))
+            elif name == "gateway":
+                apps.append(("gateway test app", _gateway_app(app_files, lay_out_app), ()))
+            else:
+                example = _example_app(REPO / "examples" / name, lay_out_app)
+                apps.append((f"example {name}", example, ()))
         for name, app, allow_net in apps:
             log(f"{name}:")
             spec = _exercise(sup.client, app, allow_net=allow_net, log=log)
@@ -485,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--supervisor", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the data dir and traces")
+    parser.add_argument(
+        "--only", choices=APP_NAMES, action="append", help="trace only this app (repeatable)"
+    )
     args = parser.parse_args(argv)
     if args.supervisor:
         _supervisor_main(permissive=not args.enforcing)
@@ -502,7 +512,9 @@ def main(argv: list[str] | None = None) -> int:
 
     log = (lambda *_: None) if args.json else print
     started = time.monotonic()
-    counts = run_trace(permissive=not args.enforcing, log=log, keep=args.keep)
+    counts = run_trace(
+        permissive=not args.enforcing, log=log, keep=args.keep, only=args.only or APP_NAMES
+    )
     allowed = set(seccomp_allowlist.allowed_syscalls())
     refused = set(seccomp_allowlist.refused_syscalls())
     missing = sorted(set(counts) - allowed - refused)
