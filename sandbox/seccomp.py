@@ -74,6 +74,9 @@ def build() -> Filter:
     flt = sc.SyscallFilter(default)
     try:
         flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+        # A binary search over syscall numbers instead of a chain of ~120 compares: every
+        # syscall of every sandbox runs this program.
+        flt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
         _add_rules(sc, _SkipDefault(flt, default))
         arch = sc.system_arch()
         fd = os.memfd_create("ds-seccomp-build", os.MFD_CLOEXEC)
