@@ -109,8 +109,9 @@ class _SkipDefault:
 
 
 def _add_rules(sc, flt) -> None:
-    """Every rule of the allowlist; rules on one syscall never overlap (libseccomp would pick
-    the first match, and overlapping rules would make the order matter)."""
+    """Every rule of the allowlist. Rules with different actions on one syscall never overlap
+    (which would leave the answer to libseccomp's ordering); the clone EPERM rules overlap
+    each other, with one action."""
     allow, eperm = sc.ALLOW, sc.ERRNO(errno.EPERM)
     for names in policy.ALLOWED.values():
         for name in names:
