@@ -1,21 +1,20 @@
-"""The seccomp filter of every sandbox: syscalls and socket families no app needs, refused.
+"""The seccomp filter of every sandbox, compiled from the allowlist in `seccomp_allowlist.py`.
 
 Built once per supervisor start with libseccomp (Debian's libseccomp2, through the `pyseccomp`
 ctypes binding) and handed to bubblewrap as `--seccomp FD`; bubblewrap loads it right before it
-execs Deno, after its own mount and namespace work, so the rules bind Deno and nothing it starts.
+execs Deno (and in its pid-1 reaper), after its own mount and namespace work, so the rules bind
+Deno and everything it starts.
 
-Why each rule (Deno never needs any of these; a V8 escape would want most of them):
-- `socket`/`socketpair` take AF_UNIX and AF_INET only. AF_INET6 gets EAFNOSUPPORT, so glibc and
-  tokio fall back to IPv4: Deno 2.9.8 cannot deny IPv6 ranges in `--deny-net`, and an
-  allowlisted name resolving to another host's ULA or link-local address would be reachable.
-  IPv4 stays fully covered by `--deny-net` (checked on resolved addresses). AF_NETLINK,
-  AF_PACKET, AF_VSOCK... are kernel attack surface with no use in an app.
-- `clone3` gets ENOSYS so glibc falls back to `clone`, whose flags a filter can read (clone3
-  passes them in memory); `clone` with a namespace flag, `unshare` and `setns` get EPERM.
-- the rest is the usual container-runtime deny list: io_uring (submits I/O the filter never
-  sees), eBPF, perf, userfaultfd, keyrings, other processes' memory, modules and kexec,
-  mounts, host administration, file handles (they bypass path checks), chroot, personality
-  other than the default (PER_LINUX) one.
+What the filter allows, and why, lives in `sandbox/seccomp_allowlist.py` (one reviewed file,
+derived from `python -m sandbox.seccomp_trace`); this module only compiles it:
+- every listed syscall: allowed;
+- `socket`/`socketpair`: AF_UNIX and AF_INET only, else EAFNOSUPPORT (glibc and tokio fall back
+  to IPv4; see docs/sandbox.md on IPv6);
+- `clone`: allowed without namespace flags, EPERM with one; `clone3`: ENOSYS (glibc falls back
+  to `clone`, whose flags a filter can read);
+- `ioctl`: the listed requests; `prctl`: the listed options (other values: ENOSYS);
+  `personality`: the default persona (query) only, else EPERM;
+- the `REFUSED` groups: EPERM; everything else: ENOSYS, so callers fall back cleanly.
 Foreign architectures (i386 through `int 0x80`, x32 on x86_64) kill the process: a filter that
 knows only native syscall numbers must never be asked about another table.
 """
@@ -26,86 +25,16 @@ import errno
 import os
 from dataclasses import dataclass
 
-AF_UNSPEC = 0
-AF_UNIX = 1
-AF_INET = 2
+from sandbox import seccomp_allowlist as policy
 
-# Namespace flags of clone(). CLONE_NEWTIME (0x80) is absent on purpose: in clone() that bit is
-# part of the exit signal; only unshare() and clone3() accept it, and both are refused whole.
-CLONE_NAMESPACE_FLAGS = {
-    "CLONE_NEWNS": 0x00020000,
-    "CLONE_NEWCGROUP": 0x02000000,
-    "CLONE_NEWUTS": 0x04000000,
-    "CLONE_NEWIPC": 0x08000000,
-    "CLONE_NEWUSER": 0x10000000,
-    "CLONE_NEWPID": 0x20000000,
-    "CLONE_NEWNET": 0x40000000,
-}
+AF_UNSPEC, AF_UNIX, AF_INET = policy.AF_UNSPEC, policy.AF_UNIX, policy.AF_INET
+CLONE_NAMESPACE_FLAGS = policy.CLONE_NAMESPACE_FLAGS
+REFUSED = policy.REFUSED
+UNIMPLEMENTED = policy.UNIMPLEMENTED
 
-# Refused outright with EPERM, grouped by why.
-REFUSED: dict[str, tuple[str, ...]] = {
-    "io_uring: I/O submitted through it is never seen by seccomp": (
-        "io_uring_setup",
-        "io_uring_enter",
-        "io_uring_register",
-    ),
-    "kernel attack surface": ("bpf", "perf_event_open", "userfaultfd"),
-    "kernel keyrings": ("keyctl", "add_key", "request_key"),
-    "other processes' memory and files": (
-        "ptrace",
-        "process_vm_readv",
-        "process_vm_writev",
-        "process_madvise",
-        "pidfd_getfd",
-        "kcmp",
-    ),
-    "kernel code": (
-        "kexec_load",
-        "kexec_file_load",
-        "init_module",
-        "finit_module",
-        "delete_module",
-    ),
-    "mounts": (
-        "mount",
-        "umount2",
-        "pivot_root",
-        "move_mount",
-        "open_tree",
-        "fsopen",
-        "fsmount",
-        "fspick",
-        "mount_setattr",
-        "chroot",
-    ),
-    "namespaces": ("unshare", "setns"),
-    "host administration": (
-        "acct",
-        "swapon",
-        "swapoff",
-        "reboot",
-        "syslog",
-        "quotactl",
-        "quotactl_fd",
-        "settimeofday",
-        "clock_settime",
-        "iopl",
-        "ioperm",
-        "vhangup",
-        "lookup_dcookie",
-        "uselib",
-        "_sysctl",
-        "sysfs",
-        "ustat",
-        "fanotify_init",
-    ),
-    "file handles: they open files by inode, past every path check": (
-        "open_by_handle_at",
-        "name_to_handle_at",
-    ),
-}
-# Refused with ENOSYS, so that callers fall back (glibc's pthread_create -> clone).
-UNIMPLEMENTED = ("clone3",)
+# Set only by `python -m sandbox.seccomp_trace` in its own supervisor process (never a
+# setting): unlisted syscalls are then allowed, so a trace sees what Deno would do unfiltered.
+TRACE_PERMISSIVE = False
 
 
 class SeccompUnavailable(RuntimeError):
@@ -141,26 +70,14 @@ def build() -> Filter:
             f"libseccomp is not usable ({exc}): apt-get install -y libseccomp2 and "
             "pip install -r requirements/base.txt"
         ) from None
-    flt = sc.SyscallFilter(sc.ALLOW)
+    default = sc.ALLOW if TRACE_PERMISSIVE else sc.ERRNO(policy.DEFAULT_ERRNO)
+    flt = sc.SyscallFilter(default)
     try:
         flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
-        eperm = sc.ERRNO(errno.EPERM)
-        for names in REFUSED.values():
-            for name in names:
-                flt.add_rule(eperm, name)
-        for name in UNIMPLEMENTED:
-            flt.add_rule(sc.ERRNO(errno.ENOSYS), name)
-        # The family is an int: a 64-bit compare refuses anything the kernel would not read as
-        # 1 or 2 (upper bits set compare as greater, so they are refused, never let through).
-        no_family = sc.ERRNO(errno.EAFNOSUPPORT)
-        for name in ("socket", "socketpair"):
-            flt.add_rule(no_family, name, sc.Arg(0, sc.GT, AF_INET))
-            flt.add_rule(no_family, name, sc.Arg(0, sc.EQ, AF_UNSPEC))
-        for flag in CLONE_NAMESPACE_FLAGS.values():
-            flt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-        # Only the default persona; the kernel reads an unsigned int, so a value with upper
-        # bits set and zero below is refused too (harmless: nothing sets upper bits).
-        flt.add_rule(eperm, "personality", sc.Arg(0, sc.NE, 0))
+        # A binary search over syscall numbers instead of a chain of ~120 compares: every
+        # syscall of every sandbox runs this program.
+        flt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
+        _add_rules(sc, _SkipDefault(flt, default))
         arch = sc.system_arch()
         fd = os.memfd_create("ds-seccomp-build", os.MFD_CLOEXEC)
         try:
@@ -179,6 +96,66 @@ def build() -> Filter:
     return Filter(bpf=program, arch=arch)
 
 
+class _SkipDefault:
+    """libseccomp refuses (EACCES) a rule whose action is the default one; such a rule changes
+    nothing (clone3 is ENOSYS either way; every allow rule while tracing), so it is skipped."""
+
+    def __init__(self, flt, default: int):
+        self.flt, self.default = flt, default
+
+    def add_rule(self, action: int, name: str, *args) -> None:
+        if action != self.default:
+            self.flt.add_rule(action, name, *args)
+
+
+def _add_rules(sc, flt) -> None:
+    """Every rule of the allowlist. Rules with different actions on one syscall never overlap
+    (which would leave the answer to libseccomp's ordering); the clone EPERM rules overlap
+    each other, with one action."""
+    allow, eperm = sc.ALLOW, sc.ERRNO(errno.EPERM)
+    for names in policy.ALLOWED.values():
+        for name in names:
+            flt.add_rule(allow, name)
+    for names in policy.REFUSED.values():
+        for name in names:
+            flt.add_rule(eperm, name)
+    for name in policy.UNIMPLEMENTED:
+        flt.add_rule(sc.ERRNO(errno.ENOSYS), name)
+    # The family is an int compared on 64 bits: anything the kernel would not read as a listed
+    # family (upper bits set compare as greater) is refused, never let through.
+    no_family = sc.ERRNO(errno.EAFNOSUPPORT)
+    families = sorted(policy.SOCKET_FAMILIES)
+    for name in policy.SOCKET_CALLS:
+        for family in families:
+            flt.add_rule(allow, name, sc.Arg(0, sc.EQ, family))
+        flt.add_rule(no_family, name, sc.Arg(0, sc.GT, families[-1]))
+        for family in range(families[-1]):
+            if family not in families:
+                flt.add_rule(no_family, name, sc.Arg(0, sc.EQ, family))
+    namespaces = 0
+    for flag in policy.CLONE_NAMESPACE_FLAGS.values():
+        namespaces |= flag
+        flt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    flt.add_rule(allow, "clone", sc.Arg(0, sc.MASKED_EQ, namespaces, 0))
+    # ioctl and prctl: the listed requests / options, compared on all 64 bits (a value with
+    # upper bits set is refused even if the kernel would read its low 32: refusing more is
+    # safe). libseccomp cannot say "not in" on one argument, so every other value gets the
+    # default answer, ENOSYS, which callers treat as "not supported here".
+    for request in policy.IOCTLS.values():
+        flt.add_rule(allow, "ioctl", sc.Arg(1, sc.EQ, request))
+    for option in policy.PRCTLS.values():
+        flt.add_rule(allow, "prctl", sc.Arg(0, sc.EQ, option))
+    # Only the default persona; the kernel reads an unsigned int, so a value with upper bits
+    # set and zero below is refused too (harmless: nothing sets upper bits).
+    flt.add_rule(allow, "personality", sc.Arg(0, sc.EQ, policy.PERSONALITY_DEFAULT))
+    flt.add_rule(eperm, "personality", sc.Arg(0, sc.NE, policy.PERSONALITY_DEFAULT))
+
+
+def allowed_syscalls() -> list[str]:
+    """Every syscall allowed for at least some arguments."""
+    return policy.allowed_syscalls()
+
+
 def refused_syscalls() -> list[str]:
     """Every syscall refused whatever its arguments (EPERM or ENOSYS)."""
-    return [name for names in REFUSED.values() for name in names] + list(UNIMPLEMENTED)
+    return policy.refused_syscalls()

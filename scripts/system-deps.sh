@@ -4,7 +4,7 @@
 #   system-deps.sh test  -> plus Chromium for the browser tests, wrk for `make bench`
 set -euo pipefail
 want=(bubblewrap libseccomp2)
-[[ "${1:-run}" == test ]] && want+=(chromium iproute2)  # ip netns: the sandbox network tests
+[[ "${1:-run}" == test ]] && want+=(chromium iproute2 strace)  # ip netns: the sandbox network tests; strace: the seccomp trace
 [[ "${1:-run}" == test ]] && want+=(wrk)  # the load generator of bench/gateway.py
 missing=()
 for pkg in "${want[@]}"; do

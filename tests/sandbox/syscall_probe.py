@@ -126,18 +126,25 @@ def probe_app() -> AppVersion:
     return lay_out_app({"app.ts": "export {};\n", "probe.js": PROBE_JS})
 
 
-def run_probe(app: AppVersion, mode: str, seccomp_filter: Filter | None) -> ProbeResult:
-    """`mode`: "checks" (CHECKS), "x32" or "i386" (a foreign-architecture syscall)."""
+def run_probe(
+    app: AppVersion,
+    mode: str,
+    seccomp_filter: Filter | None,
+    checks: list[tuple[str, str, list[int], int | str]] | None = None,
+) -> ProbeResult:
+    """`mode`: "checks" (`checks`, CHECKS by default), "x32" or "i386" (a foreign-architecture
+    syscall)."""
+    checks = CHECKS if checks is None else checks
     spec = app.job_spec(uid=unique_uid())
     prepare.prepare_common(spec, as_root=True)
     fd = seccomp_filter.open_fd() if seccomp_filter is not None else None
     try:
         argv = launcher.bwrap_argv(spec, "app-init", seccomp_fd=fd)
         outer = argv[: argv.index("--") + 1]
-        names = {call for _, call, _, _ in CHECKS} | {"getpid", "mmap"}
+        names = {call for _, call, _, _ in checks} | {"getpid", "mmap"}
         arch = pyseccomp.system_arch()
         numbers = {name: pyseccomp.resolve_syscall(arch, name) for name in names}
-        config = json.dumps({"nr": numbers, "checks": CHECKS})
+        config = json.dumps({"nr": numbers, "checks": checks})
         libc = next(
             lib for lib in launcher.shared_libraries(launcher.deno_path()) if "libc." in lib
         )
