@@ -28,6 +28,7 @@ from appspaces.models import AllowlistEntry, Appspace, AppspaceSession, Appspace
 from appspaces.routes import RouteError, RouteTable
 from appspaces.sandboxes import appspace_spec
 from appspaces.sessions import sessions_revoked
+from appspaces.subdomain_quarantine import name_was_used
 from sandbox.spec import SandboxSpec
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class AppspaceConfig:
     files_dir: str
     version_tag: str  # part of static ETags: the same path in another version is another file
     members: dict[int, Member] = field(default_factory=dict)
+    name_reused: bool = False  # another appspace held the name before (reused_names.py)
 
     @property
     def active(self) -> bool:
@@ -136,6 +138,7 @@ def load_config(subdomain: str) -> AppspaceConfig | None:
         files_dir=str(version.files_dir),
         version_tag=hashlib.sha256(str(version.public_id).encode()).hexdigest()[:10],
         members=members,
+        name_reused=name_was_used(appspace.subdomain),
     )
 
 

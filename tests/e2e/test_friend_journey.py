@@ -47,8 +47,9 @@ def log_in(page, platform, email: str, password: str = PASSWORD) -> None:
 
 def open_from_panel(page, platform, button: str):
     """Click the panel's open button; returns the appspace's response. The panel's redirect
-    (of a form on a panel page) vouches for the login link (an origin-only Referer), so no confirmation is asked even
-    though, under `localhost`, each subdomain is its own site to the browser."""
+    (of a form on a panel page) vouches for the login link (an origin-only Referer), so no
+    confirmation is asked even though, under `localhost`, each subdomain is its own site to
+    the browser."""
     with page.expect_navigation(url=platform.appspace_url("notes")) as opened:
         page.get_by_role("button", name=button, exact=True).click()
     return opened.value

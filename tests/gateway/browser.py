@@ -6,8 +6,8 @@ sends for a navigation a page starts (only what the gateway's login checks)."""
 
 from __future__ import annotations
 
-import http.client
 import html
+import http.client
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
