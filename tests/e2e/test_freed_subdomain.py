@@ -2,7 +2,8 @@
 platform: an appspace on a name registers a service worker and fills localStorage in the
 visitor's browser; it is deleted (the name is quarantined for other owners, until an admin
 releases it); another owner's appspace of another app takes the name; the same browser visits
-it, and none of the old app's state is there, nor does its service worker answer anything."""
+it, and none of the old app's state is there, nor does its service worker answer anything.
+A worker that answers navigations itself gets the first visit, and is gone right after."""
 
 from __future__ import annotations
 
@@ -98,14 +99,14 @@ def install(platform, owner, files: dict, uid_offset: int):
     )
 
 
-def appspace(owner, version):
+def appspace(owner, version, name=NAME):
     from appspaces.models import Appspace
 
     return Appspace.objects.create(
         owner=owner,
         app=version.app,
         app_version=version,
-        subdomain=NAME,
+        subdomain=name,
         status=Appspace.Status.ACTIVE,
         memory_mb=256,
         cpu_percent=100,
@@ -176,3 +177,73 @@ def test_a_reused_name_starts_with_a_clean_browser(platform, tenants, chromium):
     assert "clear-site-data" not in again.all_headers()
     assert page.evaluate("() => localStorage.getItem('mine')") == "new"
     assert "Traceback" not in platform.log("daphne"), platform.log("daphne")[-4000:]
+
+
+HIJACKER = {
+    **OLD_APP,
+    # Answers every navigation itself: the first visit under the new tenant never reaches the
+    # gateway; the browser's update check of this script does.
+    "public/sw.js": """
+self.addEventListener("install", () => self.skipWaiting());
+self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+self.addEventListener("fetch", (event) => {
+  if (event.request.mode === "navigate") {
+    event.respondWith(new Response("<title>hijacked</title>old app",
+      { headers: { "content-type": "text/html" } }));
+  }
+});
+""",
+}
+
+
+@pytest.fixture
+def hijacked_tenants(platform):
+    first = make_user("third@example.com", display_name="Third")
+    second = make_user("fourth@example.com", display_name="Fourth")
+    old = install(platform, first, HIJACKER, 3)
+    new = install(platform, second, NEW_APP, 4)
+    return second, appspace(first, old, "hijacked"), new
+
+
+def test_a_service_worker_that_answers_navigations_is_gone_after_its_update_check(
+    platform, hijacked_tenants, chromium
+):
+    from appspaces.appspace_lifecycle import appspace_delete
+    from appspaces.models import FreedSubdomain
+    from appspaces.subdomain_quarantine import subdomains_release
+
+    second, old, new_version = hijacked_tenants
+    url = platform.appspace_url("hijacked")
+    browser = chromium.new_context()
+    page = browser.new_page()
+    page.set_default_timeout(STEP)
+    page.goto(url)
+    assert page.evaluate("() => window.planted") == "planted"
+    assert page.evaluate("() => localStorage.getItem('left-by')") == "the old app"
+    page.reload()
+    assert page.title() == "hijacked"
+
+    def reuse() -> None:
+        appspace_delete(appspace=old, keep_backups=False)
+        subdomains_release(FreedSubdomain.objects.filter(name="hijacked"))
+        appspace(second, new_version, "hijacked")
+
+    in_thread(reuse)
+    probe = Browser(platform.port)
+    wait_for(lambda: probe.get(platform.appspace_url("hijacked", "/probe")).body == b"new app")
+
+    # The first visit is still the old worker's (no server can answer a request the browser
+    # never sends); the browser's update check of its script reaches the gateway, whose
+    # answer clears the registration and the storage with it.
+    page.goto(url)
+    assert page.title() == "hijacked"
+
+    def unregistered() -> bool:
+        return page.evaluate("() => navigator.serviceWorker.getRegistrations()") == []
+
+    wait_for(unregistered, timeout=15)
+    page.goto(url)
+    assert page.title() == "new"
+    assert page.evaluate("() => navigator.serviceWorker.controller") is None
+    assert page.evaluate("() => localStorage.length") == 0
+    assert page.evaluate("() => fetch('/probe').then((r) => r.text())") == "new app"
