@@ -62,10 +62,12 @@ def name_was_used(name: str) -> bool:
     return FreedSubdomain.objects.filter(name=name).exists()
 
 
-# Every deletion frees the name, however it happens (the panel, the admin, a user deleted with
-# their appspaces): the receiver runs inside the deleting transaction.
+# Every deletion frees the name, however it happens (the panel, a user deleted with their
+# appspaces, a shell): the receiver runs inside the deleting transaction.
 @receiver(post_delete, sender=Appspace, dispatch_uid="appspaces.subdomain_freed")
 def _appspace_deleted(sender, instance: Appspace, **kwargs) -> None:
+    if instance.status == Appspace.Status.CREATING:
+        return  # a creation that failed or was undone: nothing was ever served under the name
     owner_id = (
         get_user_model().objects.filter(pk=instance.owner_id).values_list("public_id", flat=True)
     ).first()
