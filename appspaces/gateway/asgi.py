@@ -33,7 +33,9 @@ async def gateway_http(scope: dict, receive, send) -> None:
     if config is MISSING:
         config = await configs.get(subdomain)
     if config is None:
-        return await pages.send_bare_not_found(send)
+        return await pages.send_bare_not_found(
+            send, await reused_names.not_found_headers(subdomain)
+        )
     lim = limits()
     config = reused_names.for_request(config, scope, lim.platform_cookie_names)
     facts = RequestFacts(scope["headers"], lim.cookie_prefix)

@@ -18,6 +18,9 @@ response wins over the expiry of its old namesake.
 A service worker of the old app that answers navigations itself keeps the first request from
 reaching the gateway; the browser's update check of its script, which does reach it (with
 `Service-Worker: script`), gets the same headers and so unregisters it.
+
+While no appspace holds a freed name (its quarantine), the bare 404 under it carries
+`Clear-Site-Data` too, so browsers that come back meanwhile are cleared before anyone reuses it.
 """
 
 from __future__ import annotations
@@ -25,8 +28,12 @@ from __future__ import annotations
 import dataclasses
 
 from django.conf import settings
+from django.db.models.signals import post_save
 
+from appspaces.gateway.cache import LoadingCache
 from appspaces.gateway.headers import Header, is_platform_cookie
+from appspaces.models import FreedSubdomain
+from appspaces.subdomain_quarantine import name_was_used
 
 CLEAR_SITE_DATA: Header = (b"clear-site-data", b'"cache", "storage"')
 MARKER_MAX_AGE = 400 * 24 * 3600  # the longest browsers keep a cookie
@@ -86,3 +93,20 @@ def for_request(config, scope: dict, platform_names: frozenset[str]):
     added, request_headers = found
     scope["headers"] = request_headers
     return dataclasses.replace(config, platform_headers=[*config.platform_headers, *added])
+
+
+freed_names: LoadingCache[str, bool] = LoadingCache(
+    "freed name", name_was_used, ttl=lambda: settings.DS_GATEWAY_CACHE_TTL, max_entries=10_000
+)
+
+
+async def not_found_headers(subdomain: str) -> list[Header]:
+    """For the bare 404 of a host no appspace holds: clear what a former one left."""
+    return [CLEAR_SITE_DATA] if await freed_names.get(subdomain) else []
+
+
+def _freed(sender, instance: FreedSubdomain, **kwargs) -> None:
+    freed_names.invalidate(instance.name)
+
+
+post_save.connect(_freed, sender=FreedSubdomain, dispatch_uid="gateway-freed-name")

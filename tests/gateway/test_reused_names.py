@@ -72,3 +72,12 @@ def test_a_deleted_appspace_frees_its_name(stack):
     appspace_delete(appspace=appspace, keep_backups=False)
     freed = FreedSubdomain.objects.get(name=appspace.subdomain)
     assert freed.previous_owner == stack.alice.public_id and freed.released_at is None
+
+
+def test_a_freed_name_no_appspace_holds_clears_browsers_that_come_back(stack):
+    subdomain_free(name="freedname", owner_id=None)
+    freed = stack.browser().get(f"http://freedname.localhost:{stack.port}/sw.js")
+    assert freed.status == 404 and freed.body == b"Not Found"
+    assert freed.header("clear-site-data") == CLEAR
+    never = stack.browser().get(f"http://nosuchname.localhost:{stack.port}/")
+    assert never.status == 404 and never.header("clear-site-data") is None
