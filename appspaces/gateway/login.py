@@ -119,6 +119,10 @@ async def _login(scope: dict, config: AppspaceConfig, facts: RequestFacts, page,
     if not from_panel(scope, facts):
         holder = await _holder(token=token, appspace_pk=config.pk)
         if holder is None:
+            who, _member = await visitor(config, facts)
+            if who is Visitor.MEMBER:  # a reload of a spent link is fine when logged in
+                location = iri_to_uri(next_path)
+                return await pages.send_redirect(send, location, platform=config.platform_headers)
             return await page(400, LOGIN_FAILED, login_url=open_url(config.subdomain, next_path))
         return await page(
             200, CONFIRM_LOGIN, confirm_login={"token": token, "next": next_path, "as": holder}

@@ -42,7 +42,7 @@ def _redirect_in(
     response["Cache-Control"] = "no-store"
     # The next request (to the appspace) then carries `Referer: <panel origin>/`, which tells
     # the gateway the login link came from the panel and not from a page that planted it.
-    # Only the origin: the token is in this response's Location, never in a Referer.
+    # Only the origin: the token is in this response's Location (or page), never in a Referer.
     response["Referrer-Policy"] = "origin"
     return response
 

@@ -64,11 +64,17 @@ def test_the_session_cookie_is_host_only_and_only_hashes_are_stored(stack):
 
 def test_a_login_token_works_once(stack):
     _, link = login_link(stack, stack.main, stack.carol)
-    assert stack.browser().get(link, headers=from_panel(stack)).status == 302
+    visitor = stack.browser()
+    assert visitor.get(link, headers=from_panel(stack)).status == 302
     again = stack.browser().get(link, headers=from_panel(stack))
     assert again.status == 400
     assert b"did not work" in again.body
     assert again.header("set-cookie") is None
+    # The visitor who used it reloads it (the browser sends no panel Referer then): just in.
+    for headers in ({"Sec-Fetch-Site": "none"}, from_panel(stack)):
+        reloaded = visitor.get(link, headers=headers)
+        assert reloaded.status == 302 and reloaded.header("location") == "/user"
+        assert reloaded.header("set-cookie") is None
 
 
 def test_an_expired_login_token_is_refused(stack):
