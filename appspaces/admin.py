@@ -3,16 +3,27 @@ their users and allowlist.
 
 Installing, deleting and cancelling go through the panel's services (they clean up files and
 refuse to delete what an appspace uses), so the admin only looks at apps; for appspaces it may
-change their status, limits, users and allowlist, not create or delete them.
+change their status, limits, users and allowlist, not create or delete them. Freed subdomains
+(names of deleted appspaces) are listed, and their quarantine can be ended early.
 """
 
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
-from appspaces.models import AllowlistEntry, App, Appspace, AppspaceUser, AppVersion, Job
+from appspaces.lifecycle.quarantine import quarantine_end, subdomains_release
+from appspaces.models import (
+    AllowlistEntry,
+    App,
+    Appspace,
+    AppspaceUser,
+    AppVersion,
+    FreedSubdomain,
+    Job,
+)
 from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
 
 
@@ -170,3 +181,30 @@ class AppspaceAdmin(admin.ModelAdmin):
         appspace = form.instance
         transaction.on_commit(lambda: publish_users(appspace), robust=True)
         transaction.on_commit(lambda: appspace_sandbox_refresh.delay(appspace.pk), robust=True)
+
+
+@admin.register(FreedSubdomain)
+class FreedSubdomainAdmin(ReadOnlyAdmin):
+    """Rows are never deleted here: the gateway needs them to clear the old tenant's browser
+    state for the next appspace under the name. Releasing ends the quarantine."""
+
+    list_display = ("name", "freed_at", "previous_owner_email", "available_from", "released_at")
+    search_fields = ("name",)
+    actions = ["release"]
+
+    @admin.display(description="previous owner")
+    def previous_owner_email(self, obj: FreedSubdomain) -> str:
+        if obj.previous_owner is None:
+            return "—"
+        user = get_user_model().objects.filter(public_id=obj.previous_owner).first()
+        return user.email if user is not None else "(deleted)"
+
+    @admin.display(description="available to anyone from")
+    def available_from(self, obj: FreedSubdomain) -> str:
+        end = quarantine_end(obj)
+        return "now" if end is None else f"{end:%Y-%m-%d %H:%M} UTC"
+
+    @admin.action(description="Release the selected names now (end their quarantine)")
+    def release(self, request, queryset) -> None:
+        count = subdomains_release(queryset)
+        self.message_user(request, f"{count} name(s) released.", messages.SUCCESS)

@@ -326,6 +326,27 @@ class Job(models.Model):
         return self.state in self.FINISHED
 
 
+class FreedSubdomain(models.Model):
+    """A name an appspace held until it was deleted (or renamed): quarantined for
+    DS_SUBDOMAIN_QUARANTINE_DAYS (see appspaces/lifecycle/quarantine.py), and remembered after
+    that, so the gateway clears browsers' leftovers of the old tenant for the next one
+    (appspaces/gateway/reused_names.py). One row per name; a name freed again is updated."""
+
+    name = models.CharField(max_length=63, unique=True)
+    freed_at = models.DateTimeField(default=timezone.now)
+    # The public_id of the user who held it (no foreign key: deleting a user frees the names
+    # of their appspaces in the same transaction).
+    previous_owner = models.UUIDField(null=True, blank=True)
+    # Set when an administrator releases the name before its quarantine ends.
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-freed_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class AppspaceLoginToken(models.Model):
     """A one-time token carrying a panel login over to an appspace's own domain."""
 

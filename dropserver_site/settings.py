@@ -456,6 +456,10 @@ DS_RESERVED_SUBDOMAINS = env.list(
         "isatap",
     ],
 )
+# Days a deleted (or renamed) appspace's name stays unavailable to other owners, so links,
+# bookmarks and browser state of the old appspace do not pass to a stranger at once. 0: none.
+# Administrators can release a name early (Django admin, "Freed subdomains").
+DS_SUBDOMAIN_QUARANTINE_DAYS = env.int("DS_SUBDOMAIN_QUARANTINE_DAYS", default=30)
 # Resource limits of an appspace: owners choose within [MIN, MAX]; DEFAULT for a new one.
 DS_APPSPACE_MIN_MEMORY_MB = env.int("DS_APPSPACE_MIN_MEMORY_MB", default=64)
 DS_APPSPACE_MAX_MEMORY_MB = env.int("DS_APPSPACE_MAX_MEMORY_MB", default=1024)

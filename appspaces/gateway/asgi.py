@@ -5,11 +5,13 @@ The order, decided before any app code runs: the appspace (unknown -> bare 404; 
 (CSRF and CORS preflights -> 403), the route (404), its auth (anonymous -> the panel's login;
 not a user or lacking the permission -> 403), the body cap (413); then the host serves a
 static file, or the sandbox gets the request. WebSockets follow the same rules (websocket.py).
+Under a name another appspace held before, responses also clear the old app's leftovers in the
+browser, once per browser (reused_names.py).
 """
 
 from __future__ import annotations
 
-from appspaces.gateway import connections, login, pages, proxy, static, websocket
+from appspaces.gateway import connections, login, pages, proxy, reused_names, static, websocket
 from appspaces.gateway.auth import (
     Refusal,
     RequestFacts,
@@ -31,8 +33,11 @@ async def gateway_http(scope: dict, receive, send) -> None:
     if config is MISSING:
         config = await configs.get(subdomain)
     if config is None:
-        return await pages.send_bare_not_found(send)
+        return await pages.send_bare_not_found(
+            send, await reused_names.not_found_headers(subdomain)
+        )
     lim = limits()
+    config = reused_names.for_request(config, scope, lim.platform_cookie_names)
     facts = RequestFacts(scope["headers"], lim.cookie_prefix)
     method = scope["method"]
     host = facts.host

@@ -26,6 +26,7 @@ from accounts.signals import access_changed
 from appspaces.gateway.cache import LoadingCache
 from appspaces.gateway.csp import appspace_csp
 from appspaces.gateway.headers import Header, Identity, platform_response_headers
+from appspaces.lifecycle.quarantine import name_was_used
 from appspaces.models import AllowlistEntry, Appspace, AppspaceSession, AppspaceUser, AppVersion
 from appspaces.sandboxes import appspace_spec
 from appspaces.sharing.sessions import sessions_revoked
@@ -59,6 +60,7 @@ class AppspaceConfig:
     files_dir: str
     version_tag: str  # part of static ETags: the same path in another version is another file
     members: dict[int, Member] = field(default_factory=dict)
+    name_reused: bool = False  # another appspace held the name before (reused_names.py)
 
     @property
     def active(self) -> bool:
@@ -138,6 +140,7 @@ def load_config(subdomain: str) -> AppspaceConfig | None:
         files_dir=str(version.files_dir),
         version_tag=hashlib.sha256(str(version.public_id).encode()).hexdigest()[:10],
         members=members,
+        name_reused=name_was_used(appspace.subdomain),
     )
 
 

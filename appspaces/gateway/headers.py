@@ -272,6 +272,7 @@ def filter_response_headers(
     """
     platform_names = platform_names or platform_cookie_names()
     out: list[Header] = []
+    app_cookies: set[bytes] = set()
     for name, value in headers:
         name = name.lower()
         if not _TOKEN.match(name) or _BAD_VALUE.search(value):
@@ -279,6 +280,7 @@ def filter_response_headers(
         if name == b"set-cookie":
             if set_cookie_allowed(value, platform_names):
                 out.append((name, value))
+                app_cookies.add(_cookie_name(value))
             continue
         if name == b"content-security-policy":
             narrowed = narrow_app_csp(value)
@@ -288,5 +290,14 @@ def filter_response_headers(
         if name in PLATFORM_OWNED or name.startswith((IDENTITY_PREFIX, CORS_PREFIX)):
             continue
         out.append((name, value))
-    out.extend(platform if platform is not None else platform_response_headers(csp=csp))
+    platform = platform if platform is not None else platform_response_headers(csp=csp)
+    if app_cookies:  # the app's new cookie wins over the expiry of an old one (reused_names)
+        platform = [
+            h for h in platform if h[0] != b"set-cookie" or _cookie_name(h[1]) not in app_cookies
+        ]
+    out.extend(platform)
     return out
+
+
+def _cookie_name(set_cookie: bytes) -> bytes:
+    return set_cookie.split(b";", 1)[0].split(b"=", 1)[0].strip()

@@ -2,13 +2,13 @@
 `login` redeems a one-time token from the panel for a session cookie, `logout` ends it,
 `style.css` styles the gateway's pages (served from 'self', so the appspace's CSP allows it).
 
-A login link that arrives from another page is not redeemed on sight (a planted link would log
-the visitor in to an account of the planter's choosing, and a sibling appspace is "same-site"):
-the gateway shows whose account it opens and redeems it only when the visitor confirms, with a
-same-origin POST. Links from the panel go straight through: its redirect makes the browser send
-`Referer: <panel origin>/`, which no other page can (under `localhost` every subdomain is even
-its own site to the browser). Requests without Sec-Fetch-Site (scripts, old browsers) are
-redeemed as before: they carry no other site's intent.
+A login link is redeemed on sight only when the browser proves it came from the panel: the
+panel's pages make the browser send `Referer: <panel origin>/` (exactly; their Referrer-Policy
+is `origin`) and, being another host, `Sec-Fetch-Site: same-site` or `cross-site`. Anything
+else (no Referer, another page's Referer, `Sec-Fetch-Site` absent or `none`: a typed, pasted
+or planted link, a script) gets the confirmation page, naming the account and the appspace the
+link signs into; it is redeemed only when the visitor confirms, with a same-origin POST. A
+planted link can therefore never log a visitor in to an account of the planter's choosing.
 """
 
 from __future__ import annotations
@@ -116,9 +116,13 @@ async def _login(scope: dict, config: AppspaceConfig, facts: RequestFacts, page,
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"), max_num_fields=10)
     token = (query.get("token") or [""])[0]
     next_path = appspace_sessions.safe_next_path((query.get("next") or ["/"])[0])
-    if facts.fetch_site in (b"cross-site", b"same-site") and not _from_panel(scope):
+    if not from_panel(scope, facts):
         holder = await _holder(token=token, appspace_pk=config.pk)
         if holder is None:
+            who, _member = await visitor(config, facts)
+            if who is Visitor.MEMBER:  # a reload of a spent link is fine when logged in
+                location = iri_to_uri(next_path)
+                return await pages.send_redirect(send, location, platform=config.platform_headers)
             return await page(400, LOGIN_FAILED, login_url=open_url(config.subdomain, next_path))
         return await page(
             200, CONFIRM_LOGIN, confirm_login={"token": token, "next": next_path, "as": holder}
@@ -126,11 +130,15 @@ async def _login(scope: dict, config: AppspaceConfig, facts: RequestFacts, page,
     return await _redeem_and_redirect(config, facts, page, send, token, next_path)
 
 
-def _from_panel(scope: dict) -> bool:
-    """The browser says the request came through the panel's redirect (which asks for an
-    origin-only Referer): a page elsewhere can only send its own origin, or none."""
+def from_panel(scope: dict, facts: RequestFacts) -> bool:
+    """The browser says this navigation came from a panel page: its exact origin-only Referer
+    (a page elsewhere can only send its own origin, or none) and a Sec-Fetch-Site of another
+    host (`none` is typed or pasted, absent is a script or an old browser)."""
+    if facts.fetch_site not in (b"cross-site", b"same-site"):
+        return False
     expected = (settings.DS_PANEL_URL + "/").encode("latin-1")
-    return any(name == b"referer" and value == expected for name, value in scope["headers"])
+    referers = [value for name, value in scope["headers"] if name == b"referer"]
+    return referers == [expected]
 
 
 async def _redeem_and_redirect(

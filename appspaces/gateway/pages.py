@@ -117,7 +117,7 @@ async def send_redirect(
     )
 
 
-async def send_bare_not_found(send: Send) -> None:
+async def send_bare_not_found(send: Send, headers: Iterable[Header] = ()) -> None:
     """No such appspace: say nothing more than the host router says for unknown hosts."""
     await send_response(
         send,
@@ -125,6 +125,7 @@ async def send_bare_not_found(send: Send) -> None:
         b"Not Found",
         platform=platform_response_headers(csp=BARE_CSP),
         content_type=b"text/plain; charset=utf-8",
+        headers=headers,
     )
 
 

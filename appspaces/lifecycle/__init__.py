@@ -4,4 +4,5 @@ creation        the appspace row and the Job that makes its data dir and first r
 control         status, pause/resume/restart, limits, delete, log tail, periodic sweep
 version_change  moving an appspace to another installed version of its app
 subdomains      which names an owner may choose for `<name>.<DS_DOMAIN>`
+quarantine      names freed by a deleted appspace, kept from other owners for a while
 """

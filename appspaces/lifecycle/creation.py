@@ -61,7 +61,7 @@ def appspace_create(
     a kept Backup of the owner's, imported from a copy."""
     if app_version.app.owner_id != owner.pk:
         raise ValueError("the app belongs to someone else")
-    name = subdomain_check_available(subdomain)
+    name = subdomain_check_available(subdomain, owner=owner)
     server = _canonical(server_allowlist, parse_server_entry)
     browser = _canonical(browser_allowlist, parse_browser_origin)
     limits = {

@@ -5,16 +5,19 @@ upper case and full-width letters fold to a-z; DNS ignores case),
 letters, digits and inner hyphens, at most 63 characters. No dots: every appspace is a single
 label under DS_DOMAIN, so no name can sit under another appspace's (or the panel's). Refused:
 names reserved by the instance (DS_RESERVED_SUBDOMAINS) and the label the panel lives under;
-`xx--` names (punycode, "xn--", can spell look-alikes of other names); names already taken.
+`xx--` names (punycode, "xn--", can spell look-alikes of other names); names already taken;
+names freed recently by another owner's appspace (appspaces/lifecycle/quarantine.py).
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC
 
 import idna
 from django.conf import settings
 
+from appspaces.lifecycle.quarantine import quarantined_until
 from appspaces.models import Appspace
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -68,12 +71,20 @@ def subdomain_normalize(text: str) -> str:
     return name
 
 
-def subdomain_check_available(text: str, *, exclude_pk: int | None = None) -> str:
-    """subdomain_normalize, and SubdomainError if an appspace already has the name."""
+def subdomain_check_available(text: str, *, owner=None, exclude_pk: int | None = None) -> str:
+    """subdomain_normalize, and SubdomainError if an appspace already has the name, or if it
+    is quarantined for `owner` (None: for anyone)."""
     name = subdomain_normalize(text)
     taken = Appspace.objects.filter(subdomain=name)
     if exclude_pk is not None:
         taken = taken.exclude(pk=exclude_pk)
     if taken.exists():
         raise SubdomainError(f"{name}.{settings.DS_DOMAIN} is taken; choose another name.")
+    until = quarantined_until(name, owner=owner)
+    if until is not None:
+        raise SubdomainError(
+            f"{name}.{settings.DS_DOMAIN} belonged to an appspace that was deleted recently, so "
+            f"it is kept free until {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC (its old visitors "
+            "may still come to it); choose another name, or ask an administrator to release it."
+        )
     return name

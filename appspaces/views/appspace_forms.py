@@ -111,7 +111,7 @@ class CreateAppspaceForm(LimitsForm):
 
     def clean_subdomain(self) -> str:
         try:
-            return subdomain_check_available(self.cleaned_data["subdomain"])
+            return subdomain_check_available(self.cleaned_data["subdomain"], owner=self.owner)
         except SubdomainError as exc:
             raise forms.ValidationError(str(exc)) from None
 

@@ -2,7 +2,12 @@
 
 `appspace_open` (POST, from the appspace's page) and `appspace_open_by_subdomain` (GET, where
 the gateway sends visitors who need to log in) both end at
-`<appspace>/.dropserver/login?token=...&next=...`, which the gateway redeems.
+`<appspace>/.dropserver/login?token=...&next=...`, which the gateway redeems at once only if
+the browser says the navigation came from a panel page (`Referer: <panel origin>/`; see
+appspaces/gateway/login.py). The POST is a form on a panel page, so its redirect does. The GET
+is mostly reached through redirects that started elsewhere (a typed address, a link in an
+appspace), whose Referer is not the panel's: it answers with a small panel page that moves on
+by itself (meta refresh) under `Referrer-Policy: origin`, so that last hop is the panel's.
 """
 
 from django.contrib.auth.decorators import login_required
@@ -21,15 +26,23 @@ from appspaces.sharing.sessions import (
 )
 
 
-def _redirect_in(request: HttpRequest, appspace: Appspace, next_path: str) -> HttpResponse:
+def _redirect_in(
+    request: HttpRequest, appspace: Appspace, next_path: str, *, by_page: bool = False
+) -> HttpResponse:
     token = login_token_issue(user=request.user, appspace=appspace)
-    response = HttpResponseRedirect(
-        appspace_login_url(appspace=appspace, token=token, next_path=next_path)
-    )
+    url = appspace_login_url(appspace=appspace, token=token, next_path=next_path)
+    if by_page:
+        response = render(
+            request,
+            "gateway/open_continue.html",
+            {"appspace_domain": appspace.domain, "login_url": url},
+        )
+    else:
+        response = HttpResponseRedirect(url)
     response["Cache-Control"] = "no-store"
     # The next request (to the appspace) then carries `Referer: <panel origin>/`, which tells
     # the gateway the login link came from the panel and not from a page that planted it.
-    # Only the origin: the token is in this response's Location, never in a Referer.
+    # Only the origin: the token is in this response's Location (or page), never in a Referer.
     response["Referrer-Policy"] = "origin"
     return response
 
@@ -59,4 +72,4 @@ def appspace_open_by_subdomain(request: HttpRequest, subdomain: str) -> HttpResp
             {"appspace_domain": appspace.domain},
             status=403,
         )
-    return _redirect_in(request, appspace, safe_next_path(request.GET.get("next")))
+    return _redirect_in(request, appspace, safe_next_path(request.GET.get("next")), by_page=True)

@@ -8,7 +8,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from appspaces.models import Appspace, AppspaceUser
+from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
+from appspaces.models import Appspace, AppspaceUser, FreedSubdomain
 from tests.appspaces.appspace_fixtures import (  # noqa: F401 (fixture)
     make_appspace,
     make_version,
@@ -67,3 +68,22 @@ def test_other_users_cannot_reach_the_admin(alice):
     client = admin_client(alice)
     response = client.get(reverse("admin:appspaces_appspace_changelist"))
     assert response.status_code == 302
+
+
+def test_staff_release_a_quarantined_name(admin_user, alice, bob):
+    make_appspace(alice, make_version(alice), subdomain="notes").delete()
+    with pytest.raises(SubdomainError):
+        subdomain_check_available("notes", owner=bob)
+    client = admin_client(admin_user)
+    url = reverse("admin:appspaces_freedsubdomain_changelist")
+    listing = client.get(url).content.decode()
+    assert "notes" in listing and "alice@example.com" in listing and " UTC" in listing
+    freed = FreedSubdomain.objects.get(name="notes")
+    response = client.post(url, {"action": "release", "_selected_action": [freed.pk]})
+    assert response.status_code == 302
+    freed.refresh_from_db()
+    assert freed.released_at is not None
+    assert subdomain_check_available("notes", owner=bob) == "notes"
+    # Never deleted there: the gateway still needs to know the name was used.
+    delete = reverse("admin:appspaces_freedsubdomain_delete", args=[freed.pk])
+    assert client.get(delete).status_code == 403

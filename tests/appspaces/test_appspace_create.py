@@ -127,6 +127,18 @@ def test_the_wizard_refuses_a_bad_or_taken_name_next_to_the_field(alice, subdoma
     assert Appspace.objects.count() == 1 and not Job.objects.exists()
 
 
+def test_the_wizard_says_when_a_recently_freed_name_is_available_again(alice, bob):
+    from tests.appspaces.appspace_fixtures import make_appspace
+
+    make_appspace(alice, make_version(alice), subdomain="notes").delete()
+    response = post(logged_in(bob), make_version(bob), subdomain="notes")
+    assert response.status_code == 400
+    field = response.content.decode().split('id="id_subdomain"')[0].rsplit("<fieldset", 1)[1]
+    assert "notes.localhost belonged to an appspace that was deleted recently" in field
+    assert "kept free until" in field and " UTC" in field
+    assert not Appspace.objects.exists() and not Job.objects.exists()
+
+
 def test_another_users_version_is_404(alice, charlie):
     version = make_version(alice)
     response = logged_in(charlie).get(reverse("appspace_new") + f"?version={version.public_id}")

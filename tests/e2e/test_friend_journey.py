@@ -47,8 +47,9 @@ def log_in(page, platform, email: str, password: str = PASSWORD) -> None:
 
 def open_from_panel(page, platform, button: str):
     """Click the panel's open button; returns the appspace's response. The panel's redirect
-    vouches for the login link (an origin-only Referer), so no confirmation is asked even
-    though, under `localhost`, each subdomain is its own site to the browser."""
+    (of a form on a panel page) vouches for the login link (an origin-only Referer), so no
+    confirmation is asked even though, under `localhost`, each subdomain is its own site to
+    the browser."""
     with page.expect_navigation(url=platform.appspace_url("notes")) as opened:
         page.get_by_role("button", name=button, exact=True).click()
     return opened.value
@@ -56,7 +57,8 @@ def open_from_panel(page, platform, button: str):
 
 def enter_by_address(page, platform) -> None:
     """Go to the appspace's address while logged in to the panel: the gateway sends the
-    visitor through the panel, whose redirect vouches for the login link: straight in."""
+    visitor to the panel, whose page moves on to the login link by itself (meta refresh, with
+    the panel's origin as Referer), which vouches for it: straight in."""
     with page.expect_navigation(url=platform.appspace_url("notes")):
         page.goto(platform.appspace_url("notes"))
 
@@ -228,6 +230,17 @@ def test_a_friend_installs_notes_shares_it_and_upgrades_it(platform, people, chr
     with stranger.expect_navigation(url=platform.appspace_url("notes")):
         confirm.click()  # Chromium's same-origin POST, with Origin: null under no-referrer
     stranger.locator("#notes li", has_text="Buy milk").wait_for()
+
+    # A login link typed or pasted into the address bar (Sec-Fetch-Site: none, no Referer)
+    # is asked about too, naming the account and the appspace.
+    token = issue_login_token("friend@example.com", "notes")
+    typed = chromium.new_context().new_page()
+    typed.set_default_timeout(STEP)
+    shown = typed.goto(platform.appspace_url("notes", f"/.dropserver/login?token={token}"))
+    assert shown.status == 200 and "set-cookie" not in shown.headers
+    typed.get_by_role("button", name="Continue as friend@example.com").wait_for()
+    assert f"notes.{settings.DS_DOMAIN}:{platform.port}" in typed.content()
+    assert not typed.context.cookies()
 
     for name in ("daphne", "worker"):
         assert "Traceback" not in platform.log(name), platform.log(name)[-4000:]

@@ -1,9 +1,12 @@
 """A small HTTP/1.1 client for tests against the live Daphne: every host is 127.0.0.1:<port>
 with its own Host header, cookies are kept per host (host-only, as a browser would), and
-redirects are followed only when asked, so each hop can be checked."""
+redirects are followed only when asked, so each hop can be checked. Following includes the
+panel's `<meta http-equiv="refresh">` pages, with the Referer and Sec-Fetch-Site a browser
+sends for a navigation a page starts (only what the gateway's login checks)."""
 
 from __future__ import annotations
 
+import html
 import http.client
 import re
 from dataclasses import dataclass, field
@@ -58,6 +61,7 @@ class Browser:
         connection: http.client.HTTPConnection | None = None,
     ) -> Response:
         history: list[Response] = []
+        hop_headers: dict[str, str] = {}
         while True:
             parts = urlsplit(url)
             host = parts.hostname or ""
@@ -70,6 +74,7 @@ class Browser:
             if cookies and jar:
                 all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
             all_headers.update(headers or {})
+            all_headers.update(hop_headers)
             conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
             for name, value in all_headers.items():
                 conn.putheader(name, value)
@@ -84,7 +89,14 @@ class Browser:
                 self.set_cookie_headers.append((host, value))
                 self._store(host, value)
             location = response.header("location")
-            if not follow or response.status not in (301, 302, 303, 307, 308) or not location:
+            hop_headers = {}
+            if follow and response.status == 200 and not location:
+                location = _meta_refresh(response.text)
+                if location:
+                    hop_headers = _page_navigation(host, self.port, location, response)
+            elif not follow or response.status not in (301, 302, 303, 307, 308):
+                return response
+            if not location:
                 return response
             history.append(response)
             if location.startswith("/"):
@@ -110,6 +122,20 @@ class Browser:
             jar.pop(name, None)
         else:
             jar[name] = cookie_value
+
+
+def _meta_refresh(text: str) -> str | None:
+    found = re.search(r'<meta http-equiv="refresh" content="0; url=([^"]+)">', text)
+    return html.unescape(found.group(1)) if found else None
+
+
+def _page_navigation(host: str, port: int, location: str, page: Response) -> dict[str, str]:
+    """What a browser sends when page `host` navigates to `location` by itself."""
+    target = urlsplit(location).hostname or host
+    headers = {"Sec-Fetch-Site": "same-origin" if target == host else "cross-site"}
+    if page.header("referrer-policy") == "origin":
+        headers["Referer"] = f"http://{host}:{port}/"
+    return headers
 
 
 def csrf_token(html: str) -> str:

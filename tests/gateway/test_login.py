@@ -2,6 +2,8 @@
 revocation on panel logout and member removal."""
 
 import hashlib
+import html
+import re
 import time
 from datetime import timedelta
 from urllib.parse import parse_qs, quote, urlsplit
@@ -28,15 +30,22 @@ def login_link(stack, appspace, user, next_path="/user"):
     """The appspace login URL the panel hands out, not followed yet."""
     browser = stack.browser(user)
     response = browser.get(stack.panel_url(f"/a/{appspace.subdomain}/open?next={next_path}"))
-    assert response.status == 302, response.text[:300]
-    return browser, response.header("location")
+    assert response.status == 200, response.text[:300]
+    assert response.header("referrer-policy") == "origin"
+    found = re.search(r'<meta http-equiv="refresh" content="0; url=([^"]+)">', response.text)
+    return browser, html.unescape(found.group(1))
+
+
+def from_panel(stack) -> dict[str, str]:
+    """What Chromium sends for a navigation from a panel page (the panel is another host)."""
+    return {"Sec-Fetch-Site": "cross-site", "Referer": stack.panel_url("/")}
 
 
 def test_the_session_cookie_is_host_only_and_only_hashes_are_stored(stack):
     browser, link = login_link(stack, stack.main, stack.bob)
     token = parse_qs(urlsplit(link).query)["token"][0]
     assert link.startswith(stack.url(stack.main, "/.dropserver/login?token="))
-    response = browser.get(link)
+    response = browser.get(link, headers=from_panel(stack))
     assert response.status == 302
     assert response.header("location") == "/user"
     cookie = response.header("set-cookie")
@@ -55,11 +64,17 @@ def test_the_session_cookie_is_host_only_and_only_hashes_are_stored(stack):
 
 def test_a_login_token_works_once(stack):
     _, link = login_link(stack, stack.main, stack.carol)
-    assert stack.browser().get(link).status == 302
-    again = stack.browser().get(link)
+    visitor = stack.browser()
+    assert visitor.get(link, headers=from_panel(stack)).status == 302
+    again = stack.browser().get(link, headers=from_panel(stack))
     assert again.status == 400
     assert b"did not work" in again.body
     assert again.header("set-cookie") is None
+    # The visitor who used it reloads it (the browser sends no panel Referer then): just in.
+    for headers in ({"Sec-Fetch-Site": "none"}, from_panel(stack)):
+        reloaded = visitor.get(link, headers=headers)
+        assert reloaded.status == 302 and reloaded.header("location") == "/user"
+        assert reloaded.header("set-cookie") is None
 
 
 def test_an_expired_login_token_is_refused(stack):
@@ -68,7 +83,7 @@ def test_an_expired_login_token_is_refused(stack):
     AppspaceLoginToken.objects.filter(token_hash=sha256(token)).update(
         expires=timezone.now() - timedelta(seconds=1)
     )
-    response = stack.browser().get(link)
+    response = stack.browser().get(link, headers=from_panel(stack))
     assert response.status == 400
     assert response.header("set-cookie") is None
 
@@ -77,10 +92,10 @@ def test_a_login_token_only_works_for_its_appspace(stack):
     other = stack.appspace(members={stack.carol: []})
     _, link = login_link(stack, stack.main, stack.carol)
     moved = link.replace(stack.host(stack.main), stack.host(other))
-    refused = stack.browser().get(moved)
+    refused = stack.browser().get(moved, headers=from_panel(stack))
     assert refused.status == 400
     assert refused.header("set-cookie") is None
-    assert stack.browser().get(link).status == 302  # not spent by the attempt
+    assert stack.browser().get(link, headers=from_panel(stack)).status == 302  # not spent
 
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example"])
@@ -92,7 +107,7 @@ def test_login_only_redirects_to_paths_of_the_appspace(stack, target):
     forged = stack.url(
         stack.main, f"/.dropserver/login?token={token}&next={quote(target, safe='')}"
     )
-    response = stack.browser().get(forged)  # ...and the gateway does too
+    response = stack.browser().get(forged, headers=from_panel(stack))  # ...and the gateway
     assert response.status == 302
     assert response.header("location") == "/"
 
@@ -157,13 +172,10 @@ def test_a_login_link_from_another_site_waits_for_the_visitor_to_confirm(stack):
     assert stranger.status == 400 and b"Bob" not in stranger.body
 
 
-def test_a_login_link_the_panel_redirected_to_is_redeemed_at_once_even_cross_site(stack):
-    # Under localhost every subdomain is its own site; the panel's redirect asks for an
+def test_a_login_link_the_panel_sent_is_redeemed_at_once_even_cross_site(stack):
+    # Under localhost every subdomain is its own site; the panel's page asks for an
     # origin-only Referer, which no other page can send.
-    browser = stack.browser(stack.bob)
-    response = browser.get(stack.panel_url(f"/a/{stack.main.subdomain}/open?next=/user"))
-    assert response.status == 302 and response.header("referrer-policy") == "origin"
-    link = response.header("location")
+    _, link = login_link(stack, stack.main, stack.bob)
     panel_origin = stack.panel_url("/")
     redeemed = stack.browser().get(
         link, headers={"Sec-Fetch-Site": "cross-site", "Referer": panel_origin}
@@ -177,6 +189,39 @@ def test_a_login_link_the_panel_redirected_to_is_redeemed_at_once_even_cross_sit
             link, headers={"Sec-Fetch-Site": "cross-site", "Referer": referer}
         )
         assert asked.status == 200 and b"Continue as Bob" in asked.body, referer
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no-referer-no-fetch-site"),
+        pytest.param({"Sec-Fetch-Site": "none"}, id="typed"),
+        pytest.param({"Sec-Fetch-Site": "none", "Referer": "PANEL"}, id="none-with-panel-referer"),
+        pytest.param({"Referer": "PANEL"}, id="panel-referer-no-fetch-site"),
+        pytest.param({"Sec-Fetch-Site": "cross-site"}, id="cross-site-no-referer"),
+        pytest.param({"Sec-Fetch-Site": "same-site", "Referer": "OTHER"}, id="other-appspace"),
+        pytest.param(
+            {"Sec-Fetch-Site": "same-origin", "Referer": "PANEL"}, id="same-origin-panel-referer"
+        ),
+    ],
+)
+def test_a_login_link_not_provably_from_the_panel_shows_whose_account_it_opens(stack, headers):
+    other = stack.appspace(members={stack.bob: []})
+    _, link = login_link(stack, stack.main, stack.bob)
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    sessions = AppspaceSession.objects.filter(appspace=stack.main).count()
+    sent = {
+        name: {"PANEL": stack.panel_url("/"), "OTHER": stack.url(other, "/")}.get(value, value)
+        for name, value in headers.items()
+    }
+    shown = stack.browser().get(link, headers=sent)
+    assert shown.status == 200, shown.text[:300]
+    assert shown.header("set-cookie") is None
+    assert b"Continue as Bob" in shown.body
+    entered = f"You will enter <strong>{stack.host(stack.main)}:{stack.port}</strong>"
+    assert entered.encode() in shown.body
+    assert AppspaceLoginToken.objects.get(token_hash=sha256(token)).used is None
+    assert AppspaceSession.objects.filter(appspace=stack.main).count() == sessions
 
 
 def test_a_login_link_from_a_sibling_appspace_waits_for_the_visitor_to_confirm(stack):
@@ -286,7 +331,9 @@ def test_the_open_views_only_serve_the_owner_and_users(stack):
     assert member.get(url).status_code == 405
     by_name = reverse("appspace_open_by_subdomain", args=[stack.main.subdomain])
     assert outsider.get(by_name).status_code == 403
-    assert member.get(by_name).status_code == 302
+    opened = member.get(by_name)
+    assert opened.status_code == 200 and opened["Referrer-Policy"] == "origin"
+    assert b'http-equiv="refresh"' in opened.content
     missing = reverse("appspace_open_by_subdomain", args=["nosuchthing"])
     assert member.get(missing).status_code == 404
     anonymous = Client(HTTP_HOST="dropid.localhost").get(by_name)
@@ -297,4 +344,4 @@ def test_the_open_views_only_serve_the_owner_and_users(stack):
 def test_a_head_request_does_not_spend_a_login_token(stack):
     _, link = login_link(stack, stack.main, stack.carol)
     assert stack.browser().request("HEAD", link).status == 405
-    assert stack.browser().get(link).status == 302
+    assert stack.browser().get(link, headers=from_panel(stack)).status == 302

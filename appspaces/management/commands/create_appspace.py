@@ -54,7 +54,7 @@ class Command(BaseCommand):
             self.fail(f"No user has the email address {owner}.")
         version = self.find_version(user, app, app_version)
         try:  # refuse what is wrong before asking the supervisor anything
-            subdomain_check_available(subdomain)
+            subdomain_check_available(subdomain, owner=user)
             for entry in allow_net:
                 parse_server_entry(entry)
         except (SubdomainError, AllowlistError) as exc:
