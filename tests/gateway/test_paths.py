@@ -32,6 +32,7 @@ from appspaces import models
 from appspaces.models import App, Appspace
 from appspaces.routes import BadPath, RouteTable, request_path
 from sandbox import layout
+from tests.gateway.conftest import UID_BASE
 from tests.sandbox.fixtures import lay_out_app
 
 pytestmark = pytest.mark.sandbox
@@ -271,7 +272,7 @@ class PathsApp:
 @pytest.fixture(scope="module")
 def paths_app(stack) -> PathsApp:
     files = lay_out_app(FILES)
-    warmed = stack.supervisor.client.run_once(files.job_spec(), "warm")
+    warmed = stack.supervisor.client.run_once(files.job_spec(uid=UID_BASE + 998_000), "warm")
     assert warmed.ok, warmed
     app = App.objects.create(public_id=uuid.UUID(files.app_id), owner=stack.alice, name="Paths")
     permissions = [{"key": "admin", "name": "Admin", "description": "Everything"}]
