@@ -69,13 +69,17 @@ REFUSED = [
 ]
 
 
-@pytest.mark.parametrize("path", ACCEPTED)
+def ids(paths: list[str]) -> list[str]:
+    return [ascii(path)[1:-1][:40] or "empty" for path in paths]
+
+
+@pytest.mark.parametrize("path", ACCEPTED, ids=ids(ACCEPTED))
 def test_paths_every_url_parser_reads_alike_pass_unchanged(path):
     assert request_path(path) == path
     assert request_path(path.encode()) == path
 
 
-@pytest.mark.parametrize("path", REFUSED)
+@pytest.mark.parametrize("path", REFUSED, ids=ids(REFUSED))
 def test_paths_an_app_would_read_differently_are_refused(path):
     with pytest.raises(BadPath):
         request_path(path)

@@ -176,18 +176,18 @@ CORPUS = settings(
 )
 
 # The issue's own example, and its relatives for each kind of route.
-EXPLICIT = (
-    "/x\\..\\admin/secret",
-    "/x/%2e%2e/admin/secret",
-    "/x/.%2E/admin/secret",
-    "/x/%2E%2e%2fadmin/secret",
-    "/x\\..%5Cadmin/secret",
-    "/x/..\\admin/secret",
-    "/x/\t../admin/secret",
-    "/files/..\\secret.txt",
-    "/files/%2e%2e/secret.txt",
-    "/ws/..\\..\\admin/secret",
-)
+EXPLICIT = {
+    "issue-backslash": "/x\\..\\admin/secret",
+    "encoded-dots": "/x/%2e%2e/admin/secret",
+    "mixed-dots": "/x/.%2E/admin/secret",
+    "encoded-dots-and-slash": "/x/%2E%2e%2fadmin/secret",
+    "encoded-backslash": "/x\\..%5Cadmin/secret",
+    "dots-backslash": "/x/..\\admin/secret",
+    "tab": "/x/\t../admin/secret",
+    "static-backslash": "/files/..\\secret.txt",
+    "static-encoded-dots": "/files/%2e%2e/secret.txt",
+    "websocket-backslash": "/ws/..\\..\\admin/secret",
+}
 
 
 class PathsApp:
@@ -356,7 +356,7 @@ def check_websockets(app: PathsApp, batch: Sequence[str]) -> None:
     assert app.calls()[before:] == served
 
 
-@pytest.mark.parametrize("target", EXPLICIT)
+@pytest.mark.parametrize("target", EXPLICIT.values(), ids=EXPLICIT.keys())
 def test_the_issues_examples_are_refused(paths_app, target):
     if target.startswith("/ws/"):
         assert paths_app.websocket(target) == (403, None)
@@ -411,6 +411,7 @@ def test_generated_websocket_targets_are_refused_or_read_alike(paths_app, batch)
 @pytest.mark.parametrize(
     "path",
     ["/x\\..\\admin/secret", "/x/%2e%2E/admin/secret", "/x/./admin", "/x/a#b", "/x/.%2e"],
+    ids=["backslash", "encoded-dots", "dot", "fragment", "mixed-dots"],
 )
 def test_the_harness_refuses_a_path_the_app_would_read_differently(paths_app, path):
     """The second wall: a request straight to the sandbox's socket (as a gateway with a bug
