@@ -20,7 +20,8 @@ Matching rules
     - Request paths are split on `/` *before* percent-decoding, so `%2F` never creates a
       segment. One trailing slash is ignored (`/items/` is `/items`). Paths with empty
       segments (`//`) or `.`/`..` segments (also as `%2e`) or invalid UTF-8 match nothing:
-      browsers never send them, so they are refused (404), not normalised.
+      browsers never send them, so they are refused (404), not normalised. (The gateway
+      refuses `.`/`..`, `%2F` and the like even earlier, with 400: see `request_path`.)
     - The `*` param is the decoded rest, segments joined by `/`.
 
 One path, one meaning
