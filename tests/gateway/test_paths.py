@@ -332,8 +332,6 @@ def check_http(app: PathsApp, batch: Sequence[str]) -> None:
             app.check_app_saw("GET", path, report)
             served.append(report["pathname"])
         assert passed, target
-        if os.environ.get("DS_TEST_PATHS_STATS"):
-            print("served", target)
     # Exactly the requests answered by the app reached it, with the paths it answered for.
     assert app.calls()[before:] == served
 
