@@ -414,6 +414,7 @@ def test_generated_websocket_targets_are_refused_or_read_alike(paths_app, batch)
 def test_the_harness_refuses_a_path_the_app_would_read_differently(paths_app, path):
     """The second wall: a request straight to the sandbox's socket (as a gateway with a bug
     would send it) gets 400 bad-path from the harness, and the app is not called."""
+    assert paths_app.get("/x/awake")[0] == 200  # the sandbox runs, its socket is there
     socket_path = str(layout.sandbox_socket_path(str(paths_app.appspace.public_id)))
     before = paths_app.calls()
     request = (
