@@ -20,8 +20,17 @@ Matching rules
     - Request paths are split on `/` *before* percent-decoding, so `%2F` never creates a
       segment. One trailing slash is ignored (`/items/` is `/items`). Paths with empty
       segments (`//`) or `.`/`..` segments (also as `%2e`) or invalid UTF-8 match nothing:
-      browsers never send them, so they are refused (404), not normalised.
+      browsers never send them, so they are refused (404), not normalised. (The gateway
+      refuses `.`/`..`, `%2F` and the like even earlier, with 400: see `request_path`.)
     - The `*` param is the decoded rest, segments joined by `/`.
+
+One path, one meaning
+    Before matching, the gateway passes the raw request path through `request_path`: only
+    a path that the WHATWG URL parser (what `new URL(request.url).pathname` in the app, and
+    every browser, runs) leaves exactly as it is may be matched; anything else is refused
+    (400 for HTTP, 403 for a WebSocket handshake), never normalised. So the path the route
+    table matched and authorised is, character for character, the path the app dispatches
+    on. The sandbox harness checks the same thing again before it calls the app.
 
 Speed (it runs on every request): per method, routes are bucketed by their first literal
 segment, and each bucket (plus the routes that start with a parameter or wildcard) is
@@ -351,6 +360,56 @@ def _compile_alternation(routes: list[tuple[Route, list[tuple[str, str]]]]) -> _
     if not alternatives:
         return None
     return re.compile("|".join(alternatives), re.DOTALL), groups
+
+
+# --- The request path: one meaning for the gateway and the app ---------------------------
+
+
+class BadPath(ValueError):
+    """A request path the gateway refuses: the app's URL parser would read it differently
+    from the route table, or it hides a separator in a percent-escape."""
+
+
+# RFC 3986 `pchar` plus "/": unreserved, sub-delims, ":", "@", and "%" (checked below). None
+# of these is in WHATWG's path percent-encode set, and "\" (a separator for http URLs),
+# "#", "?", tab/CR/LF (which URL parsers strip), spaces, controls and non-ASCII are not here.
+_PATH_CHARS = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*")
+_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# Escapes of "/", "\" and NUL: a separator or terminator in disguise for whoever decodes.
+_ENCODED_SEPARATOR = re.compile(r"%(?:2[Ff]|5[Cc]|00)")
+# What WHATWG reads as "." and ".." (the escape %2e in either case counts as a dot).
+_DOT_SEGMENTS = frozenset({".", "..", "%2e", ".%2e", "%2e.", "%2e%2e"})
+
+
+def request_path(raw_path: bytes | str) -> str:
+    r"""The request path (`scope["raw_path"]`, without the query string) if it is a fixed
+    point of WHATWG URL path parsing, so `new URL("http://h" + path).pathname == path`;
+    raises BadPath otherwise. Refused: anything but ASCII `pchar`s and `/` (so no `\`,
+    `#`, `?`, tab/CR/LF, spaces, controls, `"<>^\`{|}`, non-ASCII), `%` not followed by two
+    hex digits, `%2F`/`%5C`/`%00` in any case, and `.`/`..` segments, also spelled with
+    `%2e` in any case. Hand-written (three regexes), not a binding of a WHATWG parser: the
+    rule is a stricter whitelist than "a fixed point", and tests/gateway/test_paths.py checks
+    it against Deno's own parser, the one apps use.
+    """
+    if isinstance(raw_path, bytes):
+        try:
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadPath("the path has bytes that are not ASCII") from None
+    else:
+        path = raw_path
+    if not _PATH_CHARS.fullmatch(path):
+        raise BadPath("the path has characters a URL parser would change or strip")
+    if "%" in path:
+        if _PERCENT.search(path):
+            raise BadPath("the path has a '%' that does not start a %XX escape")
+        if _ENCODED_SEPARATOR.search(path):
+            raise BadPath("the path has an escaped '/', '\\' or NUL")
+    if "." in path or "%" in path:
+        for segment in path.split("/"):
+            if segment.lower() in _DOT_SEGMENTS:
+                raise BadPath("the path has a '.' or '..' segment")
+    return path
 
 
 def canonical_path(path: str) -> str | None:

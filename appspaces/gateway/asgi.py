@@ -1,12 +1,13 @@
 """ASGI entry points of the appspace gateway: every request to an appspace host passes here.
 
 The order, decided before any app code runs: the appspace (unknown -> bare 404; not active ->
-503 page), header caps (431), the platform's own paths (`/.dropserver/`), same-origin rules
-(CSRF and CORS preflights -> 403), the route (404), its auth (anonymous -> the panel's login;
-not a user or lacking the permission -> 403), the body cap (413); then the host serves a
-static file, or the sandbox gets the request. WebSockets follow the same rules (websocket.py).
-Under a name another appspace held before, responses also clear the old app's leftovers in the
-browser, once per browser (reused_names.py).
+503 page), header caps (431), the path (one the app would read differently from the route
+table, e.g. with `\\` or `%2e%2e` -> 400: routes.request_path), the platform's own paths
+(`/.dropserver/`), same-origin rules (CSRF and CORS preflights -> 403), the route (404), its
+auth (anonymous -> the panel's login; not a user or lacking the permission -> 403), the body
+cap (413); then the host serves a static file, or the sandbox gets the request. WebSockets
+follow the same rules (websocket.py). Under a name another appspace held before, responses
+also clear the old app's leftovers in the browser, once per browser (reused_names.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ from appspaces.gateway.cache import MISSING
 from appspaces.gateway.config import configs
 from appspaces.gateway.limits import limits
 from appspaces.gateway.runtime import runtime
+from packages.routes import BadPath, request_path
+
+BAD_PATH = (
+    "Bad request",
+    "This address has characters or segments (such as \\, %2F or ..) that browsers and apps "
+    "read differently, so the appspace does not serve it.",
+)
 
 
 async def gateway_http(scope: dict, receive, send) -> None:
@@ -65,9 +73,9 @@ async def gateway_http(scope: dict, receive, send) -> None:
     if not config.active:
         return await refuse(unavailable(config))
     try:
-        path = scope["raw_path"].decode("utf-8")
-    except UnicodeDecodeError:
-        return await refuse(Refusal(404, pages.NOT_FOUND, [], {}))
+        path = request_path(scope["raw_path"])
+    except BadPath:
+        return await refuse(Refusal(400, BAD_PATH, [], {}))
     scheme = public_scheme(scope, lim.https)
     if path.startswith(login.PREFIX):
         origin = own_origin(host, scheme)

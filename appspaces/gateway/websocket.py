@@ -1,7 +1,8 @@
 """WebSockets: the same dispatch, same-origin rule and route auth as HTTP, then frames relayed
 both ways between the browser (through Daphne) and the sandbox's unix socket.
 
-- The handshake is refused (Daphne answers 403) for unknown or inactive appspaces, a foreign
+- The handshake is refused (Daphne answers 403) for unknown or inactive appspaces, a path
+  the app would read differently from the route table (routes.request_path), a foreign
   Origin (cross-site WebSocket hijacking), unknown or static routes, visitors the route's
   auth refuses, and when the app itself refuses the upgrade.
 - Close codes travel both ways (codes a peer may not send become 1000 or 1011).
@@ -40,6 +41,7 @@ from appspaces.gateway.headers import forward_request_headers
 from appspaces.gateway.limits import limits
 from appspaces.gateway.proxy import RECONNECT_DELAYS
 from appspaces.gateway.runtime import Runtime, runtime
+from packages.routes import BadPath, request_path
 from sandbox import peer
 from sandbox.protocol import SandboxError
 
@@ -107,9 +109,9 @@ async def _open(
     ):
         return None
     try:
-        path = scope["raw_path"].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+        path = request_path(scope["raw_path"])
+    except BadPath:
+        return None  # one meaning for the gateway and the app, as for HTTP
     scheme = public_scheme(scope, lim.https)
     # Browsers always send Origin on WebSocket handshakes; a foreign one is a hijack attempt.
     if facts.origin is not None and facts.origin != own_origin(facts.host, scheme):

@@ -3,6 +3,7 @@
 // The host (gateway) has already matched the route and enforced its auth; it names the route by
 // index in X-Dropserver-Route. Every X-Dropserver-* header is removed before the app sees the
 // request, and the URL is rebuilt from the original scheme and host (the raw one is http+unix).
+// A request whose path the app's URL would read differently gets 400 "bad-path" (sentPath).
 
 import type { Context, User } from "./app.ts";
 import { emit } from "./events.ts";
@@ -31,6 +32,29 @@ async function readUsers(meta: string | null): Promise<User[]> {
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return [];
     throw err;
+  }
+}
+
+/**
+ * The path the host sent, if the URL the app is handed reads exactly that path; else null.
+ *
+ * Deno builds `raw.url` from the unix socket's scheme, the Host header and the request target
+ * as sent (`http+unix://<host><target>`, a non-special URL, so nothing in it is normalised).
+ * The app's URL is `<scheme>://<host><path><query>`, a special URL: a WHATWG parser reads `\`
+ * as `/`, resolves `..` and `%2e`, strips tabs and newlines. The gateway only sends paths that
+ * survive that unchanged (appspaces/routes.py `request_path`); this is the second wall.
+ */
+function sentPath(raw: Request, hostHeader: string, appBase: string): string | null {
+  const prefix = `http+unix://${hostHeader}`;
+  if (!raw.url.startsWith(prefix)) return null;
+  const rest = raw.url.slice(prefix.length);
+  if (!rest.startsWith("/")) return null;
+  const end = rest.indexOf("?");
+  const path = end === -1 ? rest : rest.slice(0, end);
+  try {
+    return new URL(`${appBase}${path}`).pathname === path ? path : null;
+  } catch {
+    return null;
   }
 }
 
@@ -93,6 +117,11 @@ export async function serveAppspace(app: NormalApp, cfg: ServeConfig): Promise<v
     if (!HOST.test(host)) return harnessError(400, "bad-host", "bad X-Dropserver-Host");
     const scheme = h.get("x-dropserver-scheme") === "https" ? "https" : "http";
 
+    const hostHeader = h.get("host") ?? "";
+    if (!HOST.test(hostHeader)) return harnessError(400, "bad-host", "bad Host");
+    const path = sentPath(raw, hostHeader, `${scheme}://${host}`);
+    if (path === null) return harnessError(400, "bad-path", "the app would read another path");
+
     const headers = new Headers();
     for (const [name, value] of h) {
       if (!name.startsWith("x-dropserver-")) headers.append(name, value);
@@ -100,7 +129,7 @@ export async function serveAppspace(app: NormalApp, cfg: ServeConfig): Promise<v
     headers.set("host", host);
     const target = new URL(raw.url);
     const hasBody = raw.method !== "GET" && raw.method !== "HEAD";
-    const request = new Request(`${scheme}://${host}${target.pathname}${target.search}`, {
+    const request = new Request(`${scheme}://${host}${path}${target.search}`, {
       method: raw.method,
       headers,
       body: hasBody ? raw.body : null,
