@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from sandbox import cgroups, layout, mounts, prepare
+from sandbox import layout
 from sandbox.output import LogSink
 from sandbox.protocol import SandboxBadRequest, SandboxBusy, SandboxStartFailed
 from sandbox.runner import SandboxProcess, describe_exit
 from sandbox.spec import SandboxSpec, SpecError
+from sandbox.walls import cgroups, mounts, prepare
 
 if TYPE_CHECKING:
     from sandbox.supervisor import Supervisor

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 
-from sandbox import cgroups, launcher, layout, mounts, preflight, prepare
+from sandbox import layout
 from sandbox.instance import (
     CRASHED,
     FROZEN,
@@ -42,6 +42,7 @@ from sandbox.protocol import (
 )
 from sandbox.runner import ProcessExited, SandboxProcess, describe_exit
 from sandbox.spec import SandboxSpec, SpecError
+from sandbox.walls import cgroups, launcher, mounts, preflight, prepare
 
 log = logging.getLogger("sandbox")
 
