@@ -4,6 +4,9 @@ It starts appspace sandboxes on demand (`ensure`), stops them when idle or to ma
 restarts them after crashes with backoff until they are marked "problem", freezes them for
 backups, reads their usage and blocked hosts, and runs one-shot jobs (app-init, migrate, cache
 warming). The control socket in front of it lives in `sandbox.daemon`.
+
+Longer than most modules on purpose: it is the one owner of every sandbox's state machine
+(single-threaded asyncio); splitting it would spread that state across modules.
 """
 
 from __future__ import annotations

@@ -166,8 +166,8 @@ class CreateAppspaceForm(LimitsForm):
         return [*self.cleaned_data["browser_suggested"], *self.cleaned_data["browser_extra"]]
 
     def _clean_import(self, cleaned: dict) -> None:
-        from backups.archive import read_metadata
-        from backups.metadata import ArchiveError
+        from backups.format.archive import read_metadata
+        from backups.format.metadata import ArchiveError
 
         if self.archive_too_large:
             self.add_error(

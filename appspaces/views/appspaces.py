@@ -45,7 +45,7 @@ from appspaces.views.appspace_forms import (
     DeleteAppspaceForm,
     LimitsForm,
 )
-from backups.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
+from backups.views.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
 from packages.allowlist import AllowlistError
 from sandbox.protocol import SandboxError
 

@@ -23,6 +23,9 @@ syscall the list lacks then shows with ENOSYS and the app features report what b
 Output: the syscalls seen and how often, those missing from the allowlist (exit status 1 when
 any), and those on the list that no trace used (kept for a reason or to be reviewed).
 Needs root, strace (`apt-get install -y strace`), bubblewrap, libseccomp.
+
+Longer than most modules on purpose: the feature tour it drives (the Deno app, as text) is
+the list of what the allowlist must keep working, kept beside the tracer that uses it.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import IO
 import zstandard
 from django.conf import settings
 
-from backups.metadata import DATA, META_NAME, ArchiveError, FileRecord, Metadata, clean_path
+from backups.format.metadata import DATA, META_NAME, ArchiveError, FileRecord, Metadata, clean_path
 from packages.archives import (
     TAR_END_BYTES,
     TAR_OVERHEAD_PER_ENTRY,
