@@ -31,7 +31,7 @@ from django.utils import timezone
 from appspaces.jobs import JobFailed, job_claim, job_finish, job_running, job_step
 from appspaces.models import Appspace, Job
 from appspaces.sandboxes import appspace_spec
-from backups.format.archive import extract_archive, read_metadata
+from backups.format.archive import archive_name, extract_archive, read_metadata, verify_archive
 from backups.format.metadata import DATA, META_NAME, ArchiveError, Metadata
 from backups.models import Backup, backups_root
 from backups.services import MB, ensure_backups_dir, worker_name
@@ -365,8 +365,6 @@ def backup_import(*, appspace: Appspace, archive_path: Path) -> Backup:
     archive is checked whole, kept as the appspace's first backup (kind "imported"), then
     restored and migrated up to the appspace's app version. The caller then makes the appspace
     active. Raises RestoreError (nothing kept) if the archive is refused."""
-    from backups.format.archive import archive_name, verify_archive
-
     try:
         meta = verify_archive(Path(archive_path))
     except ArchiveError as exc:
