@@ -182,7 +182,14 @@ if CHANNEL_LAYER_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [CHANNEL_LAYER_URL]},
+            "CONFIG": {
+                # redis-py's default read timeout (5 s) equals channels-redis's blocking pop
+                # (5 s): a longer one keeps an idle subscriber from timing out every round.
+                "hosts": [{"address": CHANNEL_LAYER_URL, "socket_timeout": 30}],
+                # Gateway processes join the invalidation group (appspaces/gateway/
+                # broadcast.py) and renew every minute; a dead process's channel leaves soon.
+                "group_expiry": 300,
+            },
         }
     }
 else:
