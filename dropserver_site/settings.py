@@ -62,8 +62,6 @@ if DS_TLS_ON:
             f"With DS_TLS={DS_TLS}, DS_PORT ({DS_PORT}, plain HTTP), DS_HTTPS_PORT "
             f"({DS_HTTPS_PORT}) and DS_WEB_PORT ({DS_WEB_PORT}, Daphne on loopback) must differ."
         )
-    if env.str("DS_SCHEME", default="https") != "https":
-        raise ImproperlyConfigured(f"DS_TLS={DS_TLS} serves https: DS_SCHEME must be https.")
 if DS_TLS == "files":
     for _name, _path in (("DS_TLS_CERT", DS_TLS_CERT), ("DS_TLS_KEY", DS_TLS_KEY)):
         if not _path:
@@ -90,6 +88,8 @@ if DS_SCHEME == "http" and DS_PRODUCTION:
         f"DS_SCHEME=http is only allowed for development domains such as 'localhost'; "
         f"{DS_DOMAIN!r} is public, so it must be served over https."
     )
+if DS_TLS_ON and DS_SCHEME != "https":
+    raise ImproperlyConfigured(f"DS_TLS={DS_TLS} serves https: DS_SCHEME must be https.")
 if DS_PANEL_HOST == DS_DOMAIN or not DS_PANEL_HOST.endswith("." + DS_DOMAIN):
     raise ImproperlyConfigured(
         f"DS_PANEL_HOST ({DS_PANEL_HOST!r}) must be a subdomain of DS_DOMAIN ({DS_DOMAIN!r})."
