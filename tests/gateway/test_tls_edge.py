@@ -10,6 +10,7 @@ proxy headers trusted) and Caddy in front. Names are *.localhost; Pebble resolve
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from django.conf import settings
 from django.test import override_settings
 from websockets.sync.client import connect
@@ -29,7 +31,15 @@ from dropserver_site.edge import caddy
 from dropserver_site.management.commands.serve import web_argv
 from tests.gateway.conftest import GATEWAY_ENV, UID_BASE, _database_url, stop
 from tests.sandbox.fixtures import REPO, free_port, poll
-from tests.site.tls import Pebble, client_context, http_get, https_get, start_pebble
+from tests.site.tls import (
+    NOW,
+    Pebble,
+    client_context,
+    http_get,
+    https_get,
+    self_signed,
+    start_pebble,
+)
 
 pytestmark = pytest.mark.sandbox
 
@@ -43,9 +53,24 @@ class Edge:
     root: Path  # Pebble's issuing root, what the test's TLS clients trust
     storage: Path
     log: Path
+    caddy_argv: list[str]
+    caddy_env: dict[str, str]
+    processes: list[subprocess.Popen]
 
     def context(self) -> ssl.SSLContext:
         return client_context(self.root)
+
+    def start_caddy(self) -> None:
+        with open(self.log, "ab") as log:
+            process = subprocess.Popen(
+                self.caddy_argv, env=self.caddy_env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.processes.append(process)
+        _wait_listening(self.https_port, process, self.log)
+
+    def restart_caddy(self) -> None:
+        stop(self.processes.pop())
+        self.start_caddy()
 
 
 def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
@@ -110,13 +135,8 @@ def edge(stack, gateway_dir) -> Iterator[Edge]:
                 subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
             )
         _wait_listening(web_port, processes[-1], web_log)
-        with open(edge_log, "wb") as log:
-            processes.append(
-                subprocess.Popen(caddy_argv, env=caddy_env, stdout=log, stderr=subprocess.STDOUT)
-            )
-        _wait_listening(https_port, processes[-1], edge_log)
         assert config.is_file()
-        yield Edge(
+        edge = Edge(
             http_port,
             https_port,
             web_port,
@@ -124,7 +144,12 @@ def edge(stack, gateway_dir) -> Iterator[Edge]:
             _write(work / "pebble-root.pem", pebble.issuing_root()),
             storage,
             edge_log,
+            caddy_argv,
+            caddy_env,
+            processes,
         )
+        edge.start_caddy()
+        yield edge
     finally:
         for process in reversed(processes):
             stop(process)
@@ -209,3 +234,30 @@ def test_wss_reaches_the_sandboxed_app_through_the_edge(stack, edge):
     ) as conn:
         conn.send("hello over tls")
         assert conn.recv(timeout=10) == "hello over tls"
+
+
+def test_an_expired_certificate_in_storage_is_renewed_at_the_next_handshake(stack, edge):
+    """The renewal path: the stored certificate of an appspace host is replaced by an expired
+    one (as after months offline); a fresh Caddy loads it, sees it needs renewal, and the
+    client gets a new certificate from the ACME CA, which verifies."""
+    host = stack.host(stack.main)
+    assert https_get(edge.https_port, host, "/", edge.context()).status == 200
+    [stored] = edge.storage.glob(f"certificates/*/{host}/{host}.crt")
+    issued = x509.load_pem_x509_certificate(stored.read_bytes())
+    cert, key = self_signed(
+        stored.parent.parent,
+        "expired",
+        dns=(host,),
+        not_before=NOW - dt.timedelta(days=90),
+        not_after=NOW - dt.timedelta(hours=1),
+    )
+    cert.replace(stored)
+    key.replace(stored.with_suffix(".key"))
+    edge.restart_caddy()
+
+    page = https_get(edge.https_port, host, "/", edge.context())
+    assert (page.status, page.body) == (200, b"home")
+    renewed = x509.load_pem_x509_certificate(stored.read_bytes())
+    assert renewed.serial_number != issued.serial_number
+    assert renewed.not_valid_after_utc > NOW
+    assert renewed.issuer.rfc4514_string().startswith("CN=Pebble")
