@@ -56,12 +56,11 @@ DS_ACME_DIRECTORY_LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 DS_ACME_DIRECTORY = env.str("DS_ACME_DIRECTORY", default=DS_ACME_DIRECTORY_LETSENCRYPT)
 DS_ACME_CA_ROOT = env.str("DS_ACME_CA_ROOT", default="")
 DS_CADDY = env.str("DS_CADDY", default="/usr/bin/caddy")
-if DS_TLS_ON:
-    if len({DS_PORT, DS_HTTPS_PORT, DS_WEB_PORT}) != 3:
-        raise ImproperlyConfigured(
-            f"With DS_TLS={DS_TLS}, DS_PORT ({DS_PORT}, plain HTTP), DS_HTTPS_PORT "
-            f"({DS_HTTPS_PORT}) and DS_WEB_PORT ({DS_WEB_PORT}, Daphne on loopback) must differ."
-        )
+if DS_TLS_ON and len({DS_PORT, DS_HTTPS_PORT, DS_WEB_PORT}) != 3:
+    raise ImproperlyConfigured(
+        f"With DS_TLS={DS_TLS}, DS_PORT ({DS_PORT}, plain HTTP), DS_HTTPS_PORT "
+        f"({DS_HTTPS_PORT}) and DS_WEB_PORT ({DS_WEB_PORT}, Daphne on loopback) must differ."
+    )
 if DS_TLS == "files":
     for _name, _path in (("DS_TLS_CERT", DS_TLS_CERT), ("DS_TLS_KEY", DS_TLS_KEY)):
         if not _path:

@@ -6,4 +6,5 @@ Modules:
 - ask: which host names may get a certificate (the on-demand "ask"), and the loopback-only
   ASGI endpoint Caddy asks it through.
 - certs: the state of the panel host's certificate, for /readyz.
+- checks: the TLS settings in `manage.py check --deploy`.
 """

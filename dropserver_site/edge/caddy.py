@@ -87,7 +87,7 @@ def build_config(*, http_port: int, https_port: int, web_port: int, bind: str) -
                         "handler": "reverse_proxy",
                         "upstreams": [{"dial": upstream}],
                         "flush_interval": -1,  # stream as the app answers, do not buffer
-                    }
+                    },
                 ]
             },
         ],
