@@ -7,7 +7,7 @@ set -euo pipefail
 want=(bubblewrap libseccomp2 caddy)  # caddy: the TLS edge when DS_TLS is on
 [[ "${1:-run}" == test ]] && want+=(chromium iproute2 strace)  # ip netns: the sandbox network tests; strace: the seccomp trace
 [[ "${1:-run}" == test ]] && want+=(wrk)  # the load generator of bench/gateway.py
-[[ "${1:-run}" == test ]] && want+=(pebble)  # a local ACME CA for the TLS edge tests
+[[ "${1:-run}" == test ]] && want+=(pebble libnss3-tools)  # TLS tests: a local ACME CA; certutil (Chromium trusting a test root)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -7,54 +7,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.sandbox.fixtures import poll
-from tests.site.processes import descendants, free_port
-from tests.site.test_serve import BASE_DIR, embedded_env
+from tests.site.processes import descendants
 from tests.site.tls import client_context, http_get, https_get
 
 PANEL = "dropid.localhost"
 
 
-@pytest.fixture
-def served_tls(ds_data_dir):
-    http_port, https_port, web_port = free_port(), free_port(), free_port()
-    env = embedded_env(ds_data_dir, http_port)
-    env.update(
-        DS_TLS="internal",
-        DS_HTTPS_PORT=str(https_port),
-        DS_WEB_PORT=str(web_port),
-        DS_BIND="127.0.0.1",
-    )
-    manage = [sys.executable, str(BASE_DIR / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
-    log = ds_data_dir / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*manage, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def output() -> str:
-        return log.read_text(errors="replace")
-
-    try:
-        poll(lambda: proc.poll() is not None or "Press Ctrl-C to stop." in output(), timeout=90)
-        assert proc.poll() is None, output()
-        root = ds_data_dir / "tls" / "internal-root.crt"
-        poll(root.is_file, timeout=10)
-        yield proc, (http_port, https_port, web_port), root, output
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def test_serve_with_the_internal_ca_serves_https_that_verifies(served_tls):
-    proc, (http_port, https_port, web_port), root, output = served_tls
+    proc, (http_port, https_port, web_port), root, output, _ = served_tls
     assert f"https://{PANEL}:{https_port}/" in output()
     assert root.stat().st_mode & 0o777 == 0o644
 
@@ -80,7 +44,7 @@ def test_serve_with_the_internal_ca_serves_https_that_verifies(served_tls):
 
 
 def test_serve_restarts_the_edge_and_stops_it_with_the_rest(served_tls):
-    proc, (_, https_port, _), root, output = served_tls
+    proc, (_, https_port, _), root, output, _ = served_tls
     [(edge, _)] = [
         (p, c)
         for p, c in descendants(proc.pid, with_cmdline=True)
