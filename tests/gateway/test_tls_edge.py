@@ -236,6 +236,14 @@ def test_wss_reaches_the_sandboxed_app_through_the_edge(stack, edge):
         assert conn.recv(timeout=10) == "hello over tls"
 
 
+def test_browsers_get_http2(stack, edge):
+    context = edge.context()
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    sock = socket.create_connection(("127.0.0.1", edge.https_port), timeout=30)
+    with context.wrap_socket(sock, server_hostname=settings.DS_PANEL_HOST) as tls:
+        assert tls.selected_alpn_protocol() == "h2"
+
+
 def test_an_expired_certificate_in_storage_is_renewed_at_the_next_handshake(stack, edge):
     """The renewal path: the stored certificate of an appspace host is replaced by an expired
     one (as after months offline); a fresh Caddy loads it, sees it needs renewal, and the
