@@ -50,8 +50,10 @@ class Child:
     env: dict[str, str] | None = field(default=None, repr=False)  # replaces serve's env
     restarts: int = 0
     next_start: float = 0.0
+    started: float = 0.0
 
     def start(self, env: dict[str, str]) -> None:
+        self.started = time.monotonic()
         self.process = subprocess.Popen(
             self.argv,
             env=self.env or env,
@@ -203,6 +205,8 @@ class Command(BaseCommand):
                 now = time.monotonic()
                 if child.next_start == 0.0:
                     first, longest = EDGE_RESTART_BACKOFF
+                    if now - child.started > longest:
+                        child.restarts = 0  # it ran well for a while: start over quickly
                     pause = min(longest, first * 2**child.restarts)
                     self.stderr.write(
                         f"{child.name} exited (status {child.process.returncode}); "
