@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 
 import pytest
 from django.test import override_settings
 
 from dropserver_site.edge import caddy
-from tests.site.tls import self_signed
+from tests.sandbox.fixtures import poll
+from tests.site.processes import free_port
+from tests.site.tls import client_context, self_signed
 
 PORTS = {"http_port": 18080, "https_port": 18443, "web_port": 18081, "bind": "127.0.0.1"}
 
@@ -81,3 +84,41 @@ def test_every_address_means_both_families(tmp_path):
     with tls_settings("internal", tmp_path):
         servers = caddy.build_config(**{**PORTS, "bind": "0.0.0.0"})["apps"]["http"]["servers"]
     assert servers["https"]["listen"] == [":18443"] and servers["http"]["listen"] == [":18080"]
+
+
+def test_files_mode_serves_the_brought_certificate(ds_data_dir, tmp_path):
+    """Caddy itself with the `files` config: a handshake for an appspace host gets the admin's
+    certificate, verified against it (no upstream needed for the handshake). OpenSSL matches
+    no wildcard directly under a single label, so the name is listed too."""
+    cert, key = self_signed(tmp_path, "brought", dns=("*.localhost", "notes.localhost"))
+    ports = {**PORTS, "https_port": free_port(), "http_port": free_port(), "web_port": free_port()}
+    with (
+        tls_settings("files", tmp_path),
+        override_settings(DS_TLS_CERT=str(cert), DS_TLS_KEY=str(key)),
+    ):
+        path = caddy.write_config(**ports)
+    log = tmp_path / "caddy.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            caddy.caddy_argv(),
+            env=caddy.caddy_env({"PATH": "/usr/bin:/bin"}),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def handshake():
+            assert process.poll() is None, log.read_text()
+            try:
+                sock = socket.create_connection(("127.0.0.1", ports["https_port"]), timeout=5)
+            except OSError:
+                return None
+            with client_context(cert).wrap_socket(sock, server_hostname="notes.localhost") as tls:
+                return tls.getpeercert()
+
+        served = poll(handshake, timeout=30, interval=0.05)
+        assert served["subjectAltName"] == (("DNS", "*.localhost"), ("DNS", "notes.localhost"))
+        assert path.is_file()
+    finally:
+        process.terminate()
+        process.wait(10)

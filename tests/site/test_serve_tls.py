@@ -7,11 +7,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from tests.sandbox.fixtures import poll
-from tests.site.processes import descendants
+from tests.site.processes import descendants, free_port
+from tests.site.test_serve import BASE_DIR, embedded_env
 from tests.site.tls import client_context, http_get, https_get
 
 PANEL = "dropid.localhost"
@@ -69,3 +73,25 @@ def test_serve_restarts_the_edge_and_stops_it_with_the_rest(served_tls):
     while any(Path(f"/proc/{p}").exists() for p in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in children if Path(f"/proc/{p}").exists()]
+
+
+def test_an_edge_that_cannot_start_stops_serve_with_its_reason(ds_data_dir):
+    http_port, web_port = free_port(), free_port()
+    with socket.socket() as taken:  # someone else holds the https port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = embedded_env(ds_data_dir, http_port)
+        env.update(
+            DS_TLS="internal",
+            DS_HTTPS_PORT=str(taken.getsockname()[1]),
+            DS_WEB_PORT=str(web_port),
+            DS_BIND="127.0.0.1",
+        )
+        manage = [sys.executable, str(BASE_DIR / "manage.py")]
+        subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
+        result = subprocess.run(
+            [*manage, "serve"], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode != 0
+    assert "TLS edge exited with status" in result.stderr, result.stderr[-3000:]
+    assert "address already in use" in (result.stdout + result.stderr)
