@@ -1,6 +1,7 @@
 """Fixtures of the site tests that run the platform: `served_tls` (`serve` with DS_TLS=internal
 on free high ports, embedded defaults) yields (process, (http, https, web) ports, the published
-root, a function returning the output so far, the environment)."""
+root, a function returning the output so far, the environment). Parametrize it indirectly with
+a dict to add to serve's environment (another DS_DOMAIN, say)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests.site.test_serve import BASE_DIR, embedded_env
 
 
 @pytest.fixture
-def served_tls(ds_data_dir):
+def served_tls(request, ds_data_dir):
     http_port, https_port, web_port = free_port(), free_port(), free_port()
     env = embedded_env(ds_data_dir, http_port)
     env.update(
@@ -24,6 +25,7 @@ def served_tls(ds_data_dir):
         DS_WEB_PORT=str(web_port),
         DS_BIND="127.0.0.1",
     )
+    env.update(getattr(request, "param", {}))
     manage = [sys.executable, str(BASE_DIR / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
     log = ds_data_dir / "serve.log"

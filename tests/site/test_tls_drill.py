@@ -1,7 +1,12 @@
 """The https drill: `serve` with DS_TLS=internal, and Debian's Chromium trusting only the root
 `serve` published (an NSS database of its own, no certificate errors ignored). The first admin
 uses the setup link over https, installs Notes (the CLI, as an admin scripting it would),
-opens the appspace on its own https host, its WebSocket (wss) connects, and http redirects."""
+opens the appspace on its own https host, its WebSocket (wss) connects, and http redirects.
+
+Twice: on `localhost` (names resolve to loopback by themselves), and on `drill.test`, a domain
+that puts settings in production mode (secret key required, secure cookies, SSL redirect),
+resolved to 127.0.0.1 by Chromium's host resolver rules (no /etc/hosts edit: Caddy and the
+internal CA resolve nothing, and the test's own clients connect to 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ import pytest
 from packages.build import build_package
 from packages.extraction import ExtractionLimits
 from tests.site.test_serve import BASE_DIR
-from tests.site.test_serve_tls import PANEL
 
 pytestmark = [pytest.mark.browser, pytest.mark.sandbox]
 
@@ -50,10 +54,18 @@ def manage(env: dict[str, str], *args: str) -> dict:
     return json.loads(result.stdout)
 
 
+PRODUCTION = {"DS_DOMAIN": "drill.test", "SECRET_KEY": "drill-" + "k" * 60}
+
+
+@pytest.mark.parametrize(
+    "served_tls", [{}, PRODUCTION], indirect=True, ids=["localhost", "production-domain"]
+)
 def test_the_platform_over_https_in_chromium(served_tls, tmp_path):
     proc, (http_port, https_port, _), root, output, env = served_tls
     assert shutil.which("certutil"), "certutil missing: apt-get install -y libnss3-tools"
-    panel = f"https://{PANEL}:{https_port}"
+    domain = env.get("DS_DOMAIN", "localhost")
+    panel_host = f"dropid.{domain}"
+    panel = f"https://{panel_host}:{https_port}"
     setup = next(line.strip() for line in output().splitlines() if "/setup/" in line)
     assert setup.startswith(panel + "/setup/")
 
@@ -63,7 +75,11 @@ def test_the_platform_over_https_in_chromium(served_tls, tmp_path):
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium",
             headless=True,
-            args=["--no-sandbox", "--disable-background-networking"],
+            args=[
+                "--no-sandbox",
+                "--disable-background-networking",
+                "--host-resolver-rules=MAP *.drill.test 127.0.0.1",
+            ],
             env={"HOME": str(trusting_home(tmp_path, root))},
         )
         try:
@@ -98,8 +114,16 @@ def test_the_platform_over_https_in_chromium(served_tls, tmp_path):
                 "notes",
             )
 
+            # Plain http on every host ends on https: the edge's redirect, seen by a browser
+            # that has no HSTS for these hosts yet (it would upgrade http itself after).
+            fresh = browser.new_context().new_page()
+            fresh.set_default_timeout(STEP)
+            for host in (f"notes.{domain}", panel_host):
+                fresh.goto(f"http://{host}:{http_port}/accounts/login/")
+                assert fresh.url.startswith(f"https://{host}:{https_port}/"), fresh.url
+
             # Its own https host; logged in to the panel, the visitor is let straight in.
-            notes = f"https://notes.localhost:{https_port}"
+            notes = f"https://notes.{domain}:{https_port}"
             page.goto(notes + "/")
             page.wait_for_url(notes + "/**")
             opened = page.evaluate(
@@ -108,14 +132,9 @@ def test_the_platform_over_https_in_chromium(served_tls, tmp_path):
                     socket.onopen = () => { socket.close(); resolve("open"); };
                     socket.onerror = () => resolve("error");
                 })""",
-                f"wss://notes.localhost:{https_port}/api/live",
+                f"wss://notes.{domain}:{https_port}/api/live",
             )
             assert opened == "open"
 
-            # Plain http on every host ends on https.
-            page.goto(f"http://notes.localhost:{http_port}/")
-            assert page.url.startswith(notes + "/")
-            page.goto(f"http://{PANEL}:{http_port}/accounts/login/")
-            assert page.url.startswith(panel + "/")
         finally:
             browser.close()
