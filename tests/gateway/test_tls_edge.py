@@ -211,6 +211,12 @@ def test_the_ask_endpoint_is_not_reachable_through_the_edge(stack, edge):
         assert (spoofed.status, spoofed.body) == (404, b"Not Found")
     local = http_get(edge.web_port, "127.0.0.1", path)
     assert local.status == 200 and json.loads(local.body) == {"allowed": True}
+    # Local probes get the health endpoints on the same loopback address.
+    assert json.loads(http_get(edge.web_port, "127.0.0.1", "/healthz").body) == {"status": "ok"}
+    ready = http_get(edge.web_port, "127.0.0.1", "/readyz")
+    assert ready.status == 200 and json.loads(ready.body)["status"] == "ok"
+    refused = http_get(edge.web_port, "127.0.0.1", f"{caddy.ASK_PATH}?domain=nosuch.localhost")
+    assert refused.status == 404 and json.loads(refused.body) == {"allowed": False}
 
 
 def test_http_is_redirected_to_https_on_every_host(stack, edge):
