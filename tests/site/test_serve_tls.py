@@ -24,6 +24,7 @@ PANEL = "dropid.localhost"
 def test_serve_with_the_internal_ca_serves_https_that_verifies(served_tls):
     proc, (http_port, https_port, web_port), root, output, _ = served_tls
     assert f"https://{PANEL}:{https_port}/" in output()
+    assert f"trust its root in your browser, {root}" in output()
     assert root.stat().st_mode & 0o777 == 0o644
 
     health = https_get(https_port, PANEL, "/readyz", client_context(root))
