@@ -4,6 +4,9 @@ Embedded defaults need no server (SQLite, kombu's filesystem broker, the in-memo
 layer, console email); real engines are switched on by environment variables. A public
 domain is "production": it must have https, an explicit secret key and DEBUG off, or the
 process refuses to start.
+
+One module on purpose (its names are a fixed contract): one block per part of the platform,
+in the order of docs/architecture.md, and one CELERY_BEAT_SCHEDULE at the end.
 """
 
 from __future__ import annotations
