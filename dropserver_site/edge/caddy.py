@@ -153,8 +153,13 @@ def build_config(*, http_port: int, https_port: int, web_port: int, bind: str) -
     }
 
 
-def write_config(**ports: Any) -> Path:
-    """Write the config (and make Caddy's directories, 0700) and return its path."""
+def write_config(*, owner: tuple[int, int] | None = None, **ports: Any) -> Path:
+    """Write the config (and make Caddy's directories) and return its path.
+
+    `owner` (uid, gid): the user Caddy will run as, when it is not the one writing (root
+    dropping the edge to an unprivileged user): it gets the tls/ directory, Caddy's storage
+    and the config, since Caddy writes certificates, locks and its autosave there.
+    """
     tls_dir().mkdir(parents=True, exist_ok=True)
     tls_dir().chmod(0o711)  # internal-root.crt is for anyone; the rest is 0700/0600
     storage_dir().mkdir(mode=0o700, exist_ok=True)
@@ -163,7 +168,14 @@ def write_config(**ports: Any) -> Path:
     tmp.write_text(json.dumps(build_config(**ports), indent=2))
     tmp.chmod(0o600)
     tmp.replace(path)
+    if owner is not None:
+        for item in (tls_dir(), path, *_tree(storage_dir())):
+            os.chown(item, *owner, follow_symlinks=False)
     return path
+
+
+def _tree(root: Path) -> list[Path]:
+    return [root, *root.rglob("*")]
 
 
 def caddy_argv() -> list[str]:

@@ -122,3 +122,15 @@ def test_files_mode_serves_the_brought_certificate(ds_data_dir, tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_the_edge_files_can_be_given_to_the_user_caddy_runs_as(ds_data_dir, tmp_path):
+    """The hook for an unprivileged edge: config and storage belong to that user."""
+    uid, gid = 4_000_123, 4_000_456  # no such user needed: ownership is what the host sees
+    with tls_settings("internal", tmp_path):
+        caddy.write_config(**PORTS)
+        (caddy.storage_dir() / "certificates").mkdir()
+        path = caddy.write_config(owner=(uid, gid), **PORTS)
+    for item in (path, path.parent, caddy.storage_dir(), caddy.storage_dir() / "certificates"):
+        assert (item.stat().st_uid, item.stat().st_gid) == (uid, gid), item
+    assert path.stat().st_mode & 0o777 == 0o600

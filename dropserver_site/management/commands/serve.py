@@ -270,17 +270,25 @@ def web_argv(bind: str, port: int) -> list[str]:
     return [*argv, "dropserver_site.asgi:application"]
 
 
-def edge_child(env: dict[str, str], *, http_port: int, bind: str, web_port: int) -> Child:
+def edge_child(
+    env: dict[str, str],
+    *,
+    http_port: int,
+    bind: str,
+    web_port: int,
+    owner: tuple[int, int] | None = None,
+) -> Child:
     """The TLS edge: Caddy with the config written for these ports.
 
-    Hook for running it unprivileged: Caddy needs only its config (read), its storage under
-    DS_DATA_DIR/tls/ (read-write) and, for ports below 1024, CAP_NET_BIND_SERVICE; a user
-    drop applies to this child like to the others, with that capability kept ambient.
+    Hook for running it unprivileged: pass `owner` (the uid and gid it will run as) and the
+    config and Caddy's storage under DS_DATA_DIR/tls/ are theirs; for ports below 1024 it then
+    needs CAP_NET_BIND_SERVICE, kept ambient across the user drop applied to this child.
     """
     caddy.write_config(
         http_port=http_port,
         https_port=settings.DS_HTTPS_PORT,
         web_port=web_port,
         bind=bind,
+        owner=owner,
     )
     return Child("TLS edge", caddy.caddy_argv(), restartable=True, env=caddy.caddy_env(env))
