@@ -1,6 +1,8 @@
 """Gateway benchmark: a function route through the whole stack (Daphne + gateway + sandbox) vs
 the same request straight to the sandbox's unix socket vs a hello-world ASGI app on the same
-Daphne; and a static route. p50/p99 latency and requests/s at a few concurrencies, as ratios.
+Daphne; and a static route. p50/p99 latency and requests/s at a few concurrencies, as ratios;
+and the function route served by one Daphne process per core on one socket (DS_WEB_PROCESSES)
+against one process.
 
 Load generators: `wrk` (Debian's; C, one thread) for the TCP targets, and a small asyncio
 keep-alive generator (`load`) for all targets including the unix socket, which wrk cannot
@@ -37,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 SECONDS = float(os.environ.get("BENCH_GATEWAY_SECONDS", "3"))
 ROUNDS = int(os.environ.get("BENCH_GATEWAY_ROUNDS", "3"))
 CONCURRENCY = (1, 8, 32)
+WEB_PROCESSES = max(2, os.cpu_count() or 1)  # serve's default DS_WEB_PROCESSES: the cores
 APP = """
 import { createApp } from "@dropserver/app";
 createApp({ routes: [
@@ -120,9 +123,10 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def wrk(
-    port: int, host: str, path: str, concurrency: int, seconds: float, server_pid: int
+    port: int, host: str, path: str, concurrency: int, seconds: float, server_pid: int | list[int]
 ) -> dict[str, float]:
-    cpu0 = _cpu_seconds(server_pid)
+    pids = server_pid if isinstance(server_pid, list) else [server_pid]
+    cpu0 = sum(_cpu_seconds(pid) for pid in pids)
     out = subprocess.run(
         [
             "wrk",
@@ -147,7 +151,7 @@ def wrk(
         raise RuntimeError(f"wrk saw errors:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
-    cpu_us = (_cpu_seconds(server_pid) - cpu0) / max(requests, 1) * 1e6
+    cpu_us = (sum(_cpu_seconds(pid) for pid in pids) - cpu0) / max(requests, 1) * 1e6
     return {"rps": rps, "p50": latency("50"), "p99": latency("99"), "cpu_us": cpu_us}
 
 
@@ -174,10 +178,17 @@ class Stack:
             **extra,
         )
 
-    def spawn(self, argv: list[str], name: str, **env: str) -> subprocess.Popen:
+    def spawn(
+        self, argv: list[str], name: str, pass_fds: tuple[int, ...] = (), **env: str
+    ) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            argv, cwd=REPO, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT
+            argv,
+            cwd=REPO,
+            env=self.env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
         )
         self.processes.append(process)
         return process
@@ -226,6 +237,30 @@ class Stack:
             f"daphne ({name})",
         )
         return port, process.pid
+
+    def daphnes(self, app: str, name: str, count: int, **env: str) -> tuple[int, list[int]]:
+        """`count` Daphne processes on one shared socket, as `serve` runs DS_WEB_PROCESSES."""
+        from dropserver_site.management.commands.serve import listen_socket
+
+        port = _free_port()
+        listener = listen_socket("127.0.0.1", port)
+        fd = listener.fileno()
+        pids = [
+            self.spawn(
+                [sys.executable, "-m", "daphne", "--fd", str(fd), "--no-server-name", app],
+                f"{name}-{n}",
+                pass_fds=(fd,),
+                DS_PORT=str(port),
+                **env,
+            ).pid
+            for n in range(count)
+        ]
+        listener.close()  # the children hold it
+        _wait(
+            lambda: _try(lambda: socket.create_connection(("127.0.0.1", port)).close()),
+            f"daphne ({name})",
+        )
+        return port, pids
 
     def cleanup(self) -> None:
         for process in self.processes:
@@ -338,6 +373,11 @@ def run(options) -> None:
         hello_port, hello_pid = stack.daphne(
             "bench.gateway:hello_app", "hello", DATABASE_URL=db_url
         )
+        # What DS_WEB_PROCESSES buys: the same gateway, one process per core on one socket.
+        multi_port, multi_pids = stack.daphnes(
+            "dropserver_site.asgi:application", "gateway-multi", WEB_PROCESSES, DATABASE_URL=db_url
+        )
+        assert _get(multi_port, f"{host}:{multi_port}", "/").endswith(b"hello")
 
         gw_request = f"GET / HTTP/1.1\r\nHost: {host}:{gw_port}\r\n\r\n".encode()
         direct_request = (
@@ -364,6 +404,9 @@ def run(options) -> None:
                 r[f"hello wrk c{c}"] = wrk(hello_port, "x", "/", c, SECONDS, hello_pid)
                 r[f"function wrk c{c}"] = wrk(gw_port, host, "/", c, SECONDS, gw_pid)
                 r[f"static wrk c{c}"] = wrk(gw_port, host, "/static/hello.txt", c, SECONDS, gw_pid)
+            r[f"function x{WEB_PROCESSES} wrk c32"] = wrk(
+                multi_port, host, "/", 32, SECONDS, multi_pids
+            )
             rounds.append(r)
         results = {
             name: {k: statistics.median(r[name][k] for r in rounds) for k in rounds[0][name]}
@@ -399,6 +442,11 @@ def _report(r: dict[str, dict]) -> None:
             f"  c={c:<3} function/hello {r[f'function wrk c{c}']['rps'] / hello:5.2f} (>= 0.50)"
             f"   static/hello {r[f'static wrk c{c}']['rps'] / hello:5.2f} (>= 0.80)"
         )
+    multi = r[f"function x{WEB_PROCESSES} wrk c32"]["rps"] / r["function wrk c32"]["rps"]
+    print(
+        f"  c=32  {WEB_PROCESSES} web processes / 1 (function route): {multi:5.2f}"
+        f"  (> 1; wrk and the sandbox share the same {os.cpu_count()} cores)"
+    )
     direct = r["direct asyncio c8"]["rps"]
     print(
         f"  asyncio c=8: function/direct {r['function asyncio c8']['rps'] / direct:5.2f}"

@@ -11,6 +11,7 @@ in the order of docs/architecture.md, and one CELERY_BEAT_SCHEDULE at the end.
 
 from __future__ import annotations
 
+import os
 import secrets
 import warnings
 from pathlib import Path
@@ -242,6 +243,15 @@ if CHANNEL_LAYER_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Daphne processes `serve` runs on one shared listening socket (each is one event loop: one
+# core). Their caches stay coherent through the channel layer (appspaces/gateway/broadcast.py),
+# so without one (the embedded defaults) a single process serves, and changes apply at once.
+DS_WEB_PROCESSES = env.int(
+    "DS_WEB_PROCESSES", default=(os.cpu_count() or 1) if CHANNEL_LAYER_URL else 1
+)
+if DS_WEB_PROCESSES < 1:
+    raise ImproperlyConfigured(f"DS_WEB_PROCESSES must be 1 or more, not {DS_WEB_PROCESSES}.")
 
 # --- Celery ---------------------------------------------------------------------------------
 

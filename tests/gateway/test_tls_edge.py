@@ -28,7 +28,7 @@ from django.test import override_settings
 from websockets.sync.client import connect
 
 from dropserver_site.edge import caddy
-from dropserver_site.management.commands.serve import web_argv
+from dropserver_site.management.commands.serve import listen_socket, web_argv
 from tests.gateway.conftest import GATEWAY_ENV, UID_BASE, _database_url, stop
 from tests.sandbox.fixtures import REPO, free_port, poll
 from tests.site.tls import (
@@ -101,6 +101,7 @@ def edge(stack, gateway_dir) -> Iterator[Edge]:
         "DS_BIND": "127.0.0.1",
     }
     processes: list[subprocess.Popen] = []
+    listener = None
     try:
         with override_settings(
             DS_DATA_DIR=gateway_dir,  # as under serve: the edge beside the rest
@@ -111,7 +112,8 @@ def edge(stack, gateway_dir) -> Iterator[Edge]:
             DS_ACME_CA_ROOT=str(pebble.ca_root),
             DS_ACME_EMAIL="admin@example.com",
         ):
-            argv = web_argv("127.0.0.1", web_port)
+            listener = listen_socket("127.0.0.1", web_port)
+            argv = web_argv(listener)
             config = caddy.write_config(
                 http_port=http_port, https_port=https_port, web_port=web_port, bind="127.0.0.1"
             )
@@ -132,7 +134,14 @@ def edge(stack, gateway_dir) -> Iterator[Edge]:
         )
         with open(web_log, "wb") as log:
             processes.append(
-                subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                subprocess.Popen(
+                    argv,
+                    cwd=REPO,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(listener.fileno(),),
+                )
             )
         _wait_listening(web_port, processes[-1], web_log)
         assert config.is_file()
@@ -153,6 +162,8 @@ def edge(stack, gateway_dir) -> Iterator[Edge]:
     finally:
         for process in reversed(processes):
             stop(process)
+        if listener is not None:
+            listener.close()
         pebble.stop()
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,3 +111,70 @@ def test_it_refuses_an_unmigrated_database(ds_data_dir):
     )
     assert result.returncode != 0
     assert "run `python manage.py migrate`" in result.stderr
+
+
+def _stat_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _listening_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target)
+    return inodes
+
+
+def test_every_web_process_serves_on_one_socket(ds_data_dir):
+    """DS_WEB_PROCESSES Daphne processes adopt the one socket serve bound, and the kernel
+    hands connections to each: checked from the host (their descriptors, their CPU time)."""
+    port = free_port()
+    env = embedded_env(ds_data_dir, port)
+    env["DS_WEB_PROCESSES"] = "2"
+    manage = [sys.executable, str(BASE_DIR / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*manage, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        read_until(proc, "Press Ctrl-C to stop.", timeout=90)
+        webs = [pid for pid, cmd in descendants(proc.pid, with_cmdline=True) if "daphne" in cmd]
+        assert len(webs) == 2, webs
+        shared = _listening_inodes(webs[0]) & _listening_inodes(webs[1])
+        assert shared, "the two web processes hold no socket in common"
+
+        before = {pid: _stat_ticks(pid) for pid in webs}
+        errors: list[BaseException] = []
+
+        def client() -> None:
+            try:
+                for _ in range(60):
+                    assert get(port, "dropid.localhost", "/accounts/login/").status == 200
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not errors, errors[:3]
+        worked = {pid: _stat_ticks(pid) - before[pid] for pid in webs}
+        assert all(ticks > 0 for ticks in worked.values()), worked
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -51,6 +51,7 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
     started: float = 0.0
+    pass_fds: tuple[int, ...] = ()  # descriptors it inherits (the web servers' socket)
 
     def start(self, env: dict[str, str]) -> None:
         self.started = time.monotonic()
@@ -59,6 +60,7 @@ class Child:
             env=self.env or env,
             start_new_session=True,
             preexec_fn=parent_death_signal(),
+            pass_fds=self.pass_fds,
         )
 
     @property
@@ -132,7 +134,16 @@ class Command(BaseCommand):
             )
         # With the TLS edge, Daphne is reached on loopback only; the edge listens for the world.
         web_bind, web_port = ("127.0.0.1", settings.DS_WEB_PORT) if edge else (bind, port)
-        children.append(Child("web server", web_argv(web_bind, web_port)))
+        # One listening socket, bound here, shared by DS_WEB_PROCESSES Daphne processes: the
+        # kernel spreads connections over them, so every core serves requests.
+        listener = listen_socket(web_bind, web_port)
+        processes = settings.DS_WEB_PROCESSES if listener.family == socket.AF_INET else 1
+        for n in range(1, processes + 1):
+            name = "web server" if processes == 1 else f"web server {n}/{processes}"
+            shared = (listener.fileno(),) if listener.family == socket.AF_INET else ()
+            children.append(Child(name, web_argv(listener), pass_fds=shared))
+        if not shared:
+            listener.close()  # Daphne binds the IPv6 address itself
         if edge:
             children.append(edge_child(env, http_port=port, bind=bind, web_port=web_port))
 
@@ -250,17 +261,37 @@ class Command(BaseCommand):
         self.stdout.write("Dropserver stopped.")
 
 
-def web_argv(bind: str, port: int) -> list[str]:
-    """Daphne's command line. Behind a TLS proxy (ours or the operator's), it takes the client
-    address and scheme from X-Forwarded-For/-Proto, which that proxy sets."""
+def listen_socket(bind: str, port: int) -> socket.socket:
+    """The web servers' listening socket, bound by serve (a busy port fails here, readably).
+    Twisted adopts IPv4 sockets only from a command line (its `fd:` endpoint takes no address
+    family), so an IPv6 address gets one web process."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((bind, port))
+    except OSError as exc:
+        sock.close()
+        raise CommandError(f"Cannot listen on {bind}:{port}: {exc.strerror}.") from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def web_argv(listener: socket.socket) -> list[str]:
+    """Daphne's command line, adopting the shared socket. Behind a TLS proxy (ours or the
+    operator's), it takes the client address and scheme from X-Forwarded-For/-Proto, which
+    that proxy sets."""
+    if listener.family == socket.AF_INET:
+        where = ["--fd", str(listener.fileno())]
+    else:
+        bind, port = listener.getsockname()[:2]
+        where = ["--bind", bind, "--port", str(port)]
     argv = [
         sys.executable,
         "-m",
         "daphne",
-        "--bind",
-        bind,
-        "--port",
-        str(port),
+        *where,
         "--no-server-name",
         "--websocket-max-message-size",
         str(2**20),
