@@ -1,9 +1,10 @@
 from django.urls import path
 
-from appspaces.views import dashboard, jobs
+from appspaces.views import dashboard, jobs, usage
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
+    path("usage/", usage.instance_usage, name="instance_usage"),
     path("jobs/<uuid:job_id>/", jobs.job_detail, name="job_detail"),
     path("jobs/<uuid:job_id>/status", jobs.job_status, name="job_status"),
     path("jobs/<uuid:job_id>/cancel", jobs.job_cancel_view, name="job_cancel"),

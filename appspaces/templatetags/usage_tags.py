@@ -1,5 +1,6 @@
-"""Template tags of the usage cards: `{% appspace_usage appspace as usage %}` and plain-words
-filters for durations and shares."""
+"""Template tags of the usage cards: `{% appspace_usage appspace as usage %}`, the 30-day
+charts `{% appspace_usage_charts appspace %}`, and plain-words filters for durations and
+shares."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from django import template
 
 from appspaces.models import Appspace
+from appspaces.usage import charts
 from appspaces.usage.summary import usage_summary
 
 register = template.Library()
@@ -17,6 +19,13 @@ register = template.Library()
 def appspace_usage(appspace: Appspace) -> dict[str, Any]:
     """The figures of `appspaces.usage.summary.usage_summary` (one query)."""
     return usage_summary(appspace)
+
+
+@register.simple_tag
+def appspace_usage_charts(appspace: Appspace) -> str:
+    """The appspace's 30-day charts (appspaces/usage/charts.py), as SVG figures."""
+    days, values = charts.appspace_days(appspace)
+    return charts.charts(days, values, f"chart-{appspace.public_id}")
 
 
 @register.filter

@@ -1,1 +1,8 @@
-"""What each appspace costs: sampled counters, disk quota, the day rows the panel shows."""
+"""What each appspace costs.
+
+counters    supervisor counters -> daily deltas and day rows; pruning old days
+collection  the periodic collection: every running sandbox sampled once
+quota       the disk measured, and data made read-only above the quota
+summary     the figures of the usage card (today, 7 and 30 days, disk against the quota)
+charts      the 30-day charts, as server-drawn SVG (the card and the staff overview)
+"""
