@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts.signals import access_changed
 from appspaces.gateway.cache import LoadingCache
-from appspaces.gateway.csp import appspace_csp
+from appspaces.gateway.csp import REPORT_ENDPOINT, REPORT_PATH, appspace_csp
 from appspaces.gateway.headers import Header, Identity, platform_response_headers
 from appspaces.lifecycle.quarantine import name_was_used
 from appspaces.models import AllowlistEntry, Appspace, AppspaceSession, AppspaceUser, AppVersion
@@ -135,7 +135,9 @@ def load_config(subdomain: str) -> AppspaceConfig | None:
         owner_pk=owner.pk,
         routes=_route_table(version),
         csp=csp,
-        platform_headers=platform_response_headers(csp=csp),
+        platform_headers=platform_response_headers(
+            csp=csp, reporting=f'{REPORT_ENDPOINT}="{REPORT_PATH}"'
+        ),
         spec=appspace_spec(appspace),
         files_dir=str(version.files_dir),
         version_tag=hashlib.sha256(str(version.public_id).encode()).hexdigest()[:10],

@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 _SOURCE = re.compile(r"^https?://(\*\.)?[a-z0-9.-]+(:\d{1,5})?$")
 
 FIXED_DIRECTIVES = "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+# Where browsers report what the policy blocked (gateway/csp_reports.py): `report-to` names the
+# endpoint of the Reporting-Endpoints header; `report-uri` for browsers without it.
+REPORT_PATH = "/.dropserver/csp-report"
+REPORT_ENDPOINT = "dropserver-csp"
+REPORTING = f"report-uri {REPORT_PATH}; report-to {REPORT_ENDPOINT}"
 
 
 def csp_sources(values: Iterable[str]) -> list[str]:
@@ -41,4 +46,4 @@ def appspace_csp(browser_origins: Iterable[str]) -> str:
     a bad value in the database cannot add a directive or a keyword to the policy.
     """
     sources = " ".join(["'self'", *csp_sources(browser_origins)])
-    return f"default-src {sources}; {FIXED_DIRECTIVES}"
+    return f"default-src {sources}; {FIXED_DIRECTIVES}; {REPORTING}"

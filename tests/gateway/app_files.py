@@ -174,6 +174,23 @@ FILES = {
     "public/app.js": "console.log('static js');\n",
     "public/style.css": "body { color: red; }\n",
     "public/logo.txt": "logo\n",
+    # Loads an image and a script from the origins in its query (test_csp_browser.py).
+    "public/network.html": (
+        '<!doctype html><title>network</title><p id="img">pending</p><p id="js">pending</p>'
+        '<script src="network.js"></script>\n'
+    ),
+    "public/network.js": (
+        "const q = new URLSearchParams(location.search);\n"
+        "const img = new Image();\n"
+        "img.onload = () => { document.getElementById('img').textContent = 'loaded'; };\n"
+        "img.onerror = () => { document.getElementById('img').textContent = 'blocked'; };\n"
+        "img.src = q.get('img') + '/pixel.gif';\n"
+        "const s = document.createElement('script');\n"
+        "s.onload = () => { document.getElementById('js').textContent = 'loaded'; };\n"
+        "s.onerror = () => { document.getElementById('js').textContent = 'blocked'; };\n"
+        "s.src = q.get('js') + '/lib.js';\n"
+        "document.body.appendChild(s);\n"
+    ),
     "public/sub/deep.json": '{"deep": true}\n',
     "private/secret.txt": "members only\n",
 }
