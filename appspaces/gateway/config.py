@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts.signals import access_changed
 from appspaces.gateway.cache import LoadingCache
-from appspaces.gateway.csp import REPORT_ENDPOINT, REPORT_PATH, appspace_csp
+from appspaces.gateway.csp import REPORTING_ENDPOINTS, appspace_csp
 from appspaces.gateway.headers import Header, Identity, platform_response_headers
 from appspaces.lifecycle.quarantine import name_was_used
 from appspaces.models import AllowlistEntry, Appspace, AppspaceSession, AppspaceUser, AppVersion
@@ -110,7 +110,7 @@ def load_config(subdomain: str) -> AppspaceConfig | None:
     browser = AllowlistEntry.objects.filter(
         appspace=appspace, kind=AllowlistEntry.Kind.BROWSER
     ).values_list("value", flat=True)
-    csp = appspace_csp(browser)
+    csp = appspace_csp(browser, report_to=settings.DS_HTTPS)
     permission_keys = tuple(
         p["key"]
         for p in version.permissions
@@ -136,7 +136,7 @@ def load_config(subdomain: str) -> AppspaceConfig | None:
         routes=_route_table(version),
         csp=csp,
         platform_headers=platform_response_headers(
-            csp=csp, reporting=f'{REPORT_ENDPOINT}="{REPORT_PATH}"'
+            csp=csp, reporting=REPORTING_ENDPOINTS if settings.DS_HTTPS else ""
         ),
         spec=appspace_spec(appspace),
         files_dir=str(version.files_dir),

@@ -61,12 +61,12 @@ def test_every_appspace_response_names_the_report_endpoint(stack):
     response = stack.browser().get(stack.url(appspace, "/assets/index.html"))
     assert response.status == 200
     csp = response.header("content-security-policy")
-    assert "report-uri /.dropserver/csp-report" in csp
-    assert "report-to dropserver-csp" in csp
-    assert response.header("reporting-endpoints") == 'dropserver-csp="/.dropserver/csp-report"'
-    # The app cannot point the platform's endpoint name elsewhere (its header is dropped).
+    assert csp.endswith("; report-uri /.dropserver/csp-report")
+    # Over plain http no report-to: Chromium would then ignore report-uri and send nothing.
+    assert response.header("reporting-endpoints") is None
+    # The app cannot name a reporting endpoint of its own (its headers are dropped).
     loose = stack.browser().get(stack.url(appspace, "/loose"))
-    assert loose.all("reporting-endpoints") == [response.header("reporting-endpoints")]
+    assert loose.all("reporting-endpoints") == []
     assert "collector.example" not in " ".join(loose.all("content-security-policy"))
 
 
@@ -189,3 +189,13 @@ def test_a_flood_is_rate_limited_in_memory(stack):
     assert set(statuses) <= {204, 429}
     assert statuses.get(204, 0) <= 60 * minutes
     assert rows <= 60 * minutes
+
+
+def test_over_https_the_policy_also_names_the_reporting_api_endpoint():
+    from appspaces.gateway.csp import REPORTING_ENDPOINTS, appspace_csp
+    from appspaces.gateway.headers import platform_response_headers
+
+    policy = appspace_csp([], report_to=True)
+    assert policy.endswith("; report-uri /.dropserver/csp-report; report-to dropserver-csp")
+    headers = dict(platform_response_headers(csp=policy, https=True, reporting=REPORTING_ENDPOINTS))
+    assert headers[b"reporting-endpoints"] == b'dropserver-csp="/.dropserver/csp-report"'
