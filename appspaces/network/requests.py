@@ -27,6 +27,8 @@ from appspaces.network.approvals import (
     server_entry_warnings,
 )
 from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
+from sandbox.client import SandboxClient
+from sandbox.protocol import SandboxError
 
 MAX_REASON = 300
 MAX_PENDING = 100  # pending requests per appspace; more are dropped until the owner decides
@@ -90,51 +92,64 @@ def browser_report_record(*, appspace_pk: int, origin: str, directive: str, coun
     return True
 
 
-def app_request_record(*, appspace: Appspace, server: object, browser: object, reason: object):
-    """The app's requestNetwork() call: each entry validated; -> (accepted entries, refused
-    [(what was asked, why)]). Accepted ones wait for the owner with the app's reason."""
+def app_request_record(*, appspace: Appspace, kind: str, value: object, reason: object) -> bool:
+    """One entry the app asked for (the supervisor's table, pulled again and again: recording
+    is idempotent; a dismissed request stays dismissed). Entries the validator refuses are kept
+    too, as they were written (cleaned), so the owner sees what was asked and why it cannot be.
+    -> whether a row was created or changed."""
+    if kind not in NetworkRequest.Kind.values or not isinstance(value, str):
+        return False
+    try:
+        parse = parse_server_entry if kind == NetworkRequest.Kind.SERVER else parse_browser_origin
+        text = str(parse(value))
+    except AllowlistError:
+        text = clean_reason(value)[:300]
+    if not text or appspace.allowlist.filter(kind=kind, value=text).exists():
+        return False
     reason_text = clean_reason(reason)
-    accepted: list[str] = []
-    refused: list[tuple[str, str]] = []
-    asked = [
-        (kind, value)
-        for kind, values in (("server", server), ("browser", browser))
-        for value in (values if isinstance(values, list) else [])
-    ]
-    if len(asked) > MAX_ASKED:
-        refused.append(("", f"at most {MAX_ASKED} entries per request"))
-        asked = asked[:MAX_ASKED]
-    allowed = set(appspace.allowlist.values_list("kind", "value"))
-    now = timezone.now()
-    for kind, value in asked:
-        shown = clean_reason(value) if isinstance(value, str) else repr(value)[:80]
-        try:
-            parse = parse_server_entry if kind == "server" else parse_browser_origin
-            text = str(parse(value))
-        except AllowlistError as exc:
-            refused.append((shown, str(exc)))
-            continue
-        if (kind, text) in allowed:
-            accepted.append(text)
-            continue
-        pending = NetworkRequest.objects.filter(appspace=appspace, dismissed=False).count()
-        row, created = NetworkRequest.objects.get_or_create(
-            appspace=appspace,
-            kind=kind,
-            value=text,
-            defaults={"source": NetworkRequest.Source.APP, "reason": reason_text},
-        )
-        if created and pending >= MAX_PENDING:
-            row.delete()
-            refused.append((text, "too many requests are waiting for the owner"))
-            continue
-        if not created:  # asked again: the newest reason, still waiting (even if dismissed)
-            row.reason = reason_text or row.reason
-            row.last_seen = now
-            row.count += 1
-            row.save(update_fields=["reason", "last_seen", "count"])
-        accepted.append(text)
-    return accepted, refused
+    row = NetworkRequest.objects.filter(appspace=appspace, kind=kind, value=text).first()
+    if row is not None:
+        if reason_text and (row.reason != reason_text or row.source != NetworkRequest.Source.APP):
+            row.reason, row.source, row.last_seen = (
+                reason_text,
+                NetworkRequest.Source.APP,
+                (timezone.now()),
+            )
+            row.save(update_fields=["reason", "source", "last_seen"])
+            return True
+        return False
+    if NetworkRequest.objects.filter(appspace=appspace, dismissed=False).count() >= MAX_PENDING:
+        return False
+    try:
+        with transaction.atomic():
+            NetworkRequest.objects.create(
+                appspace=appspace,
+                kind=kind,
+                value=text,
+                source=NetworkRequest.Source.APP,
+                reason=reason_text,
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def app_requests_pull(*, appspace: Appspace, client: SandboxClient) -> int:
+    """Record what the app asked for since the supervisor started it; 0 if it knows nothing."""
+    try:
+        asked = client.network_requests(str(appspace.public_id))
+    except SandboxError:
+        return 0
+    changed = 0
+    for item in (asked or [])[: MAX_ASKED * 3]:
+        if isinstance(item, dict):
+            changed += app_request_record(
+                appspace=appspace,
+                kind=item.get("kind"),
+                value=item.get("value"),
+                reason=item.get("reason"),
+            )
+    return changed
 
 
 def request_rows(appspace: Appspace, *, dismissed: bool = False) -> list[dict]:

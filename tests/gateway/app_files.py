@@ -1,7 +1,7 @@
 """The app every gateway test runs: one route per behaviour the gateway must get right."""
 
 APP_TS = r"""
-import { createApp } from "@dropserver/app";
+import { createApp, requestNetwork } from "@dropserver/app";
 
 let hanging = 0;
 let pulled = 0;
@@ -22,6 +22,17 @@ createApp({
   routes: [
     { method: "GET", path: "/", auth: "public", handler: () => new Response("home") },
     { method: "GET", path: "/echo", auth: "public", handler: (ctx) => json(seen(ctx)) },
+    {
+      method: "POST", path: "/ask", auth: "public",
+      handler: async (ctx) => {
+        try {
+          requestNetwork(await ctx.request.json());
+        } catch (err) {
+          return json({ error: String(err) }, { status: 400 });
+        }
+        return json({ asked: true });
+      },
+    },
     {
       method: "POST", path: "/echo", auth: "public",
       handler: async (ctx) => {
