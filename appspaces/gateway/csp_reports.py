@@ -148,7 +148,8 @@ def parse_reports(content_type: bytes, body: bytes) -> list[tuple[str, str]]:
     return found
 
 
-async def _read_body(receive, limit: int) -> bytes | None:
+async def read_body(receive, limit: int) -> bytes | None:
+    """The whole request body, or None once it passes `limit` bytes or the client left."""
     body = b""
     while True:
         message = await receive()
@@ -190,7 +191,7 @@ async def handle(scope: dict, receive, send, *, config, facts) -> None:
     length = facts.content_length
     if length is not None and (length < 0 or length > MAX_BODY):
         return await reply(413, b"Report too large.")
-    body = await _read_body(receive, MAX_BODY)
+    body = await read_body(receive, MAX_BODY)
     if body is None:
         return await reply(413, b"Report too large.")
     try:

@@ -164,16 +164,9 @@ async def _redeem_and_redirect(
 
 async def _read_form(receive) -> tuple[str, str] | None:
     """The token and next path of the confirmation form, or None if the body is not one."""
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        body += message.get("body", b"")
-        if len(body) > MAX_FORM_BYTES:
-            return None
-        if not message.get("more_body"):
-            break
+    body = await csp_reports.read_body(receive, MAX_FORM_BYTES)
+    if body is None:
+        return None
     form = parse_qs(body.decode("latin-1"), max_num_fields=10)
     token = (form.get("token") or [""])[0]
     if not token:

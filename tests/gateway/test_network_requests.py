@@ -159,3 +159,28 @@ def test_cli_errors_exit_non_zero_with_one_readable_line(stack, gateway_dir):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().endswith("No appspace has the subdomain 'nosuchappspace'.")
+
+
+def panel_post(stack, user, appspace, name: str, value: str):
+    from tests.gateway.browser import csrf_token
+
+    browser = stack.browser(user)
+    page = browser.get(stack.panel_url(reverse("dashboard")))
+    return browser.request(
+        "POST",
+        stack.panel_url(reverse(name, kwargs={"appspace_id": appspace.public_id})),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        body=f"csrfmiddlewaretoken={csrf_token(page.text)}&kind=browser&value={value}".encode(),
+    )
+
+
+def test_only_the_owner_decides_in_the_panel(stack, asked):
+    value = "https://tiles.example.com"
+    for name in ("appspace_request_allow", "appspace_request_dismiss"):
+        assert panel_post(stack, stack.carol, asked, name, value).status == 404
+    assert not NetworkRequest.objects.get(appspace=asked, value=value).dismissed
+    assert panel_post(stack, stack.alice, asked, "appspace_request_dismiss", value).status == 302
+    assert NetworkRequest.objects.get(appspace=asked, value=value).dismissed
+    assert not AllowlistEntry.objects.filter(appspace=asked).exists()
+    missing = panel_post(stack, stack.alice, asked, "appspace_request_allow", "https://x.example")
+    assert missing.status == 404
