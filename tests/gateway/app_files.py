@@ -23,17 +23,6 @@ createApp({
     { method: "GET", path: "/", auth: "public", handler: () => new Response("home") },
     { method: "GET", path: "/echo", auth: "public", handler: (ctx) => json(seen(ctx)) },
     {
-      method: "POST", path: "/ask", auth: "public",
-      handler: async (ctx) => {
-        try {
-          requestNetwork(await ctx.request.json());
-        } catch (err) {
-          return json({ error: String(err) }, { status: 400 });
-        }
-        return json({ asked: true });
-      },
-    },
-    {
       method: "POST", path: "/echo", auth: "public",
       handler: async (ctx) => {
         const body = new Uint8Array(await ctx.request.arrayBuffer());
@@ -166,6 +155,17 @@ createApp({
     {
       method: "GET", path: "/nobody", auth: { permission: "admin" },
       handler: () => new Response("x"),
+    },
+    {
+      method: "POST", path: "/ask", auth: "public",
+      handler: async (ctx) => {
+        try {
+          requestNetwork(await ctx.request.json());
+        } catch (err) {
+          return json({ error: String(err) }, { status: 400 });
+        }
+        return json({ asked: true });
+      },
     },
   ],
 });
