@@ -4,11 +4,14 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts.urls import setup_urlpatterns
+from dropserver_site import health
 
 admin.site.site_header = "Dropserver administration"
 admin.site.site_title = "Dropserver admin"
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),

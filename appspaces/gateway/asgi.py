@@ -12,7 +12,16 @@ also clear the old app's leftovers in the browser, once per browser (reused_name
 
 from __future__ import annotations
 
-from appspaces.gateway import connections, login, pages, proxy, reused_names, static, websocket
+from appspaces.gateway import (
+    broadcast,
+    connections,
+    login,
+    pages,
+    proxy,
+    reused_names,
+    static,
+    websocket,
+)
 from appspaces.gateway.auth import (
     Refusal,
     RequestFacts,
@@ -36,6 +45,7 @@ BAD_PATH = (
 
 
 async def gateway_http(scope: dict, receive, send) -> None:
+    broadcast.listen()
     subdomain = scope["appspace_subdomain"]
     config = configs.peek(subdomain)
     if config is MISSING:
@@ -123,4 +133,5 @@ async def gateway_http(scope: dict, receive, send) -> None:
 
 
 async def gateway_websocket(scope: dict, receive, send) -> None:
+    broadcast.listen()
     await websocket.relay(scope, receive, send)
