@@ -271,6 +271,44 @@ class BlockedConnection(models.Model):
         return f"{self.host}:{self.port}" if self.port else self.host
 
 
+class NetworkRequest(models.Model):
+    """Network access the owner has not decided on yet, other than refused server connections:
+    an origin the browser blocked under the appspace's CSP (reported to /.dropserver/csp-report),
+    or a host or origin the app asked for with requestNetwork() and its (untrusted) reason."""
+
+    class Kind(models.TextChoices):
+        SERVER = "server", "server"
+        BROWSER = "browser", "browser"
+
+    class Source(models.TextChoices):
+        REPORT = "report", "blocked in the browser"
+        APP = "app", "asked for by the app"
+
+    appspace = models.ForeignKey(
+        Appspace, on_delete=models.CASCADE, related_name="network_requests"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    value = models.CharField(max_length=300)  # canonical allowlist entry text
+    source = models.CharField(max_length=10, choices=Source.choices)
+    directives = models.CharField(max_length=200, blank=True)  # CSP directives that blocked it
+    reason = models.CharField(max_length=500, blank=True)  # the app's words, shown escaped
+    count = models.PositiveIntegerField(default=1)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now)
+    dismissed = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-last_seen"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["appspace", "kind", "value"], name="unique_network_request"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Job(models.Model):
     """Long work (install, create, migrate, backup, restore): the one source of truth for its
     state and progress. A task claims it with a conditional UPDATE, so running it twice is

@@ -131,6 +131,16 @@ urlpatterns += [
         name="appspace_blocked_dismiss",
     ),
     path(
+        "appspaces/<uuid:appspace_id>/requests/allow",
+        network.request_allow_view,
+        name="appspace_request_allow",
+    ),
+    path(
+        "appspaces/<uuid:appspace_id>/requests/dismiss",
+        network.request_dismiss_view,
+        name="appspace_request_dismiss",
+    ),
+    path(
         "backups/kept/<uuid:backup_id>/download",
         kept_backups.kept_backup_download,
         name="kept_backup_download",

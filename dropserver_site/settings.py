@@ -460,6 +460,8 @@ DS_GATEWAY_IDLE_TIMEOUT = env.float("DS_GATEWAY_IDLE_TIMEOUT", default=60.0)  # 
 # change made in another process goes unseen); changes made in this process apply at once.
 DS_GATEWAY_CACHE_TTL = env.float("DS_GATEWAY_CACHE_TTL", default=2.0)
 DS_GATEWAY_ENSURE_INTERVAL = env.float("DS_GATEWAY_ENSURE_INTERVAL", default=1.0)
+# CSP reports accepted per appspace per minute, per web process (gateway/csp_reports.py).
+DS_CSP_REPORTS_PER_MINUTE = env.int("DS_CSP_REPORTS_PER_MINUTE", default=60)
 DS_GATEWAY_POOL_IDLE = env.int("DS_GATEWAY_POOL_IDLE", default=32)  # kept-open conns per sandbox
 DS_GATEWAY_STATIC_CACHE_MB = env.int("DS_GATEWAY_STATIC_CACHE_MB", default=32)
 DS_GATEWAY_STATIC_CACHE_FILE_KB = env.int("DS_GATEWAY_STATIC_CACHE_FILE_KB", default=256)

@@ -168,6 +168,10 @@ class SandboxClient:
     def blocked(self, sandbox_id: str) -> list[dict[str, Any]]:
         return self.call("blocked", sandbox=sandbox_id)
 
+    def network_requests(self, sandbox_id: str) -> list[dict[str, Any]]:
+        """What the app asked for with requestNetwork(): [{kind, value, reason, at}]."""
+        return self.call("network_requests", sandbox=sandbox_id)
+
     def run_once(
         self,
         spec: Spec,
@@ -273,6 +277,9 @@ class AsyncSandboxClient:
 
     async def blocked(self, sandbox_id: str) -> list[dict[str, Any]]:
         return await self.call("blocked", sandbox=sandbox_id)
+
+    async def network_requests(self, sandbox_id: str) -> list[dict[str, Any]]:
+        return await self.call("network_requests", sandbox=sandbox_id)
 
     async def list(self) -> list[dict[str, Any]]:
         return await self.call("list")

@@ -159,6 +159,8 @@ class ControlServer:
             return sup.list()
         if op == "blocked":
             return sup.blocked(request.get("sandbox"))
+        if op == "network_requests":
+            return sup.network_requests(request.get("sandbox"))
         if op == "run_once":
             return await sup.jobs.run_once(
                 request.get("spec"),

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox import layout
-from sandbox.output import BlockedTable, LogSink
+from sandbox.output import AskedTable, BlockedTable, LogSink
 from sandbox.runner import SandboxProcess
 from sandbox.spec import SandboxSpec
 from sandbox.walls import cgroups
@@ -62,6 +62,7 @@ class Instance:
     last_exit: str | None = None
     problem: str | None = None
     blocked: BlockedTable = field(default_factory=BlockedTable)
+    asked: AskedTable = field(default_factory=AskedTable)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The final counters of the last run that ended (stopped or crashed after it was ready):
     # what a usage collector could not sample any more once its cgroup was gone.

@@ -18,6 +18,7 @@ MAX_LOG_LINE = 8 * 1024
 LOG_BYTES_PER_SECOND = 256 * 1024
 TAIL_LINES = 40
 MAX_BLOCKED = 200
+MAX_ASKED = 50  # network requests an app made (requestNetwork), kept per sandbox
 
 
 class LogSink:
@@ -179,3 +180,33 @@ class BlockedTable:
 
     def to_json(self) -> list[dict]:
         return [e.to_json() for e in sorted(self.entries.values(), key=lambda e: -e.last)]
+
+
+class AskedTable:
+    """Network access the app asked for (requestNetwork), newest reason per entry, for the
+    owner's approval UI. The app's word only: the platform validates every entry again."""
+
+    def __init__(self, limit: int = MAX_ASKED):
+        self.limit = limit
+        self.entries: dict[tuple[str, str], dict] = {}
+
+    def record(self, server: object, browser: object, reason: object) -> None:
+        reason_text = reason[:1000] if isinstance(reason, str) else ""
+        now = datetime.now(UTC).isoformat()
+        for kind, values in (("server", server), ("browser", browser)):
+            if not isinstance(values, list):
+                continue
+            for value in values[:20]:
+                if not isinstance(value, str) or not value or len(value) > 300:
+                    continue
+                key = (kind, value)
+                if key in self.entries or len(self.entries) < self.limit:
+                    self.entries[key] = {
+                        "kind": kind,
+                        "value": value,
+                        "reason": reason_text,
+                        "at": now,
+                    }
+
+    def to_json(self) -> list[dict]:
+        return list(self.entries.values())

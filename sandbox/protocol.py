@@ -25,6 +25,7 @@ OPS = (
     "usage",
     "list",
     "blocked",
+    "network_requests",
     "run_once",
 )
 

@@ -305,6 +305,8 @@ class Supervisor:
     def _on_event(self, inst: Instance, event: dict) -> None:
         if event.get("event") == "blocked":
             inst.blocked.record(event.get("host"), event.get("port"))
+        elif event.get("event") == "network_request":
+            inst.asked.record(event.get("server"), event.get("browser"), event.get("reason"))
 
     async def _watch(self, inst: Instance, proc: SandboxProcess) -> None:
         code = await proc.exited
@@ -439,6 +441,9 @@ class Supervisor:
 
     def blocked(self, sandbox_id: Any) -> list[dict]:
         return self._get(sandbox_id).blocked.to_json()
+
+    def network_requests(self, sandbox_id: Any) -> list[dict]:
+        return self._get(sandbox_id).asked.to_json()
 
     # --- background duties --------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from appspaces.gateway.cache import LoadingCache
-from appspaces.gateway.csp import appspace_csp
+from appspaces.gateway.csp import REPORTING_ENDPOINTS, appspace_csp
 from appspaces.gateway.headers import Header, Identity, platform_response_headers
 from appspaces.lifecycle.quarantine import name_was_used
 from appspaces.models import AllowlistEntry, Appspace, AppspaceSession, AppVersion
@@ -106,7 +106,7 @@ def load_config(subdomain: str) -> AppspaceConfig | None:
     browser = AllowlistEntry.objects.filter(
         appspace=appspace, kind=AllowlistEntry.Kind.BROWSER
     ).values_list("value", flat=True)
-    csp = appspace_csp(browser)
+    csp = appspace_csp(browser, report_to=settings.DS_HTTPS)
     permission_keys = tuple(
         p["key"]
         for p in version.permissions
@@ -131,7 +131,9 @@ def load_config(subdomain: str) -> AppspaceConfig | None:
         owner_pk=owner.pk,
         routes=_route_table(version),
         csp=csp,
-        platform_headers=platform_response_headers(csp=csp),
+        platform_headers=platform_response_headers(
+            csp=csp, reporting=REPORTING_ENDPOINTS if settings.DS_HTTPS else ""
+        ),
         spec=appspace_spec(appspace),
         files_dir=str(version.files_dir),
         version_tag=hashlib.sha256(str(version.public_id).encode()).hexdigest()[:10],

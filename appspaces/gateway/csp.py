@@ -16,6 +16,13 @@ log = logging.getLogger(__name__)
 _SOURCE = re.compile(r"^https?://(\*\.)?[a-z0-9.-]+(:\d{1,5})?$")
 
 FIXED_DIRECTIVES = "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+# Where browsers report what the policy blocked (gateway/csp_reports.py): `report-uri` always;
+# over https also `report-to`, naming the endpoint of the Reporting-Endpoints header. Not over
+# plain http: Chromium ignores report-uri once report-to is there, and its Reporting API does
+# not deliver from http pages (measured: nothing within 25 s, where report-uri is immediate).
+REPORT_PATH = "/.dropserver/csp-report"
+REPORT_ENDPOINT = "dropserver-csp"
+REPORTING_ENDPOINTS = f'{REPORT_ENDPOINT}="{REPORT_PATH}"'
 
 
 def csp_sources(values: Iterable[str]) -> list[str]:
@@ -34,11 +41,14 @@ def csp_sources(values: Iterable[str]) -> list[str]:
     return sorted(sources)
 
 
-def appspace_csp(browser_origins: Iterable[str]) -> str:
+def appspace_csp(browser_origins: Iterable[str], *, report_to: bool = False) -> str:
     """`default-src 'self'` plus only the origins the owner allowed for the browser.
 
     Origins are parsed again here (scheme://host[:port], no path, quotes, ';' or ','), so
     a bad value in the database cannot add a directive or a keyword to the policy.
     """
     sources = " ".join(["'self'", *csp_sources(browser_origins)])
-    return f"default-src {sources}; {FIXED_DIRECTIVES}"
+    reporting = f"report-uri {REPORT_PATH}" + (
+        f"; report-to {REPORT_ENDPOINT}" if report_to else ""
+    )
+    return f"default-src {sources}; {FIXED_DIRECTIVES}; {reporting}"

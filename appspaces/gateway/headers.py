@@ -240,7 +240,10 @@ def narrow_app_csp(value: bytes) -> bytes | None:
     return ", ".join(kept).encode("ascii") if kept else None
 
 
-def platform_response_headers(*, csp: str, https: bool | None = None) -> list[Header]:
+def platform_response_headers(
+    *, csp: str, https: bool | None = None, reporting: str = ""
+) -> list[Header]:
+    """`reporting`: the Reporting-Endpoints value naming where CSP reports go, if any."""
     headers = [
         (b"content-security-policy", csp.encode("latin-1")),
         (b"x-content-type-options", b"nosniff"),
@@ -253,6 +256,8 @@ def platform_response_headers(*, csp: str, https: bool | None = None) -> list[He
         # reach that name's DNS server, outside the CSP.
         (b"x-dns-prefetch-control", b"off"),
     ]
+    if reporting:
+        headers.append((b"reporting-endpoints", reporting.encode("latin-1")))
     if settings.DS_HTTPS if https is None else https:
         headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
     return headers

@@ -1,6 +1,7 @@
 """The platform's own paths on every appspace host, under `/.dropserver/` (apps never see them):
 `login` redeems a one-time token from the panel for a session cookie, `logout` ends it,
-`style.css` styles the gateway's pages (served from 'self', so the appspace's CSP allows it).
+`style.css` styles the gateway's pages (served from 'self', so the appspace's CSP allows it),
+`csp-report` takes the browser's reports of what the CSP blocked (csp_reports.py).
 
 A login link is redeemed on sight only when the browser proves it came from the panel: the
 panel's pages make the browser send `Referer: <panel origin>/` (exactly; their Referrer-Policy
@@ -19,7 +20,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils.encoding import iri_to_uri
 
-from appspaces.gateway import pages
+from appspaces.gateway import csp_reports, pages
 from appspaces.gateway.auth import RequestFacts, Visitor, open_url, same_origin_proven, visitor
 from appspaces.gateway.config import AppspaceConfig
 from appspaces.gateway.headers import appspace_cookie_name
@@ -87,6 +88,8 @@ async def handle(
             **context,
         )
 
+    if path == csp_reports.PATH:
+        return await csp_reports.handle(scope, receive, send, config=config, facts=facts)
     if path == pages.STYLESHEET_PATH and method in ("GET", "HEAD"):
         return await pages.send_stylesheet(send, platform, head_only=method == "HEAD")
     if path == appspace_sessions.LOGIN_PATH:
@@ -161,16 +164,9 @@ async def _redeem_and_redirect(
 
 async def _read_form(receive) -> tuple[str, str] | None:
     """The token and next path of the confirmation form, or None if the body is not one."""
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        body += message.get("body", b"")
-        if len(body) > MAX_FORM_BYTES:
-            return None
-        if not message.get("more_body"):
-            break
+    body = await csp_reports.read_body(receive, MAX_FORM_BYTES)
+    if body is None:
+        return None
     form = parse_qs(body.decode("latin-1"), max_num_fields=10)
     token = (form.get("token") or [""])[0]
     if not token:

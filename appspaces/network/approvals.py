@@ -280,12 +280,16 @@ def blocked_connections_record(*, appspace: Appspace, reported: list[dict]) -> i
 
 
 def blocked_connections_pull(*, appspace: Appspace, client: SandboxClient | None = None) -> int:
-    """Ask the supervisor what the appspace's sandbox was refused; 0 if it knows nothing
+    """Ask the supervisor what the appspace's sandbox was refused, and what the app asked for
+    (requests.app_requests_pull); 0 if it knows nothing
     (never started since the supervisor started) or does not answer."""
+    from appspaces.network.requests import app_requests_pull  # it builds on this module
+
     own = client is None
     client = client or SandboxClient(timeout=5)
     try:
         reported = client.blocked(str(appspace.public_id))
+        asked = app_requests_pull(appspace=appspace, client=client)
     except SandboxNotFound:
         return 0
     except SandboxError as exc:
@@ -294,7 +298,7 @@ def blocked_connections_pull(*, appspace: Appspace, client: SandboxClient | None
     finally:
         if own:
             client.close()
-    return blocked_connections_record(appspace=appspace, reported=reported or [])
+    return asked + blocked_connections_record(appspace=appspace, reported=reported or [])
 
 
 def blocked_connections_collect() -> int:

@@ -37,6 +37,7 @@ from appspaces.network.approvals import (
     blocked_rows,
     suggestion_rows,
 )
+from appspaces.network.requests import request_rows
 from appspaces.sharing.users import appspace_invitations_pending
 from appspaces.views.appspace_forms import (
     AllowlistAddForm,
@@ -202,6 +203,7 @@ def render_appspace(
         "server_form": forms.get("server") or AllowlistAddForm(kind="server", prefix="server"),
         "browser_form": forms.get("browser") or AllowlistAddForm(kind="browser", prefix="browser"),
         "blocked": [r for r in rows if not r["blocked"].dismissed],
+        "requests": request_rows(appspace),
         "dismissed": [r for r in rows if r["blocked"].dismissed],
         "versions": _version_rows(appspace),
         "upgrade": upgrade_available(appspace),

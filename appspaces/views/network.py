@@ -1,5 +1,6 @@
 """Panel views of an appspace's network access: add and remove allowlist entries, approve or
-dismiss connections its sandbox refused. Risky entries (DNS, wildcards) need a confirmation."""
+dismiss connections its sandbox refused, and requests its pages' blocked origins and the app's
+requestNetwork() made (network/requests.py). Risky entries (DNS, wildcards) need a confirmation."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from appspaces.access import get_appspace_for_owner
-from appspaces.models import AllowlistEntry, Appspace, BlockedConnection
+from appspaces.models import AllowlistEntry, Appspace, BlockedConnection, NetworkRequest
 from appspaces.network.approvals import (
     RiskyEntry,
     allowlist_entry_add,
@@ -20,6 +21,7 @@ from appspaces.network.approvals import (
     blocked_connection_dismiss,
     server_entry_warnings,
 )
+from appspaces.network.requests import network_request_allow, network_request_dismiss
 from appspaces.views.appspace_forms import AllowlistAddForm
 from appspaces.views.appspaces import render_appspace
 from packages.allowlist import AllowlistError
@@ -124,4 +126,46 @@ def blocked_dismiss_view(request: HttpRequest, appspace_id) -> HttpResponse:
     blocked = _blocked(request, appspace)
     blocked_connection_dismiss(blocked=blocked)
     messages.info(request, f"Dismissed {blocked}: it stays refused.")
+    return _back(appspace)
+
+
+def _request(request: HttpRequest, appspace: Appspace) -> NetworkRequest:
+    found = appspace.network_requests.filter(
+        kind=request.POST.get("kind", ""), value=request.POST.get("value", "")
+    ).first()
+    if found is None:
+        raise Http404("No such request.")
+    return found
+
+
+@require_POST
+@login_required
+def request_allow_view(request: HttpRequest, appspace_id) -> HttpResponse:
+    appspace = get_appspace_for_owner(request.user, appspace_id)
+    pending = _request(request, appspace)
+    try:
+        entry = network_request_allow(
+            request=pending, confirm_risky=request.POST.get("confirm") == "yes"
+        )
+    except RiskyEntry as exc:
+        messages.error(
+            request,
+            f"{pending.value}: {' '.join(exc.warnings)} Add it below, ticking the box, to allow "
+            "it anyway.",
+        )
+        return _back(appspace)
+    except AllowlistError as exc:
+        messages.error(request, f"{pending.value} cannot be allowed: {exc}")
+        return _back(appspace)
+    messages.success(request, f"{entry.value} is allowed.{_restart_note(entry.kind)}")
+    return _back(appspace)
+
+
+@require_POST
+@login_required
+def request_dismiss_view(request: HttpRequest, appspace_id) -> HttpResponse:
+    appspace = get_appspace_for_owner(request.user, appspace_id)
+    pending = _request(request, appspace)
+    network_request_dismiss(request=pending)
+    messages.info(request, f"Dismissed {pending.value}: it stays refused.")
     return _back(appspace)

@@ -1,7 +1,7 @@
 """The app every gateway test runs: one route per behaviour the gateway must get right."""
 
 APP_TS = r"""
-import { createApp } from "@dropserver/app";
+import { createApp, requestNetwork } from "@dropserver/app";
 
 let hanging = 0;
 let pulled = 0;
@@ -156,6 +156,17 @@ createApp({
       method: "GET", path: "/nobody", auth: { permission: "admin" },
       handler: () => new Response("x"),
     },
+    {
+      method: "POST", path: "/ask", auth: "public",
+      handler: async (ctx) => {
+        try {
+          requestNetwork(await ctx.request.json());
+        } catch (err) {
+          return json({ error: String(err) }, { status: 400 });
+        }
+        return json({ asked: true });
+      },
+    },
   ],
 });
 """
@@ -174,6 +185,23 @@ FILES = {
     "public/app.js": "console.log('static js');\n",
     "public/style.css": "body { color: red; }\n",
     "public/logo.txt": "logo\n",
+    # Loads an image and a script from the origins in its query (test_csp_browser.py).
+    "public/network.html": (
+        '<!doctype html><title>network</title><p id="img">pending</p><p id="js">pending</p>'
+        '<script src="network.js"></script>\n'
+    ),
+    "public/network.js": (
+        "const q = new URLSearchParams(location.search);\n"
+        "const img = new Image();\n"
+        "img.onload = () => { document.getElementById('img').textContent = 'loaded'; };\n"
+        "img.onerror = () => { document.getElementById('img').textContent = 'blocked'; };\n"
+        "img.src = q.get('img') + '/pixel.gif';\n"
+        "const s = document.createElement('script');\n"
+        "s.onload = () => { document.getElementById('js').textContent = 'loaded'; };\n"
+        "s.onerror = () => { document.getElementById('js').textContent = 'blocked'; };\n"
+        "s.src = q.get('js') + '/lib.js';\n"
+        "document.body.appendChild(s);\n"
+    ),
     "public/sub/deep.json": '{"deep": true}\n',
     "private/secret.txt": "members only\n",
 }

@@ -30,7 +30,7 @@ def test_it_serves_a_public_route(stack):
     assert_platform_headers(response)
     assert response.header("content-security-policy") == (
         "default-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-        "frame-ancestors 'self'"
+        "frame-ancestors 'self'; report-uri /.dropserver/csp-report"
     )
     assert response.header("strict-transport-security") is None  # http here
 

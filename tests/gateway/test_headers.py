@@ -19,7 +19,7 @@ from appspaces.gateway.headers import (
 
 POLICY = (
     "default-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-    "frame-ancestors 'self'"
+    "frame-ancestors 'self'; report-uri /.dropserver/csp-report"
 )
 NAMES = frozenset({"ds_appspace", "__Host-ds_appspace", "ds_panel", "ds_csrf"})
 
@@ -230,7 +230,7 @@ def test_the_csp_has_the_allowlisted_origins_only():
     assert policy.startswith(
         "default-src 'self' https://*.cdn.example:8443 https://tiles.example.com; "
     )
-    assert policy.endswith("frame-ancestors 'self'")
+    assert policy.endswith("frame-ancestors 'self'; report-uri /.dropserver/csp-report")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.sandbox
 
 OURS = (
     "default-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
-    "frame-ancestors 'self'"
+    "frame-ancestors 'self'; report-uri /.dropserver/csp-report"
 )
 
 
@@ -69,7 +69,7 @@ def test_loose_app_headers_are_replaced_by_the_platforms(stack):
     names = {name.lower() for name, _ in response.headers}
     assert not {n for n in names if n.startswith("access-control-")}
     assert "x-dropserver-user-id" not in names
-    assert "reporting-endpoints" not in names
+    assert "reporting-endpoints" not in names  # the app's is dropped; ours only over https
     assert response.all("x-frame-options") == ["SAMEORIGIN"]
     assert response.header("x-app-header") == "kept"
     # Ours is always there; the app's own CSP is kept (browsers enforce both, so it can only
@@ -86,7 +86,8 @@ def test_browser_allowlist_origins_join_the_policy(stack):
     response = stack.browser().get(stack.url(appspace, "/"))
     assert response.header("content-security-policy") == (
         "default-src 'self' https://*.cdn.example https://tiles.example.com; object-src 'none'; "
-        "base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+        "base-uri 'self'; form-action 'self'; frame-ancestors 'self'; "
+        "report-uri /.dropserver/csp-report"
     )
 
 
