@@ -13,18 +13,30 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db.models import OuterRef, Subquery
+from django.template.defaultfilters import filesizeformat
 
+from appspaces.lifecycle.control import (
+    AppspaceError,
+    appspace_pause,
+    appspace_restart,
+    appspace_resume,
+)
 from appspaces.lifecycle.quarantine import quarantine_end, subdomains_release
 from appspaces.models import (
     AllowlistEntry,
     App,
     Appspace,
+    AppspaceUsageDay,
     AppspaceUser,
     AppVersion,
     FreedSubdomain,
     Job,
 )
 from appspaces.sandboxes import publish_users
+from appspaces.usage.counters import today
+from backups.models import Backup
+from backups.services import BackupError, backup_job_create
 from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
 
 
@@ -147,10 +159,23 @@ class AppspaceUserInline(admin.TabularInline):
 
 @admin.register(Appspace)
 class AppspaceAdmin(admin.ModelAdmin):
-    list_display = ("subdomain", "owner", "app", "app_version", "status", "data_readonly")
-    list_filter = ("status", "data_readonly")
+    """Every appspace with what an admin acts on: its owner, app and version, state, disk
+    against the quota, CPU today, last good backup; filters by app, owner and state; pause,
+    resume, restart and back up now as actions (the same services as the owner's buttons)."""
+
+    list_display = (
+        "subdomain", "owner", "app_and_version", "status", "disk", "quota_state", "cpu_today",
+        "last_backup",
+    )  # fmt: skip
+    list_filter = (
+        "status",
+        "data_readonly",
+        ("app", admin.RelatedOnlyFieldListFilter),
+        ("owner", admin.RelatedOnlyFieldListFilter),
+    )
     search_fields = ("subdomain", "owner__email", "app__name", "public_id")
     list_select_related = ("owner", "app", "app_version")
+    actions = ["pause", "resume", "restart", "back_up_now"]
     fields = (
         "public_id", "subdomain", "owner", "app", "app_version", "status", "status_reason",
         "data_schema", "memory_mb", "cpu_percent", "disk_mb", "disk_bytes", "data_readonly",
@@ -161,6 +186,72 @@ class AppspaceAdmin(admin.ModelAdmin):
         "data_readonly", "created",
     )  # fmt: skip
     inlines = [AppspaceUserInline, AllowlistEntryInline]
+
+    def get_queryset(self, request):
+        # Subqueries, not two joins: a Sum over a join with backups would count a day per backup.
+        cpu = AppspaceUsageDay.objects.filter(appspace=OuterRef("pk"), day=today())
+        ready = Backup.objects.filter(appspace=OuterRef("pk"), state=Backup.State.READY)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                cpu_today=Subquery(cpu.values("cpu_seconds")[:1]),
+                last_backup=Subquery(ready.order_by("-created").values("created")[:1]),
+            )
+        )
+
+    @admin.display(description="app", ordering="app__name")
+    def app_and_version(self, obj: Appspace) -> str:
+        return f"{obj.app.name} {obj.app_version.version}"
+
+    @admin.display(description="disk", ordering="disk_bytes")
+    def disk(self, obj: Appspace) -> str:
+        quota = obj.disk_mb * 1024 * 1024
+        share = f" ({round(obj.disk_bytes * 100 / quota)}%)" if quota else ""
+        return f"{filesizeformat(obj.disk_bytes)} of {filesizeformat(quota)}{share}"
+
+    @admin.display(description="quota")
+    def quota_state(self, obj: Appspace) -> str:
+        if obj.data_readonly:
+            return "read-only (over quota)"
+        return "over quota" if obj.disk_bytes > obj.disk_mb * 1024 * 1024 else "ok"
+
+    @admin.display(description="CPU today", ordering="cpu_today")
+    def cpu_today(self, obj: Appspace) -> str:
+        return f"{obj.cpu_today or 0:.1f} s"
+
+    @admin.display(description="last backup", ordering="last_backup")
+    def last_backup(self, obj: Appspace) -> str:
+        return f"{obj.last_backup:%Y-%m-%d %H:%M} UTC" if obj.last_backup else "never"
+
+    def _each(self, request, queryset, verb: str, action) -> None:
+        done, refused = 0, []
+        for appspace in queryset:
+            try:
+                action(appspace)
+                done += 1
+            except (AppspaceError, BackupError) as exc:
+                refused.append(f"{appspace.subdomain}: {exc}")
+        if done:
+            self.message_user(request, f"{verb}: {done} appspace(s).", messages.SUCCESS)
+        for reason in refused:
+            self.message_user(request, reason, messages.ERROR)
+
+    @admin.action(description="Pause the selected appspaces")
+    def pause(self, request, queryset) -> None:
+        self._each(request, queryset, "Paused", lambda a: appspace_pause(appspace=a))
+
+    @admin.action(description="Resume the selected appspaces")
+    def resume(self, request, queryset) -> None:
+        self._each(request, queryset, "Resumed", lambda a: appspace_resume(appspace=a))
+
+    @admin.action(description="Restart the selected appspaces' sandboxes")
+    def restart(self, request, queryset) -> None:
+        self._each(request, queryset, "Restarted", lambda a: appspace_restart(appspace=a))
+
+    @admin.action(description="Back up the selected appspaces now")
+    def back_up_now(self, request, queryset) -> None:
+        self._each(request, queryset, "Backups queued", lambda a: backup_job_create(appspace=a))
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

@@ -95,6 +95,7 @@ class BackupAdmin(admin.ModelAdmin):
             request,
             "backups/health.html",
             {
+                **self.admin_site.each_context(request),
                 "rows": rows,
                 "problems": sum(1 for r in rows if r["problem"]),
                 "total_bytes": sum(r["bytes"] for r in rows),

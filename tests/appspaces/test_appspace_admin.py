@@ -87,3 +87,37 @@ def test_staff_release_a_quarantined_name(admin_user, alice, bob):
     # Never deleted there: the gateway still needs to know the name was used.
     delete = reverse("admin:appspaces_freedsubdomain_delete", args=[freed.pk])
     assert client.get(delete).status_code == 403
+
+
+def test_the_appspace_list_shows_what_an_admin_acts_on(admin_user, alice, bob):
+    from appspaces.usage.counters import today
+    from backups.models import Backup
+
+    notes = make_appspace(alice, make_version(alice), subdomain="notes", folders=True)
+    other = make_appspace(bob, make_version(bob), subdomain="other", folders=True)
+    Appspace.objects.filter(pk=notes.pk).update(disk_bytes=60 * 2**20, disk_mb=50)
+    notes.usage_days.create(day=today(), cpu_seconds=12.5)
+    for n in range(2):  # two backups: CPU today must not be counted once per backup
+        Backup.objects.create(appspace=notes, kind="manual", state="ready", file_name=f"{n}.zst")
+    client = admin_client(admin_user)
+    url = reverse("admin:appspaces_appspace_changelist")
+    listing = client.get(url).content.decode()
+    assert "12.5 s" in listing and "never" in listing  # CPU today; bob's has no backup
+    assert "over quota" in listing and "60.0" in listing
+    assert "last backup" in listing.lower() and "cpu today" in listing.lower()
+    mine = client.get(url, {"owner__id__exact": alice.pk}).content.decode()
+    assert "notes" in mine and ">other<" not in mine
+
+    client.post(url, {"action": "pause", "_selected_action": [other.pk]})
+    assert Appspace.objects.get(pk=other.pk).status == Appspace.Status.PAUSED
+    client.post(url, {"action": "back_up_now", "_selected_action": [notes.pk]})
+    from appspaces.models import Job
+
+    assert Job.objects.filter(kind=Job.Kind.BACKUP, appspace=notes).exists()
+
+
+def test_the_admin_index_links_the_dropserver_pages(admin_user):
+    page = admin_client(admin_user).get(reverse("admin:index")).content.decode()
+    assert reverse("admin:backup_health") in page and reverse("instance_usage") in page
+    health = admin_client(admin_user).get(reverse("admin:backup_health")).content.decode()
+    assert 'class="breadcrumbs"' in health and "Backup health" in health  # the admin's look
