@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from django.db import transaction
 from django.utils import timezone
 
+from appspaces.metrics import JOB_SECONDS
 from appspaces.models import Job
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def job_finish(job: Job, state: str, message: str = "", **fields) -> None:
     for name, value in fields.items():
         setattr(job, name, value)
     job.save(update_fields=["state", "message", "finished", "progress", "updated", *fields])
+    JOB_SECONDS.labels(job.kind, state).observe((job.finished - job.created).total_seconds())
 
 
 def job_cancel(job: Job) -> bool:

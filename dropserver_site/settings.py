@@ -8,6 +8,7 @@ process refuses to start.
 
 from __future__ import annotations
 
+import os
 import secrets
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from dropserver_site.hosts import is_dev_domain, normalize_host
+from dropserver_site.logs import logging_config
 from packages.hostnames import HostnameError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -314,14 +316,24 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
-}
+# --- Operations: logs and metrics (docs/operations.md) ----------------------------------------
+# DS_LOG_FORMAT: text (default) or json, one object per line with the request context.
+DS_LOG_FORMAT = env.str("DS_LOG_FORMAT", default="text")
+if DS_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured("DS_LOG_FORMAT must be text or json.")
+LOGGING = logging_config(DS_LOG_FORMAT, env.str("LOG_LEVEL", default="INFO"))
+# /metrics on the panel host: loopback clients (unless DS_BEHIND_PROXY, where every client
+# arrives from the proxy) and clients presenting this bearer token; 404 to anyone else.
+DS_METRICS_TOKEN = env.str("DS_METRICS_TOKEN", default="") or (
+    Path(env.str("DS_METRICS_TOKEN_FILE")).read_text().strip()
+    if env.str("DS_METRICS_TOKEN_FILE", default="")
+    else ""
+)
+DS_METRICS_LOOPBACK = not env.bool("DS_BEHIND_PROXY", default=False)
+# prometheus-client's multiprocess mode: every process of this instance (web, workers,
+# supervisor) writes its figures here; `serve` empties it at start. Fixed under DS_DATA_DIR so
+# that each instance (and each test stack) has its own.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(DS_DATA_DIR / "metrics")
 
 # --- Sandbox ----------------------------------------------------------------------------------
 # Owned by sandbox/ (see docs/sandbox.md). Every Deno process runs under bubblewrap as its own

@@ -12,7 +12,16 @@ also clear the old app's leftovers in the browser, once per browser (reused_name
 
 from __future__ import annotations
 
-from appspaces.gateway import connections, login, pages, proxy, reused_names, static, websocket
+from appspaces.gateway import (
+    connections,
+    login,
+    observe,
+    pages,
+    proxy,
+    reused_names,
+    static,
+    websocket,
+)
 from appspaces.gateway.auth import (
     Refusal,
     RequestFacts,
@@ -90,6 +99,8 @@ async def gateway_http(scope: dict, receive, send) -> None:
     if isinstance(outcome, Refusal):
         return await refuse(outcome)
     match = outcome.match
+    member = outcome.member
+    observe.note(route=match.route.path, user_id=member.user_pk if member else None)
     if match.route.is_static:
         return await static.serve(
             scope,

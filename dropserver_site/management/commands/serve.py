@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,6 +125,10 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, request_stop)
 
         settings.DS_DATA_DIR.mkdir(parents=True, exist_ok=True)
+        # Metrics files of processes that are gone would be summed into /metrics forever.
+        metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
         for child in children:
             child.start(env)
 
