@@ -63,8 +63,41 @@ class Child:
             os.killpg(self.process.pid, sig)
 
 
+def worker_commands() -> list[tuple[str, list[str]]]:
+    """The Celery workers, one per queue group (docs/operations.md, "Celery"): `jobs` (long
+    work, two at a time) and `housekeeping` plus the default queue, with beat, so periodic work
+    never waits behind a long restore."""
+    celery = [sys.executable, "-m", "celery", "-A", "dropserver_site", "worker"]
+    common = ["--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    return [
+        (
+            "celery jobs worker",
+            [*celery, "--queues", "jobs", "--hostname", "jobs@%h", "--concurrency", "2", *common],
+        ),
+        (
+            "celery housekeeping worker",
+            [
+                *celery,
+                "--queues",
+                "housekeeping,celery",
+                "--hostname",
+                "housekeeping@%h",
+                "--concurrency",
+                "1",
+                "--beat",
+                "--schedule",
+                settings.CELERY_BEAT_SCHEDULE_FILENAME,
+                *common,
+            ],
+        ),
+    ]
+
+
 class Command(BaseCommand):
-    help = "Run Dropserver: the sandbox supervisor, a Celery worker with beat, and Daphne."
+    help = (
+        "Run Dropserver: the sandbox supervisor, Celery workers (jobs; housekeeping with beat) "
+        "and Daphne."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--port", type=int, default=settings.DS_PORT)
@@ -79,26 +112,7 @@ class Command(BaseCommand):
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         children = [Child("sandbox supervisor", [*manage, "sandboxd"])]
         if not no_worker:
-            children.append(
-                Child(
-                    "celery worker",
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "dropserver_site",
-                        "worker",
-                        "--beat",
-                        "--loglevel",
-                        "INFO",
-                        "--concurrency",
-                        "2",
-                        "--schedule",
-                        settings.CELERY_BEAT_SCHEDULE_FILENAME,
-                    ],
-                )
-            )
+            children.extend(Child(name, argv) for name, argv in worker_commands())
         daphne_argv = [
             sys.executable,
             "-m",
