@@ -9,13 +9,11 @@ a status is the HTTP code, a job kind is one of Job.Kind; never a user id or a p
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from prometheus_client import Counter, Histogram
 
-if _dir := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    Path(_dir).mkdir(parents=True, exist_ok=True)
+from sandbox.metrics import record
+
+__all__ = ["JOB_SECONDS", "REQUESTS", "REQUEST_SECONDS", "UNKNOWN_APPSPACE", "record"]
 
 UNKNOWN_APPSPACE = "-"
 

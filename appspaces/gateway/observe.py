@@ -12,7 +12,7 @@ import uuid
 
 from appspaces.gateway.cache import MISSING
 from appspaces.gateway.config import configs
-from appspaces.metrics import REQUEST_SECONDS, REQUESTS, UNKNOWN_APPSPACE
+from appspaces.metrics import REQUEST_SECONDS, REQUESTS, UNKNOWN_APPSPACE, record
 from packages.logcontext import bind, request_context
 
 access_log = logging.getLogger("dropserver.access")
@@ -52,8 +52,8 @@ def observed(app):
                 # Names that are no appspace share one label: nobody can add series at will.
                 known = config is not None
                 label = subdomain if known else UNKNOWN_APPSPACE
-                REQUESTS.labels(label, str(status)).inc()
-                REQUEST_SECONDS.labels(label).observe(duration)
+                record(lambda: REQUESTS.labels(label, str(status)).inc())
+                record(lambda: REQUEST_SECONDS.labels(label).observe(duration))
                 context.update(appspace=label, status=status, duration_ms=round(duration * 1e3, 2))
                 access_log.info(
                     "%s %s %s %d %.1fms",

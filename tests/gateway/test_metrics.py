@@ -65,6 +65,10 @@ def test_requests_are_counted_and_timed_per_appspace_and_status(stack):
     assert value(after, "dropserver_supervisor_up") == 1
     assert value(after, "dropserver_sandboxes", state="running") >= 1
     assert value(after, "dropserver_jobs", kind="backup", state="queued") == 0
+    # Its sandbox started once (the first request), recorded by the supervisor's process.
+    starts = "dropserver_sandbox_start_seconds"
+    assert value(after, f"{starts}_count", appspace_id=str(appspace.public_id)) == 1
+    assert value(after, f"{starts}_sum", appspace_id=str(appspace.public_id)) > 0
     assert not [k for k in after if "user" in dict(k[1])]  # no user ids, ever
 
 
