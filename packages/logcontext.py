@@ -1,7 +1,7 @@
 """The context every log line of a request carries (request id, host, appspace, user id,
-route, and for the access line status and duration), kept in a contextvar so that each
-asyncio task and thread sees its own. `ContextFilter` copies it onto log records; the JSON
-formatter (dropserver_site/logs.py) writes it out.
+route; on the access line also status and duration; in a Celery task its id and name), kept
+in a contextvar so that each asyncio task and thread sees its own. `ContextFilter` copies it
+onto log records; the JSON formatter (dropserver_site/logs.py) writes it out.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 request_context: ContextVar[dict[str, Any] | None] = ContextVar("request_context", default=None)
 
-FIELDS = ("request_id", "host", "appspace", "user_id", "route", "status", "duration_ms")
+FIELDS = ("request_id", "task", "host", "appspace", "user_id", "route", "status", "duration_ms")
 
 
 @contextmanager

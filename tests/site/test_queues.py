@@ -146,3 +146,16 @@ def test_housekeeping_runs_while_a_long_job_holds_the_jobs_worker(transactional_
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait(10)
+
+
+def test_a_task_s_log_lines_carry_its_id_and_name(caplog, settings, tmp_path):
+    from appspaces.tasks import usage_collect
+    from packages.logcontext import ContextFilter
+
+    settings.DS_DATA_DIR = tmp_path  # no supervisor here: the task logs that it skipped
+    caplog.handler.addFilter(ContextFilter())
+    result = usage_collect.apply(task_id="task-log-context-1")
+    assert result.successful()
+    lines = [r for r in caplog.records if r.getMessage().startswith("usage collection skipped")]
+    assert lines and lines[0].request_id == "task-log-context-1"
+    assert lines[0].task == "appspaces.tasks.usage_collect"
