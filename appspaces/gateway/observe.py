@@ -6,6 +6,7 @@ host, appspace, user id, route) kept in a contextvar that every log line of the 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -26,18 +27,22 @@ def note(**fields) -> None:
         context.update(fields)
 
 
+def _observing_send(*args, original, state: list[int]):
+    message = args[-1]
+    if message["type"] == "http.response.start":
+        state[0] = message["status"]
+    return original(message)
+
+
 def observed(app):
     """`app` (the gateway's HTTP entry point) wrapped to count, time and log each request."""
 
     async def handle(scope: dict, receive, send) -> None:
         start = time.perf_counter()
-        status = 0
-
-        async def send_observed(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+        state = [0]  # the response status, once sent
+        # Still a partial over Daphne's protocol, as server_hooks expects of `send`.
+        args = send.args if isinstance(send, functools.partial) else ()
+        send_observed = functools.partial(_observing_send, *args, original=send, state=state)
 
         subdomain = scope["appspace_subdomain"]
         host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
@@ -45,6 +50,7 @@ def observed(app):
             try:
                 await app(scope, receive, send_observed)
             finally:
+                status = state[0]
                 duration = time.perf_counter() - start
                 config = configs.peek(subdomain)
                 if config is MISSING:  # a request that outlived the cache entry

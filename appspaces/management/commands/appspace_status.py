@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
+from appspaces.cli import JsonCommand
 from appspaces.models import Appspace, BlockedConnection, Job
 from appspaces.usage.summary import usage_summary
 from backups.models import Backup
-from packages.cli import JsonCommand
 
 
 def _iso(value) -> str | None:

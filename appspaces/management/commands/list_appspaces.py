@@ -7,9 +7,9 @@ from django.core.management.base import CommandError
 from django.db.models import Max, Q
 
 from accounts.addresses import user_for_address
+from appspaces.cli import JsonCommand
 from appspaces.models import Appspace
 from backups.models import Backup
-from packages.cli import JsonCommand
 
 
 class Command(JsonCommand):

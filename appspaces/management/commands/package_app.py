@@ -6,8 +6,8 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 
+from appspaces.cli import JsonCommand
 from packages.build import build_package
-from packages.cli import JsonCommand
 from packages.extraction import ExtractionLimits, PackageError
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
+from appspaces.cli import JsonCommand
 from appspaces.models import Appspace
 from backups.models import Backup
 from backups.services import BackupError, backup_create
-from packages.cli import JsonCommand
 
 
 class Command(JsonCommand):

@@ -9,9 +9,9 @@ from pathlib import Path
 from django.core.management.base import CommandError
 from django.template.defaultfilters import pluralize
 
+from appspaces.cli import JsonCommand
 from appspaces.models import Appspace
 from backups.restore import RestoreError, backup_restore
-from packages.cli import JsonCommand
 
 
 class Command(JsonCommand):

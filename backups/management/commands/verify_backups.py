@@ -7,9 +7,9 @@ import json
 
 from django.core.management.base import CommandError
 
+from appspaces.cli import JsonCommand
 from backups.models import Backup
 from backups.verification import backup_verify
-from packages.cli import JsonCommand
 
 
 class Command(JsonCommand):

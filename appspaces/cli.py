@@ -1,7 +1,7 @@
-"""What every management command the README lists shares: `--json` (one JSON object on stdout,
-`{"ok": true, ...}`; an error is `{"ok": false, "error": "..."}` with a non-zero exit status),
-confirmation that never needs a terminal it does not have, and progress lines on stderr only
-when a person is watching it (a terminal)."""
+"""What every management command the README lists shares: `--json` (one JSON object on
+stdout, `{"ok": true, ...}`; an error is `{"ok": false, "error": "..."}` with a non-zero exit
+status), confirmation that never needs a terminal it does not have, and progress lines on
+stderr only when a person is watching (a terminal). Django's command base, so not packages/."""
 
 from __future__ import annotations
 
