@@ -10,7 +10,7 @@ from uuid import UUID
 
 from django.http import Http404
 
-from appspaces.models import App, Appspace, AppVersion, Job
+from appspaces.models import App, Appspace, AppspaceUser, AppVersion, Job
 
 
 def get_app_for_owner(user, public_id: UUID | str) -> App:
@@ -45,8 +45,6 @@ def get_job_for_owner(user, public_id: UUID | str) -> Job:
 
 def get_appspace_user_for_owner(user, appspace_id: UUID | str, member_id: UUID | str):
     """A user of one of `user`'s appspaces (the owner manages them; members do not)."""
-    from appspaces.models import AppspaceUser
-
     appspace = get_appspace_for_owner(user, appspace_id)
     try:
         return AppspaceUser.objects.select_related("user", "appspace__app_version").get(

@@ -24,6 +24,7 @@ from appspaces.models import (
     FreedSubdomain,
     Job,
 )
+from appspaces.sandboxes import publish_users
 from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
 
 
@@ -175,7 +176,6 @@ class AppspaceAdmin(admin.ModelAdmin):
         super().save_related(request, form, formsets, change)
         from django.db import transaction
 
-        from appspaces.sandboxes import publish_users
         from appspaces.tasks import appspace_sandbox_refresh
 
         appspace = form.instance

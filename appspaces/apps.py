@@ -7,5 +7,7 @@ class AppspacesConfig(AppConfig):
 
     def ready(self) -> None:
         from appspaces import receivers
+        from appspaces.gateway import invalidation
 
         receivers.connect()
+        invalidation.connect()

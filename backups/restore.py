@@ -6,6 +6,9 @@ sandbox), checks every file against the archive's checksums, hands the files to 
 uid, migrates older data up in a one-shot sandbox, and only then swaps the folders in one
 atomic rename (renameat2 RENAME_EXCHANGE). The replaced data is kept in `.previous-*` until
 the appspace has run on the restored data, and swapped back if anything after the swap fails.
+
+Longer than most modules on purpose: every step between an untrusted archive and live data
+(and each step's undo) is reviewed as one sequence.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from django.utils import timezone
 from appspaces.jobs import JobFailed, job_claim, job_finish, job_running, job_step
 from appspaces.models import Appspace, Job
 from appspaces.sandboxes import appspace_spec
-from backups.archive import extract_archive, read_metadata
-from backups.metadata import DATA, META_NAME, ArchiveError, Metadata
+from backups.format.archive import archive_name, extract_archive, read_metadata, verify_archive
+from backups.format.metadata import DATA, META_NAME, ArchiveError, Metadata
 from backups.models import Backup, backups_root
 from backups.services import MB, ensure_backups_dir, worker_name
 from packages.extraction import remove_tree
@@ -362,8 +365,6 @@ def backup_import(*, appspace: Appspace, archive_path: Path) -> Backup:
     archive is checked whole, kept as the appspace's first backup (kind "imported"), then
     restored and migrated up to the appspace's app version. The caller then makes the appspace
     active. Raises RestoreError (nothing kept) if the archive is refused."""
-    from backups.archive import archive_name, verify_archive
-
     try:
         meta = verify_archive(Path(archive_path))
     except ArchiveError as exc:

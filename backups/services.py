@@ -33,8 +33,8 @@ from appspaces.jobs import (
     job_step,
 )
 from appspaces.models import Appspace, Job
-from backups.archive import archive_name, hash_files, verify_archive, write_archive
-from backups.metadata import ArchiveError, Metadata
+from backups.format.archive import archive_name, hash_files, verify_archive, write_archive
+from backups.format.metadata import ArchiveError, Metadata
 from backups.models import Backup, BackupPolicy, appspace_backups_dir, backups_root
 from backups.quiesce import QuiesceError, Quiescer
 from backups.snapshot import SnapshotError, take_snapshot

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backups.metadata import FileRecord, storable_name
+from backups.format.metadata import FileRecord, storable_name
 from backups.quiesce import Quiescer, Raced
 
 FICLONE = 0x40049409

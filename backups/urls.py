@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from backups import views
+from backups.views import pages as views
 
 urlpatterns = [
     path("", views.backup_list, name="backup_list"),

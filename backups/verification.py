@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from backups.archive import verify_archive
-from backups.metadata import ArchiveError
+from backups.format.archive import verify_archive
+from backups.format.metadata import ArchiveError
 from backups.models import Backup
 
 

@@ -198,8 +198,8 @@ class Bench:
 
 def backup_once(data: Path, out_dir: Path, sandbox_id: str, name: str) -> dict[str, float]:
     """The steps of backup_create, timed (no database row)."""
-    from backups.archive import hash_files, verify_archive, write_archive
-    from backups.metadata import Metadata
+    from backups.format.archive import hash_files, verify_archive, write_archive
+    from backups.format.metadata import Metadata
     from backups.quiesce import Quiescer
     from backups.snapshot import take_snapshot
 
@@ -228,8 +228,8 @@ def backup_once(data: Path, out_dir: Path, sandbox_id: str, name: str) -> dict[s
 def restore_once(archive: Path, appspace_dir: Path, uid: int) -> float:
     """The steps of backup_restore, timed: safe extraction with every checksum, hand-over to the
     appspace's uid, atomic swap (no database row, no start)."""
-    from backups.archive import extract_archive
-    from backups.metadata import DATA
+    from backups.format.archive import extract_archive
+    from backups.format.metadata import DATA
     from backups.restore import exchange, hand_over
 
     stage = appspace_dir / f".restore-{secrets.token_hex(4)}"

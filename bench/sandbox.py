@@ -24,10 +24,11 @@ from pathlib import Path
 
 from django.conf import settings
 
-from sandbox import cgroups, launcher, layout
+from sandbox import layout
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError
 from sandbox.spec import Limits, SandboxSpec
+from sandbox.walls import cgroups, launcher
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_APP = """

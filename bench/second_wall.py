@@ -44,7 +44,7 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {} },
 
 
 def _deno() -> str:
-    from sandbox import launcher
+    from sandbox.walls import launcher
 
     return launcher.deno_path()
 
@@ -62,7 +62,7 @@ def _pct(samples: list[float], q: float) -> float:
 
 class Layers:
     def __init__(self, work: Path, runsc: str | None):
-        from sandbox import seccomp
+        from sandbox.walls import seccomp
 
         self.work, self.runsc, self.deno = work, runsc, _deno()
         self.filter = seccomp.build()

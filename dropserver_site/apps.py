@@ -9,3 +9,4 @@ class DropserverSiteConfig(AppConfig):
 
     def ready(self) -> None:
         from dropserver_site import checks  # noqa: F401 (registers the checks)
+        from dropserver_site.edge import checks as tls_checks  # noqa: F401

@@ -5,9 +5,11 @@ multiprocess files), and `StateCollector`, which reads the current state at scra
 appspaces by status and quota state, disk, today's CPU and memory peak, the age of each
 appspace's last good backup, jobs waiting or running by kind, sandboxes by supervisor state.
 
-Access: a client whose socket peer is loopback (not when DS_BEHIND_PROXY says a proxy on this
-host forwards everyone), or one presenting `Authorization: Bearer <DS_METRICS_TOKEN>`
-(compared in constant time). Anyone else gets the same bare 404 as an unknown page.
+Access: a client whose socket peer is loopback and whose request no proxy forwarded (no
+X-Forwarded-For or Forwarded header: the TLS edge adds one to everything it proxies; and not at
+all when DS_BEHIND_PROXY says a proxy of the operator's on this host forwards everyone), or one
+presenting `Authorization: Bearer <DS_METRICS_TOKEN>` (compared in constant time). Anyone else
+gets the same 404 as an unknown page.
 """
 
 from __future__ import annotations
@@ -146,13 +148,14 @@ class StateCollector:
         yield from (states, crashes)
 
 
-def allowed(peer: str, authorization: str) -> bool:
-    """May this client read /metrics? `peer` is the socket's address as Daphne saw it."""
+def allowed(peer: str, authorization: str, forwarded: bool = False) -> bool:
+    """May this client read /metrics? `peer` is the socket's address as Daphne saw it;
+    `forwarded`: the request carries a proxy's forwarding header."""
     token = settings.DS_METRICS_TOKEN
     offered = authorization[7:].strip() if authorization.startswith("Bearer ") else ""
     if token and offered and hmac.compare_digest(offered.encode(), token.encode()):
         return True
-    if not settings.DS_METRICS_LOOPBACK:
+    if forwarded or not settings.DS_METRICS_LOOPBACK:
         return False
     try:
         return ipaddress.ip_address(peer).is_loopback
@@ -169,7 +172,9 @@ def registry() -> CollectorRegistry:
 
 @require_GET
 def metrics_view(request):
-    if not allowed(request.META.get("REMOTE_ADDR", ""), request.headers.get("Authorization", "")):
+    forwarded = "X-Forwarded-For" in request.headers or "Forwarded" in request.headers
+    authorization = request.headers.get("Authorization", "")
+    if not allowed(request.META.get("REMOTE_ADDR", ""), authorization, forwarded):
         raise Http404()
     start = time.perf_counter()
     body = generate_latest(registry())

@@ -1,7 +1,8 @@
 """The ASGI host router: the panel host goes to Django, appspace hosts to the gateway.
 
-Anything else gets a bare 404 (HTTP) or a refused handshake (WebSocket), so a scanner
-learns nothing about the instance from a wrong Host header.
+Host 127.0.0.1 from this host goes to the loopback endpoints (edge/ask.py: the TLS edge's
+"ask", health probes). Anything else gets a bare 404 (HTTP) or a refused handshake
+(WebSocket), so a scanner learns nothing about the instance from a wrong Host header.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 
+from dropserver_site.edge.ask import is_loopback_request
 from dropserver_site.hosts import Site, classify_host, split_host_header
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
@@ -93,9 +95,13 @@ setting_changed.connect(_forget_hosts, dispatch_uid="host-router-settings")
 class HostRouter:
     """Dispatch one ASGI protocol on the Host header."""
 
-    def __init__(self, *, panel: ASGIApp, appspace: ASGIApp) -> None:
+    def __init__(
+        self, *, panel: ASGIApp, appspace: ASGIApp, loopback: ASGIApp | None = None
+    ) -> None:
         self.panel = panel
         self.appspace = appspace
+        # Requests to Daphne's loopback address from this host (the TLS edge's ask, probes).
+        self.loopback = loopback
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> Any:
         site, subdomain = _site_of(scope)
@@ -104,4 +110,6 @@ class HostRouter:
         if site is Site.APPSPACE:
             scope = dict(scope, appspace_subdomain=subdomain)
             return await self.appspace(scope, receive, send)
+        if self.loopback is not None and is_loopback_request(scope):
+            return await self.loopback(scope, receive, send)
         return await not_found(scope, receive, send)

@@ -4,6 +4,9 @@ Embedded defaults need no server (SQLite, kombu's filesystem broker, the in-memo
 layer, console email); real engines are switched on by environment variables. A public
 domain is "production": it must have https, an explicit secret key and DEBUG off, or the
 process refuses to start.
+
+One module on purpose (its names are a fixed contract): one block per part of the platform,
+in the order of docs/architecture.md, and one CELERY_BEAT_SCHEDULE at the end.
 """
 
 from __future__ import annotations
@@ -34,10 +37,53 @@ try:
     DS_PANEL_HOST = normalize_host(env.str("DS_PANEL_HOST", default=f"dropid.{DS_DOMAIN}"))
 except HostnameError as exc:
     raise ImproperlyConfigured(f"DS_DOMAIN / DS_PANEL_HOST: {exc}") from None
-DS_PORT = env.int("DS_PORT", default=8000)
-DS_BIND = env.str("DS_BIND", default="127.0.0.1")
 DS_PRODUCTION = not is_dev_domain(DS_DOMAIN)
-DS_SCHEME = env.str("DS_SCHEME", default="https" if DS_PRODUCTION else "http")
+
+# --- TLS edge ---------------------------------------------------------------------------------
+# Owned by dropserver_site/edge/ (see docs/operations.md, "TLS"): with DS_TLS on, `serve` runs
+# Caddy in front of Daphne. Caddy listens on DS_PORT (plain HTTP: redirects and ACME HTTP-01)
+# and DS_HTTPS_PORT; Daphne then listens on loopback only, on DS_WEB_PORT. An operator with
+# a TLS proxy of their own sets DS_BEHIND_PROXY=1, which keeps DS_TLS off unless asked for.
+DS_TLS_MODES = ("off", "acme", "internal", "files")
+_behind_proxy = env.bool("DS_BEHIND_PROXY", default=False)
+DS_TLS = env.str("DS_TLS", default="off" if not DS_PRODUCTION or _behind_proxy else "acme")
+if DS_TLS not in DS_TLS_MODES:
+    raise ImproperlyConfigured(f"DS_TLS must be one of {', '.join(DS_TLS_MODES)}; not {DS_TLS!r}.")
+DS_TLS_ON = DS_TLS != "off"
+DS_PORT = env.int("DS_PORT", default=80 if DS_TLS_ON else 8000)
+DS_HTTPS_PORT = env.int("DS_HTTPS_PORT", default=443)
+DS_WEB_PORT = env.int("DS_WEB_PORT", default=8000) if DS_TLS_ON else DS_PORT
+DS_BIND = env.str("DS_BIND", default="0.0.0.0" if DS_TLS_ON else "127.0.0.1")
+DS_TLS_CERT = env.str("DS_TLS_CERT", default="")
+DS_TLS_KEY = env.str("DS_TLS_KEY", default="")
+DS_ACME_EMAIL = env.str("DS_ACME_EMAIL", default="")
+DS_ACME_DIRECTORY_LETSENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+DS_ACME_DIRECTORY = env.str("DS_ACME_DIRECTORY", default=DS_ACME_DIRECTORY_LETSENCRYPT)
+DS_ACME_CA_ROOT = env.str("DS_ACME_CA_ROOT", default="")
+DS_CADDY = env.str("DS_CADDY", default="/usr/bin/caddy")
+if DS_TLS_ON and len({DS_PORT, DS_HTTPS_PORT, DS_WEB_PORT}) != 3:
+    raise ImproperlyConfigured(
+        f"With DS_TLS={DS_TLS}, DS_PORT ({DS_PORT}, plain HTTP), DS_HTTPS_PORT "
+        f"({DS_HTTPS_PORT}) and DS_WEB_PORT ({DS_WEB_PORT}, Daphne on loopback) must differ."
+    )
+if DS_TLS == "files":
+    for _name, _path in (("DS_TLS_CERT", DS_TLS_CERT), ("DS_TLS_KEY", DS_TLS_KEY)):
+        if not _path:
+            raise ImproperlyConfigured(f"DS_TLS=files needs {_name} (a PEM file).")
+        if not Path(_path).is_file():
+            raise ImproperlyConfigured(f"{_name} ({_path}) is not a readable file.")
+elif DS_TLS_CERT or DS_TLS_KEY:
+    raise ImproperlyConfigured("DS_TLS_CERT and DS_TLS_KEY are only used with DS_TLS=files.")
+if DS_TLS == "acme":
+    if not DS_PRODUCTION and DS_ACME_DIRECTORY == DS_ACME_DIRECTORY_LETSENCRYPT:
+        raise ImproperlyConfigured(
+            f"DS_TLS=acme on {DS_DOMAIN!r}: no public CA issues certificates for development "
+            "names. Use DS_TLS=internal, or set DS_ACME_DIRECTORY to a private ACME CA."
+        )
+    if DS_ACME_CA_ROOT and not Path(DS_ACME_CA_ROOT).is_file():
+        raise ImproperlyConfigured(f"DS_ACME_CA_ROOT ({DS_ACME_CA_ROOT}) is not a readable file.")
+
+DS_SCHEME = env.str("DS_SCHEME", default="https" if DS_PRODUCTION or DS_TLS_ON else "http")
 
 if DS_SCHEME not in ("http", "https"):
     raise ImproperlyConfigured(f"DS_SCHEME must be 'http' or 'https', not {DS_SCHEME!r}.")
@@ -46,6 +92,8 @@ if DS_SCHEME == "http" and DS_PRODUCTION:
         f"DS_SCHEME=http is only allowed for development domains such as 'localhost'; "
         f"{DS_DOMAIN!r} is public, so it must be served over https."
     )
+if DS_TLS_ON and DS_SCHEME != "https":
+    raise ImproperlyConfigured(f"DS_TLS={DS_TLS} serves https: DS_SCHEME must be https.")
 if DS_PANEL_HOST == DS_DOMAIN or not DS_PANEL_HOST.endswith("." + DS_DOMAIN):
     raise ImproperlyConfigured(
         f"DS_PANEL_HOST ({DS_PANEL_HOST!r}) must be a subdomain of DS_DOMAIN ({DS_DOMAIN!r})."
@@ -54,7 +102,10 @@ if DS_PANEL_HOST == DS_DOMAIN or not DS_PANEL_HOST.endswith("." + DS_DOMAIN):
 DS_HTTPS = DS_SCHEME == "https"
 _DEFAULT_PORT = 443 if DS_HTTPS else 80
 # The port in public URLs; behind a TLS proxy set DS_PUBLIC_PORT=443.
-DS_PUBLIC_PORT = env.int("DS_PUBLIC_PORT", default=_DEFAULT_PORT if DS_PRODUCTION else DS_PORT)
+DS_PUBLIC_PORT = env.int(
+    "DS_PUBLIC_PORT",
+    default=DS_HTTPS_PORT if DS_TLS_ON else (_DEFAULT_PORT if DS_PRODUCTION else DS_PORT),
+)
 DS_PORT_SUFFIX = "" if DS_PUBLIC_PORT == _DEFAULT_PORT else f":{DS_PUBLIC_PORT}"
 DS_PANEL_URL = f"{DS_SCHEME}://{DS_PANEL_HOST}{DS_PORT_SUFFIX}"
 
@@ -181,7 +232,14 @@ if CHANNEL_LAYER_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [CHANNEL_LAYER_URL]},
+            "CONFIG": {
+                # redis-py's default read timeout (5 s) equals channels-redis's blocking pop
+                # (5 s): a longer one keeps an idle subscriber from timing out every round.
+                "hosts": [{"address": CHANNEL_LAYER_URL, "socket_timeout": 30}],
+                # Gateway processes join the invalidation group (appspaces/gateway/
+                # broadcast.py) and renew every minute; a dead process's channel leaves soon.
+                "group_expiry": 300,
+            },
         }
     }
 else:
@@ -318,9 +376,13 @@ SECURE_SSL_REDIRECT = DS_HTTPS and env.bool("DS_SSL_REDIRECT", default=True)
 SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365 if DS_HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = DS_HTTPS
 SECURE_HSTS_PRELOAD = env.bool("DS_HSTS_PRELOAD", default=False)
-if DS_HTTPS and env.bool("DS_BEHIND_PROXY", default=False):
-    # Only trust X-Forwarded-Proto when an operator says a TLS proxy sets it.
+# Only trust X-Forwarded-Proto when a TLS proxy sets it: our own edge (which overwrites what
+# clients send, and is the only way to Daphne on loopback), or one the operator says is there.
+DS_TRUST_PROXY_HEADERS = DS_HTTPS and (DS_TLS_ON or _behind_proxy)
+if DS_TRUST_PROXY_HEADERS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Load balancers and systemd probe health over plain HTTP too.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 # Preloading HSTS is hard to undo, so it is the operator's opt-in (DS_HSTS_PRELOAD), not a default.
 SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
@@ -577,6 +639,14 @@ DS_BACKUP_STALE_SECONDS = env.int("DS_BACKUP_STALE_SECONDS", default=60)
 # restored data, and at most this long.
 DS_BACKUP_KEEP_PREVIOUS_DAYS = env.int("DS_BACKUP_KEEP_PREVIOUS_DAYS", default=7)
 DS_BACKUP_VERIFY_DAYS = env.int("DS_BACKUP_VERIFY_DAYS", default=7)  # re-read every archive
+
+# --- Health -----------------------------------------------------------------------------------
+# Owned by dropserver_site/health.py (see docs/operations.md, "Health"): what /readyz requires.
+
+DS_READY_MIN_FREE_MB = env.int("DS_READY_MIN_FREE_MB", default=512)  # free under DS_DATA_DIR
+# /readyz fails when the panel host's certificate expires within this many days (0: expired).
+DS_READY_CERT_DAYS = env.int("DS_READY_CERT_DAYS", default=0)
+DS_READY_TIMEOUT = env.float("DS_READY_TIMEOUT", default=2.0)  # seconds, per check
 
 # --- Periodic tasks (Celery beat) -------------------------------------------------------------
 # Every periodic task of the platform, in one place; the intervals are the settings above.

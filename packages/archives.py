@@ -1,6 +1,6 @@
 """Reading an untrusted tar stream with bounded memory and bounded output: the one copy of that
 hardening, used by package extraction (packages/extraction.py) and by backup archives
-(backups/archive.py).
+(backups/format/archive.py).
 
 - `CountingReader` counts the compressed bytes read;
 - `BudgetReader` counts the inflated bytes and stops past a budget (which the caller may raise

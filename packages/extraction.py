@@ -1,6 +1,6 @@
 """Safe unpacking of untrusted `.tar.gz` and `.zip` archives (app packages, backup restores).
 
-Backups (backups/archive.py) also use `.tar.zst`, accepted only where the limits list it in
+Backups (backups/format/archive.py) also use `.tar.zst`, accepted only where the limits list it in
 `formats`, so an app package is never anything but a `.tar.gz` or `.zip`.
 
 Everything an archive says is checked before it is believed: names (relative, clean, UTF-8,
@@ -14,6 +14,9 @@ total would pass a cap — never after. The tar stream itself is read through a 
 Files are written into a temporary folder beside the destination, made read-only (0444 files,
 0555 folders: nothing executable, no setuid) and renamed into place only when everything
 passed; on any failure the temporary folder is removed and the destination never appears.
+
+Longer than most modules on purpose: every check of an untrusted archive's entries (tar and
+zip) and the writer that trusts them are one security boundary, reviewed as one unit.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ A URL given by a user makes *this server* connect somewhere, so every hop is che
     (a watchdog closes the socket at the total deadline, so a slow drip cannot hold on).
 Environment proxies are deliberately ignored. Tests reach a local server by setting
 DS_FETCH_ALLOW_LOOPBACK (loopback only: private and metadata addresses stay refused).
+
+Longer than most modules on purpose: the SSRF guard (resolve once, check every address,
+connect to that address, re-check redirects) is one security boundary, reviewed as one unit.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ import shutil
 import signal
 from typing import Any
 
-from sandbox import cgroups, layout, mounts, preflight, protocol
+from sandbox import layout, protocol
 from sandbox.protocol import SandboxBadRequest, SandboxError
 from sandbox.supervisor import Supervisor
+from sandbox.walls import cgroups, mounts, preflight
 
 log = logging.getLogger("sandbox")
 

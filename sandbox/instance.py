@@ -8,10 +8,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbox import cgroups, layout
+from sandbox import layout
 from sandbox.output import BlockedTable, LogSink
 from sandbox.runner import SandboxProcess
 from sandbox.spec import SandboxSpec
+from sandbox.walls import cgroups
 
 STOPPED, STARTING, RUNNING, STOPPING, FROZEN, CRASHED, PROBLEM = (
     "stopped",

@@ -15,26 +15,50 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from django.conf import settings
 
-from sandbox import cgroups, layout, mounts, prepare
+from sandbox import layout
+from sandbox.instance import Instance
 from sandbox.output import LogSink
 from sandbox.protocol import SandboxBadRequest, SandboxBusy, SandboxStartFailed
 from sandbox.runner import SandboxProcess, describe_exit
 from sandbox.spec import SandboxSpec, SpecError
-
-if TYPE_CHECKING:
-    from sandbox.supervisor import Supervisor
+from sandbox.walls import cgroups, mounts, preflight, prepare
 
 JOB_MODES = ("app-init", "migrate", "warm")
 DEFAULT_TIMEOUT = {"app-init": 15.0, "migrate": 120.0, "warm": 60.0}
 MAX_TIMEOUT = 3600.0
 
 
+class JobHost(Protocol):
+    """What the job runner needs from the supervisor that owns it (sandbox/supervisor.py):
+    the host's layers, a cgroup, the argv and files of a start, a log, and what runs now."""
+
+    host: preflight.HostCheck
+
+    def require_usable_host(self, sandbox_id: str) -> None: ...
+    def new_cgroup(self, name: str, spec: SandboxSpec, cpu_percent: int = 0) -> cgroups.Cgroup: ...
+    def argv(
+        self,
+        spec: SandboxSpec,
+        mode: str,
+        args: dict | None = None,
+        *,
+        files: prepare.StartFiles | None = None,
+        warming: bool = False,
+    ) -> tuple[list[str], dict[str, str], int | None]: ...
+    def open_start_files(
+        self, spec: SandboxSpec, *, warming: bool = False
+    ) -> prepare.StartFiles: ...
+    def log_sink(self, sandbox_id: str) -> LogSink: ...
+    def running_with_data(self, data_dir: str) -> Instance | None: ...
+    def is_active(self, sandbox_id: str) -> bool: ...
+
+
 class JobRunner:
-    def __init__(self, supervisor: Supervisor):
+    def __init__(self, supervisor: JobHost):
         self.supervisor = supervisor
         self.running: dict[str, SandboxProcess] = {}
         self.specs: dict[str, SandboxSpec] = {}  # of the jobs holding a slot or running

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sandbox import spawn
-from sandbox.cgroups import Cgroup, NullCgroup
 from sandbox.output import LineSplitter, LogSink, Tail
+from sandbox.walls import spawn
+from sandbox.walls.cgroups import Cgroup, NullCgroup
 
 log = logging.getLogger("sandbox")
 

@@ -4,6 +4,9 @@ It starts appspace sandboxes on demand (`ensure`), stops them when idle or to ma
 restarts them after crashes with backoff until they are marked "problem", freezes them for
 backups, reads their usage and blocked hosts, and runs one-shot jobs (app-init, migrate, cache
 warming). The control socket in front of it lives in `sandbox.daemon`.
+
+Longer than most modules on purpose: it is the one owner of every sandbox's state machine
+(single-threaded asyncio); splitting it would spread that state across modules.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from sandbox import cgroups, launcher, layout, mounts, preflight, prepare
+from sandbox import layout
 from sandbox.instance import (
     CRASHED,
     FROZEN,
@@ -43,6 +46,7 @@ from sandbox.protocol import (
 )
 from sandbox.runner import ProcessExited, SandboxProcess, describe_exit
 from sandbox.spec import SandboxSpec, SpecError
+from sandbox.walls import cgroups, launcher, mounts, preflight, prepare
 
 log = logging.getLogger("sandbox")
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the OS packages Dropserver needs (as root), or prints the exact command to run.
-#   system-deps.sh run   -> what `make run` needs (bubblewrap and libseccomp2 for the sandbox)
+#   system-deps.sh run   -> what `make run` needs (bubblewrap and libseccomp2 for the sandbox,
+#                           caddy for DS_TLS)
 #   system-deps.sh test  -> plus Chromium for the browser tests, wrk for `make bench`
 set -euo pipefail
-want=(bubblewrap libseccomp2)
+want=(bubblewrap libseccomp2 caddy)  # caddy: the TLS edge when DS_TLS is on
 [[ "${1:-run}" == test ]] && want+=(chromium iproute2 strace)  # ip netns: the sandbox network tests; strace: the seccomp trace
 [[ "${1:-run}" == test ]] && want+=(wrk)  # the load generator of bench/gateway.py
+[[ "${1:-run}" == test ]] && want+=(pebble libnss3-tools)  # TLS tests: a local ACME CA; certutil (Chromium trusting a test root)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -15,6 +17,11 @@ if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
   echo "Installing ${missing[*]} ..."
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null \
     || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
+  # Debian's caddy package enables its own caddy.service (a welcome page on :80); Dropserver
+  # runs Caddy itself (`serve`, DS_TLS), so that one is switched off when we installed it.
+  if [[ " ${missing[*]} " == *" caddy "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now caddy.service >/dev/null 2>&1 || true
+  fi
 else
   echo "Dropserver needs: ${missing[*]}. Install with:"
   echo "    sudo apt-get install -y ${missing[*]}"

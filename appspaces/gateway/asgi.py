@@ -13,6 +13,7 @@ also clear the old app's leftovers in the browser, once per browser (reused_name
 from __future__ import annotations
 
 from appspaces.gateway import (
+    broadcast,
     connections,
     login,
     observe,
@@ -45,6 +46,7 @@ BAD_PATH = (
 
 
 async def gateway_http(scope: dict, receive, send) -> None:
+    broadcast.listen()
     subdomain = scope["appspace_subdomain"]
     config = configs.peek(subdomain)
     if config is MISSING:
@@ -134,4 +136,5 @@ async def gateway_http(scope: dict, receive, send) -> None:
 
 
 async def gateway_websocket(scope: dict, receive, send) -> None:
+    broadcast.listen()
     await websocket.relay(scope, receive, send)

@@ -15,9 +15,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import Invitation
 from appspaces.jobs import job_finish
 from appspaces.models import Appspace, Job, data_dir
 from appspaces.sandboxes import appspace_spec
+from backups.models import Backup, appspace_backups_dir
 from packages.extraction import remove_tree
 from sandbox import layout
 from sandbox.client import SandboxClient
@@ -241,9 +243,6 @@ def busy_jobs(appspace: Appspace):
 def appspace_delete(*, appspace: Appspace, keep_backups: bool) -> None:
     """Delete the appspace and its data. Its backups go too, unless `keep_backups`: then they
     stay the owner's (listed on the dashboard) until they delete them."""
-    from accounts.models import Invitation
-    from backups.models import Backup
-
     if appspace.status in (Appspace.Status.CREATING, Appspace.Status.MIGRATING):
         raise AppspaceError(
             f"The appspace is {appspace.get_status_display()}; delete it once that is over."
@@ -286,8 +285,6 @@ def remove_appspace_files(appspace: Appspace, *, backups: bool, to_trash: bool =
     """The appspace's folders: data and meta, its log, its socket folder, and its backups
     (`backups`). With `to_trash` they are moved aside in one rename each (quick, whatever
     their size) and removed by trash_empty(). -> how many were moved."""
-    from backups.models import appspace_backups_dir
-
     sandbox_id = str(appspace.public_id)
     folders = [
         appspace.path,

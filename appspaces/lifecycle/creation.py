@@ -34,6 +34,8 @@ from appspaces.lifecycle.control import (
 from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
 from appspaces.models import AllowlistEntry, Appspace, AppVersion, Job
 from appspaces.sandboxes import appspace_spec, publish_users
+from backups.models import Backup
+from backups.restore import RestoreError, backup_import
 from packages.allowlist import parse_browser_origin, parse_server_entry
 from sandbox import layout
 from sandbox.client import SandboxClient
@@ -165,8 +167,6 @@ class _Creation:
         if params.get("import_archive"):
             return Path(params["import_archive"])
         if params.get("import_backup"):
-            from backups.models import Backup
-
             backup = Backup.objects.filter(
                 public_id=params["import_backup"],
                 kept_owner=self.job.owner,
@@ -179,8 +179,6 @@ class _Creation:
         return None
 
     def _import(self, archive: Path) -> None:
-        from backups.restore import RestoreError, backup_import
-
         try:
             backup_import(appspace=self.appspace, archive_path=archive)
         except RestoreError as exc:
@@ -222,8 +220,6 @@ def creation_undo(job: Job, appspace: Appspace) -> None:
 
 
 def appspace_row_remove(appspace: Appspace) -> None:
-    from backups.models import Backup
-
     with transaction.atomic():
         # The job stays (its page says what went wrong); the appspace goes.
         Job.objects.filter(appspace=appspace).update(appspace=None)

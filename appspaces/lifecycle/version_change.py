@@ -34,6 +34,8 @@ from appspaces.jobs import (
 from appspaces.lifecycle.control import busy_jobs
 from appspaces.models import Appspace, AppVersion, Job
 from appspaces.sandboxes import appspace_spec, publish_users
+from backups.restore import RestoreError, restore_after_failed_migration
+from backups.services import BackupError, backup_before_migration
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxNotFound, SandboxUnavailable
 
@@ -164,7 +166,6 @@ class _Change:
         self.stop()
         if plan.changes_schema:
             job_step(job, "Backing up the data", 10)
-            from backups.services import BackupError, backup_before_migration
 
             try:
                 self.backup = backup_before_migration(appspace=appspace)
@@ -221,8 +222,6 @@ class _Change:
             self.stop()
         note = ""
         if self.backup is not None:
-            from backups.restore import RestoreError, restore_after_failed_migration
-
             try:
                 restore_after_failed_migration(appspace=appspace, backup=self.backup)
             except (RestoreError, OSError, SandboxError) as exc:

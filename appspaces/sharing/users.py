@@ -17,6 +17,9 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.addresses import address_normalise, user_for_address
+from accounts.models import Invitation
+from accounts.services import invitation_create, invitations_revoke
 from appspaces.models import Appspace, AppspaceUser
 from appspaces.sandboxes import publish_users
 from appspaces.sharing.sessions import appspace_sessions_revoke
@@ -62,8 +65,6 @@ def _publish(appspace: Appspace) -> None:
 
 
 def appspace_invitations_pending(appspace: Appspace):
-    from accounts.models import Invitation
-
     return Invitation.objects.pending().filter(purpose__appspace=str(appspace.public_id))
 
 
@@ -77,9 +78,6 @@ def appspace_user_add(
 ):
     """Let the person with `email` into the appspace. -> the AppspaceUser if they have an
     account here, else (Invitation, its link): they are attached when they sign up with it."""
-    from accounts.addresses import address_normalise, user_for_address
-    from accounts.services import invitation_create
-
     email = address_normalise(email)
     try:
         validate_email(email)
@@ -138,8 +136,6 @@ def appspace_user_remove(*, member: AppspaceUser) -> None:
 
 
 def appspace_invitation_revoke(*, appspace: Appspace, email: str) -> int:
-    from accounts.services import invitations_revoke
-
     pending = list(appspace_invitations_pending(appspace).filter(email__iexact=email.strip()))
     return invitations_revoke(invitations=pending)
 
@@ -154,9 +150,6 @@ def appspace_shares_attach(*, user, email: str, used=None) -> list[AppspaceUser]
     """`user` just proved `email` (an invitation link, or allauth's confirmation): join every
     appspace pending invitations to that address are for, and spend them. Never call it for
     an unverified address: it hands the address's shares to whoever claims it."""
-    from accounts.addresses import address_normalise
-    from accounts.models import Invitation
-
     now = timezone.now()
     email = address_normalise(email)
     pending = Invitation.objects.pending(now).filter(

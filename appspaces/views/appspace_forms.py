@@ -11,6 +11,8 @@ from appspaces.lifecycle.control import limit_bounds
 from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
 from appspaces.models import AllowlistEntry, Appspace
 from appspaces.network.approvals import browser_origin_warnings, server_entry_warnings
+from backups.format.archive import read_metadata
+from backups.format.metadata import ArchiveError
 from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
 
 MAX_EXTRA_ENTRIES = 50
@@ -166,9 +168,6 @@ class CreateAppspaceForm(LimitsForm):
         return [*self.cleaned_data["browser_suggested"], *self.cleaned_data["browser_extra"]]
 
     def _clean_import(self, cleaned: dict) -> None:
-        from backups.archive import read_metadata
-        from backups.metadata import ArchiveError
-
         if self.archive_too_large:
             self.add_error(
                 "archive",

@@ -45,7 +45,8 @@ from appspaces.views.appspace_forms import (
     DeleteAppspaceForm,
     LimitsForm,
 )
-from backups.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
+from backups.models import Backup
+from backups.views.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
 from packages.allowlist import AllowlistError
 from sandbox.protocol import SandboxError
 
@@ -53,8 +54,6 @@ from sandbox.protocol import SandboxError
 
 
 def _kept_backups(user):
-    from backups.models import Backup
-
     return Backup.objects.filter(
         appspace__isnull=True, kept_owner=user, state=Backup.State.READY
     ).order_by("-created")

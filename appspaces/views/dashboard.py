@@ -6,10 +6,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
+from accounts.models import Invitation
 from appspaces.lifecycle.control import run_state, sandbox_states
 from appspaces.lifecycle.version_change import upgrade_available
 from appspaces.models import Appspace, AppspaceUser, Job
 from appspaces.views.apps import apps_with_versions, installs_in_progress
+from backups.models import Backup
 from sandbox.protocol import SandboxError
 
 DASHBOARD_APPS = 8
@@ -37,9 +39,6 @@ def _appspace_rows(appspaces, sandboxes) -> list[dict]:
 @never_cache
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    from accounts.models import Invitation
-    from backups.models import Backup
-
     user = request.user
     try:
         sandboxes = sandbox_states()

@@ -13,8 +13,8 @@ import tarfile
 import pytest
 import zstandard
 
-from backups.archive import read_metadata, verify_archive
-from backups.metadata import META_NAME, ArchiveError
+from backups.format.archive import read_metadata, verify_archive
+from backups.format.metadata import META_NAME, ArchiveError
 from backups.models import Backup
 from backups.restore import RestoreError, backup_restore
 from backups.services import backup_create

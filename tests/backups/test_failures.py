@@ -15,7 +15,7 @@ from django.db import connection
 
 from appspaces.models import Appspace, AppVersion
 from appspaces.sandboxes import appspace_spec
-from backups.archive import verify_archive
+from backups.format.archive import verify_archive
 from backups.models import Backup, appspace_backups_dir
 from backups.restore import backup_restore
 from backups.services import BackupError, backup_create

@@ -35,7 +35,7 @@ from accounts.services import users_deactivate
 from appspaces.gateway import connections
 from appspaces.gateway.asgi import gateway_websocket
 from appspaces.gateway.runtime import SandboxLinks
-from appspaces.models import AppspaceUser
+from appspaces.models import AllowlistEntry, AppspaceUser
 from appspaces.sharing.sessions import appspace_session_create, user_appspace_sessions_revoke
 from tests.conftest import make_user
 from tests.gateway.browser import Browser
@@ -254,6 +254,75 @@ def test_an_unrelated_change_leaves_open_connections_alone(gateway, no_errors, s
         assert stream.ended_at is None
     finally:
         stream.close()
+
+
+# --- Another process, told through the channel layer: long before the TTL ------------------
+
+BROADCAST_TTL = 600.0  # the periodic re-check cannot be what closes the socket here
+BROADCAST_DEADLINE = 5.0  # the message is one Redis round trip; this leaves room for load
+
+
+@pytest.fixture(scope="module")
+def slow_gateway(stack: Stack) -> Iterator[Stack]:
+    """The stack served by a Daphne whose caches would keep stale facts for 10 minutes."""
+    port = free_port()
+    log = stack.daphne_log.with_name("daphne-broadcast.log")
+    daphne = start_daphne(
+        port, stack.daphne_log.parent, log, DS_GATEWAY_CACHE_TTL=str(BROADCAST_TTL)
+    )
+    try:
+        yield dataclasses.replace(stack, port=port, daphne=daphne, daphne_log=log)
+    finally:
+        stop(daphne)
+
+
+@pytest.mark.parametrize("kind", ["removed", "deactivated"])
+def test_another_process_hears_of_a_revocation_at_once(slow_gateway, sockets, kind):
+    """The change is made here (the panel's view in the test process); the gateway in
+    Daphne's process learns of it through Redis, not from its 10-minute cache."""
+    assert settings.REDIS_URL, "the suite runs with this machine's Redis"
+    gateway = slow_gateway
+    user = make_user(f"broadcast-{kind}@example.com", display_name="Told")
+    space = gateway.appspace(members={user: ["edit"]})
+    user_panel = panel_as(user)
+    browser = Browser(gateway.port)
+    browser.cookies[settings.DS_PANEL_HOST] = {
+        settings.SESSION_COOKIE_NAME: user_panel.cookies[settings.SESSION_COOKIE_NAME].value
+    }
+    assert browser.get(gateway.url(space, "/edit"), follow=True).status == 200
+    cookie = browser.cookies[gateway.host(space)]["ds_appspace"]
+    sock = sockets.enter_context(open_socket(gateway, space, cookie))
+    sock.send("still here?")
+    assert sock.recv(timeout=10) == "still here?"
+
+    revoke(kind, gateway, space, user, user_panel)
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            sock.recv(timeout=BROADCAST_DEADLINE)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    # and the cached facts went with it: a new connection is refused at once
+    with pytest.raises(InvalidStatus):
+        open_socket(gateway, space, cookie)
+
+
+def test_a_change_to_an_allowlist_reaches_another_process_at_once(slow_gateway):
+    """Not only revocations: any change the gateway caches (here the appspace's allowlist,
+    which shapes its CSP) is dropped in the other process as soon as it is committed."""
+    gateway = slow_gateway
+    space = gateway.appspace()
+    browser = gateway.browser(gateway.alice)
+    first = browser.get(gateway.url(space, "/edit"), follow=True)
+    assert first.status == 200
+    origin = "https://fonts.example.net"
+    assert origin not in (first.header("content-security-policy") or "")
+    space.allowlist.create(kind=AllowlistEntry.Kind.BROWSER, value=origin)
+    deadline = time.monotonic() + BROADCAST_DEADLINE
+    while True:
+        csp = browser.get(gateway.url(space, "/edit")).header("content-security-policy") or ""
+        if origin in csp or time.monotonic() > deadline:
+            break
+        threading.Event().wait(0.1)
+    assert origin in csp, csp
 
 
 # --- In the gateway's own process: at once, without waiting for the periodic re-check ------

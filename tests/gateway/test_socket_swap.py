@@ -5,7 +5,7 @@ root-only unix socket) and a request goes through the real gateway (Daphne): not
 relayed. Checked from the host: the listeners the symlinks point at accept no connection, and
 the client gets a 502 (HTTP) or a refused upgrade (WebSocket).
 
-Once an appspace is ready its socket dir is root's (`sandbox.mounts.seal_run_dir`), so its uid
+Once an appspace is ready its socket dir is root's (`sandbox.walls.mounts.seal_run_dir`), so its uid
 cannot swap anything; the test first shows that, then hands the dir back to the uid (as it is
 before the app is ready) to test the gateway's own checks (`sandbox.peer`).
 """

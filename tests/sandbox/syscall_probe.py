@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import pyseccomp
 
-from sandbox import launcher, prepare, spawn
-from sandbox.seccomp import Filter
+from sandbox.walls import launcher, prepare, spawn
+from sandbox.walls.seccomp import Filter
 from tests.sandbox.fixtures import AppVersion, lay_out_app, unique_uid
 
 AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET, AF_VSOCK = 1, 2, 10, 16, 17, 40

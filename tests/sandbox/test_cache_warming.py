@@ -73,7 +73,7 @@ def test_root_copies_a_warmed_cache_without_following_what_the_job_planted(tmp_p
     and folders only and never opens what a link points at."""
     import os
 
-    from sandbox import launcher, mounts, prepare
+    from sandbox.walls import launcher, mounts, prepare
 
     secret = tmp_path / "root-only"
     secret.write_text("secret")

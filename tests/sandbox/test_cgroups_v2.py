@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import cgroups
+from sandbox.walls import cgroups
 
 
 @pytest.fixture

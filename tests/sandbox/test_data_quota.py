@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import launcher, usage
+from sandbox import usage
 from sandbox.spec import SandboxSpec, SpecError
+from sandbox.walls import launcher
 
 pytestmark = pytest.mark.sandbox
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import cgroups, layout
+from sandbox import layout
 from sandbox.protocol import SandboxHostUnsafe
+from sandbox.walls import cgroups
 from tests.sandbox.fixtures import HELLO_APP, poll
 
 pytestmark = pytest.mark.sandbox
@@ -52,7 +53,7 @@ def test_this_host_gets_the_v1_backend_for_real():
 
 
 def test_a_resolver_list_with_only_ipv6_nameservers_is_reported(tmp_path):
-    from sandbox import preflight
+    from sandbox.walls import preflight
 
     conf = tmp_path / "resolv.conf"
     conf.write_text("nameserver fd00::53\nnameserver 2001:db8::1\noptions edns0\n")
@@ -64,7 +65,7 @@ def test_a_resolver_list_with_only_ipv6_nameservers_is_reported(tmp_path):
 def test_without_libseccomp_the_host_is_unsafe_and_says_what_to_install(monkeypatch):
     import sys
 
-    from sandbox import preflight
+    from sandbox.walls import preflight
 
     monkeypatch.setitem(sys.modules, "pyseccomp", None)  # as if the binding were missing
     check = preflight.check_host()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import launcher
 from sandbox.protocol import SandboxStartFailed
+from sandbox.walls import launcher
 from tests.sandbox.fixtures import HELLO_APP, poll
 
 pytestmark = pytest.mark.sandbox

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import launcher, layout
+from sandbox import layout
 from sandbox.spec import Limits, SandboxSpec, SpecError, validate_allow_net_entry
+from sandbox.walls import launcher
 
 
 @pytest.fixture

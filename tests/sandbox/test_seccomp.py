@@ -12,8 +12,8 @@ from pathlib import Path
 import pyseccomp
 import pytest
 
-from sandbox import launcher, seccomp
 from sandbox.spec import SandboxSpec
+from sandbox.walls import launcher, seccomp
 from tests.sandbox import bpf
 from tests.sandbox.syscall_probe import CHECKS, probe_app, run_probe
 

@@ -1,4 +1,4 @@
-"""The seccomp allowlist (`sandbox/seccomp_allowlist.py`): the compiled program allows exactly
+"""The seccomp allowlist (`sandbox/walls/seccomp_allowlist.py`): the compiled program allows exactly
 what the file lists and refuses every other number; in the kernel, syscalls off the list fail
 inside a real sandbox; every app feature of the tour still works under it; and a strace of the
 tour finds no syscall the list lacks (the way the list was derived, re-run as a test)."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import pyseccomp
 import pytest
 
-from sandbox import seccomp, seccomp_allowlist, seccomp_trace
+from sandbox.walls import seccomp, seccomp_allowlist, seccomp_trace
 from tests.sandbox import bpf
 from tests.sandbox.fixtures import REPO
 from tests.sandbox.syscall_probe import probe_app, run_probe
@@ -143,7 +143,7 @@ REFUSED_BY_DENO = {"denied", "env", "run", "hostname", "readEtc", "writeApp", "f
 
 
 def test_every_app_feature_works_under_the_allowlist(start_supervisor, make_app, http_request):
-    """The tour (`sandbox.seccomp_trace.TOUR_FILES`) under the production filter, the
+    """The tour (`sandbox.walls.seccomp_trace.TOUR_FILES`) under the production filter, the
     supervisor in an empty network namespace so that outbound calls make their syscalls and
     reach nothing."""
     supervisor = start_supervisor(command_prefix=["unshare", "--net", "--"])
@@ -181,11 +181,11 @@ def test_every_app_feature_works_under_the_allowlist(start_supervisor, make_app,
 
 
 def test_a_strace_of_the_tour_finds_no_syscall_missing_from_the_list():
-    """Re-derives the list: `python -m sandbox.seccomp_trace --only tour` (strace -f of
+    """Re-derives the list: `python -m sandbox.walls.seccomp_trace --only tour` (strace -f of
     warm, app-init, migrations, every route and a WebSocket, in its own empty network
     namespace, under a permissive filter) must find nothing the file lacks."""
     proc = subprocess.run(
-        [sys.executable, "-m", "sandbox.seccomp_trace", "--only", "tour", "--json"],
+        [sys.executable, "-m", "sandbox.walls.seccomp_trace", "--only", "tour", "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -1,5 +1,5 @@
 """Class 2 of the second review: nothing writable outside the data dir, every writable byte
-capped or counted (`sandbox/mounts.py` lists each mount and why).
+capped or counted (`sandbox/walls/mounts.py` lists each mount and why).
 
 Two hostile apps, each judged from the host by the bytes allocated under DS_DATA_DIR outside
 the appspace's data dir (walked across mounts, so the socket dir's tmpfs counts):
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import cgroups, launcher, layout, mounts, prepare, spawn
+from sandbox import layout
+from sandbox.walls import cgroups, launcher, mounts, prepare, spawn
 from tests.sandbox.fixtures import HELLO_APP, poll
 
 pytestmark = pytest.mark.sandbox

@@ -3,7 +3,14 @@
 The children run in their own sessions so that a terminal's Ctrl-C reaches only this
 process, which then stops them in order; each also gets a parent-death signal so none
 outlives us if we are killed outright. One child dying stops the whole tree with a
-non-zero status: a platform running half-alive is worse than one that is down.
+non-zero status: a platform running half-alive is worse than one that is down. The one
+exception is the TLS edge (Caddy, when DS_TLS is on): it holds no state of ours, so once it
+has started, `serve` restarts it if it dies, with a growing pause between attempts.
+
+With DS_TLS on, Daphne listens on 127.0.0.1:DS_WEB_PORT and Caddy on DS_PORT (plain HTTP)
+and DS_HTTPS_PORT. Caddy binds its ports itself: started as root it keeps root; a setup
+that runs it as another user (docs/operations.md) gives it CAP_NET_BIND_SERVICE for ports
+below 1024 — see `edge_child()`, the one place that builds its command.
 """
 
 from __future__ import annotations
@@ -24,10 +31,14 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from dropserver_site.edge import caddy
 from dropserver_site.process import parent_death_signal
 
 STOP_GRACE_SECONDS = 10
 START_TIMEOUT_SECONDS = 60
+
+
+EDGE_RESTART_BACKOFF = (0.5, 30.0)  # first pause, longest pause (seconds)
 
 
 @dataclass
@@ -35,11 +46,18 @@ class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen | None = field(default=None, repr=False)
+    # Restarted when it dies after start-up, instead of stopping the tree (the TLS edge).
+    restartable: bool = False
+    env: dict[str, str] | None = field(default=None, repr=False)  # replaces serve's env
+    restarts: int = 0
+    next_start: float = 0.0
+    started: float = 0.0
 
     def start(self, env: dict[str, str]) -> None:
+        self.started = time.monotonic()
         self.process = subprocess.Popen(
             self.argv,
-            env=env,
+            env=self.env or env,
             start_new_session=True,
             preexec_fn=parent_death_signal(),
         )
@@ -100,7 +118,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--port", type=int, default=settings.DS_PORT)
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=settings.DS_PORT,
+            help="the web port; with DS_TLS on, the plain-HTTP port (redirects, ACME)",
+        )
         parser.add_argument("--bind", default=settings.DS_BIND, help="address to listen on")
         parser.add_argument(
             "--no-worker", action="store_true", help="do not start Celery (run it separately)"
@@ -108,26 +131,25 @@ class Command(BaseCommand):
 
     def handle(self, *args, port: int, bind: str, no_worker: bool, **options) -> None:
         self._check_migrations()
+        edge = settings.DS_TLS_ON
+        if edge:
+            if reason := caddy.caddy_available():
+                raise CommandError(reason)
+            if port in (settings.DS_HTTPS_PORT, settings.DS_WEB_PORT):
+                raise CommandError(
+                    f"--port {port} is DS_HTTPS_PORT or DS_WEB_PORT; with DS_TLS on it is the "
+                    "plain-HTTP port and must differ from both."
+                )
         env = dict(os.environ, DS_PORT=str(port), PYTHONUNBUFFERED="1")
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         children = [Child("sandbox supervisor", [*manage, "sandboxd"])]
         if not no_worker:
             children.extend(Child(name, argv) for name, argv in worker_commands())
-        daphne_argv = [
-            sys.executable,
-            "-m",
-            "daphne",
-            "--bind",
-            bind,
-            "--port",
-            str(port),
-            "--no-server-name",
-            "--websocket-max-message-size",
-            str(2**20),
-        ]
-        if settings.DS_HTTPS and os.environ.get("DS_BEHIND_PROXY"):
-            daphne_argv.append("--proxy-headers")
-        children.append(Child("web server", [*daphne_argv, "dropserver_site.asgi:application"]))
+        # With the TLS edge, Daphne is reached on loopback only; the edge listens for the world.
+        web_bind, web_port = ("127.0.0.1", settings.DS_WEB_PORT) if edge else (bind, port)
+        children.append(Child("web server", web_argv(web_bind, web_port)))
+        if edge:
+            children.append(edge_child(env, http_port=port, bind=bind, web_port=web_port))
 
         stopping = False
 
@@ -147,8 +169,11 @@ class Command(BaseCommand):
             child.start(env)
 
         status = 0
+        ports = [(web_bind, web_port)]
+        if edge:
+            ports += [(bind, port), (bind, settings.DS_HTTPS_PORT)]
         try:
-            if not self._wait_for_port(bind, port, children, lambda: stopping):
+            if not all(self._wait_for_port(b, p, children, lambda: stopping) for b, p in ports):
                 status = 0 if stopping else 1
             else:
                 self._announce(env, manage)
@@ -167,7 +192,8 @@ class Command(BaseCommand):
         host = "127.0.0.1" if bind in ("0.0.0.0", "") else ("::1" if bind == "::" else bind)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline and not stopping():
-            if dead := self._first_dead(children):
+            # A child that cannot even start (the edge with a bad config too) is fatal.
+            if dead := self._first_dead(children, during_start=True):
                 self.stderr.write(f"{dead.name} exited with status {dead.process.returncode}")
                 return False
             try:
@@ -176,7 +202,7 @@ class Command(BaseCommand):
             except OSError:
                 time.sleep(0.1)
         if not stopping():
-            self.stderr.write(f"The web server did not start listening on port {port}.")
+            self.stderr.write(f"Nothing started listening on port {port}.")
         return False
 
     def _announce(self, env: dict[str, str], manage: list[str]) -> None:
@@ -190,6 +216,26 @@ class Command(BaseCommand):
 
     def _watch(self, children: list[Child], stopping) -> int:
         while not stopping():
+            if settings.DS_TLS == "internal":
+                caddy.export_internal_root()
+            for child in children:
+                if child.running or not child.restartable:
+                    continue
+                now = time.monotonic()
+                if child.next_start == 0.0:
+                    first, longest = EDGE_RESTART_BACKOFF
+                    if now - child.started > longest:
+                        child.restarts = 0  # it ran well for a while: start over quickly
+                    pause = min(longest, first * 2**child.restarts)
+                    self.stderr.write(
+                        f"{child.name} exited (status {child.process.returncode}); "
+                        f"restarting it in {pause:g} s."
+                    )
+                    child.next_start = now + pause
+                elif now >= child.next_start:
+                    child.restarts += 1
+                    child.next_start = 0.0
+                    child.start(child.env or {})
             if dead := self._first_dead(children):
                 self.stderr.write(
                     f"{dead.name} exited unexpectedly (status {dead.process.returncode}); "
@@ -200,8 +246,11 @@ class Command(BaseCommand):
         return 0
 
     @staticmethod
-    def _first_dead(children: list[Child]) -> Child | None:
-        return next((c for c in children if not c.running), None)
+    def _first_dead(children: list[Child], *, during_start: bool = False) -> Child | None:
+        return next(
+            (c for c in children if not c.running and (during_start or not c.restartable)),
+            None,
+        )
 
     def _stop(self, children: list[Child]) -> None:
         # Web first (no new requests), supervisor last (it stops the sandboxes).
@@ -218,3 +267,47 @@ class Command(BaseCommand):
             child.signal_group(signal.SIGKILL)
             child.process.wait()
         self.stdout.write("Dropserver stopped.")
+
+
+def web_argv(bind: str, port: int) -> list[str]:
+    """Daphne's command line. Behind a TLS proxy (ours or the operator's), it takes the client
+    address and scheme from X-Forwarded-For/-Proto, which that proxy sets."""
+    argv = [
+        sys.executable,
+        "-m",
+        "daphne",
+        "--bind",
+        bind,
+        "--port",
+        str(port),
+        "--no-server-name",
+        "--websocket-max-message-size",
+        str(2**20),
+    ]
+    if settings.DS_TRUST_PROXY_HEADERS:
+        argv.append("--proxy-headers")
+    return [*argv, "dropserver_site.asgi:application"]
+
+
+def edge_child(
+    env: dict[str, str],
+    *,
+    http_port: int,
+    bind: str,
+    web_port: int,
+    owner: tuple[int, int] | None = None,
+) -> Child:
+    """The TLS edge: Caddy with the config written for these ports.
+
+    Hook for running it unprivileged: pass `owner` (the uid and gid it will run as) and the
+    config and Caddy's storage under DS_DATA_DIR/tls/ are theirs; for ports below 1024 it then
+    needs CAP_NET_BIND_SERVICE, kept ambient across the user drop applied to this child.
+    """
+    caddy.write_config(
+        http_port=http_port,
+        https_port=settings.DS_HTTPS_PORT,
+        web_port=web_port,
+        bind=bind,
+        owner=owner,
+    )
+    return Child("TLS edge", caddy.caddy_argv(), restartable=True, env=caddy.caddy_env(env))

@@ -3,8 +3,11 @@
 Each sandbox gets a group `<parent>/<instance>/<name>` (parent `dropserver` by default) with a
 memory hard limit and no swap, a CPU quota, a pids limit, IO accounting where the host has it,
 freeze/thaw, kill-all and usage read-back. The supervisor writes the new process into the
-group's `cgroup.procs` files between fork and exec (see `sandbox.spawn`), so no app code ever
+group's `cgroup.procs` files between fork and exec (see `sandbox.walls.spawn`), so no app code ever
 runs outside its limits.
+
+Longer than most modules on purpose: the v1 and v2 backends answer one interface side by
+side, so a change to a limit is made (and reviewed) for both at once.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from sandbox import cgroups, launcher, layout, seccomp
+from sandbox import layout
+from sandbox.walls import cgroups, launcher, seccomp
 
 log = logging.getLogger("sandbox")
 

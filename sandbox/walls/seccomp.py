@@ -5,8 +5,8 @@ ctypes binding) and handed to bubblewrap as `--seccomp FD`; bubblewrap loads it 
 execs Deno (and in its pid-1 reaper), after its own mount and namespace work, so the rules bind
 Deno and everything it starts.
 
-What the filter allows, and why, lives in `sandbox/seccomp_allowlist.py` (one reviewed file,
-derived from `python -m sandbox.seccomp_trace`); this module only compiles it:
+What the filter allows, and why, lives in `sandbox/walls/seccomp_allowlist.py` (one reviewed file,
+derived from `python -m sandbox.walls.seccomp_trace`); this module only compiles it:
 - every listed syscall: allowed;
 - `socket`/`socketpair`: AF_UNIX and AF_INET only, else EAFNOSUPPORT (glibc and tokio fall back
   to IPv4; see docs/sandbox.md on IPv6);
@@ -25,14 +25,14 @@ import errno
 import os
 from dataclasses import dataclass
 
-from sandbox import seccomp_allowlist as policy
+from sandbox.walls import seccomp_allowlist as policy
 
 AF_UNSPEC, AF_UNIX, AF_INET = policy.AF_UNSPEC, policy.AF_UNIX, policy.AF_INET
 CLONE_NAMESPACE_FLAGS = policy.CLONE_NAMESPACE_FLAGS
 REFUSED = policy.REFUSED
 UNIMPLEMENTED = policy.UNIMPLEMENTED
 
-# Set only by `python -m sandbox.seccomp_trace` in its own supervisor process (never a
+# Set only by `python -m sandbox.walls.seccomp_trace` in its own supervisor process (never a
 # setting): unlisted syscalls are then allowed, so a trace sees what Deno would do unfiltered.
 TRACE_PERMISSIVE = False
 

@@ -3,13 +3,13 @@ bubblewrap's pid-1 reaper, which runs under the same filter) uses, each group sa
 the argument rules that are cheap to check. Anything not listed is refused with ENOSYS, so a
 library probing for a newer call falls back as it would on an older kernel.
 
-Derived from traces, not guessed: `python -m sandbox.seccomp_trace` runs every app feature
+Derived from traces, not guessed: `python -m sandbox.walls.seccomp_trace` runs every app feature
 (install, app-init, migrations, HTTP, WebSockets, files, SQLite, Workers, WebAssembly, timers,
 crypto, compression, fetch / connect / DNS to an allowlisted host, refused permissions) of a
 feature tour, the example apps and the gateway test app under `strace -f`, and prints every
 syscall made under the filter that this file lacks. Re-run it when Deno, glibc or bubblewrap
 change (a new Deno release is the usual reason for a missing syscall), review what it prints,
-and add the call here with its reason. `sandbox/seccomp.py` compiles this file; nothing else
+and add the call here with its reason. `sandbox/walls/seccomp.py` compiles this file; nothing else
 decides what the filter allows.
 
 Kept off the list on purpose (a V8 escape would want them, Deno does not use them): ptrace and
@@ -17,7 +17,7 @@ other processes' memory, io_uring, eBPF, perf, userfaultfd, keyrings, namespaces
 setns, clone with a namespace flag, clone3 whose flags seccomp cannot read), mounts, modules,
 kexec, file handles, host administration. Those answer EPERM (`REFUSED`) rather than ENOSYS:
 same refusal, but a clearer one in a trace. Another architecture's syscall table (i386
-`int 0x80`, x32) kills the process (set in `sandbox/seccomp.py`).
+`int 0x80`, x32) kills the process (set in `sandbox/walls/seccomp.py`).
 """
 
 from __future__ import annotations

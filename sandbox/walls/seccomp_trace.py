@@ -1,6 +1,6 @@
-"""`python -m sandbox.seccomp_trace`: the syscalls sandboxed Deno really makes, from strace.
+"""`python -m sandbox.walls.seccomp_trace`: the syscalls sandboxed Deno really makes, from strace.
 
-Derives and re-checks the allowlist of `sandbox/seccomp_allowlist.py`. It runs a real
+Derives and re-checks the allowlist of `sandbox/walls/seccomp_allowlist.py`. It runs a real
 supervisor (`python -m sandbox`) on a throw-away DS_DATA_DIR, in a private empty network
 namespace (`unshare --net`: nothing leaves the machine, outbound calls fail after their
 syscalls are made), with `DS_SANDBOX_BWRAP` pointing at a wrapper that starts bubblewrap under
@@ -23,6 +23,9 @@ syscall the list lacks then shows with ENOSYS and the app features report what b
 Output: the syscalls seen and how often, those missing from the allowlist (exit status 1 when
 any), and those on the list that no trace used (kept for a reason or to be reviewed).
 Needs root, strace (`apt-get install -y strace`), bubblewrap, libseccomp.
+
+Longer than most modules on purpose: the feature tour it drives (the Deno app, as text) is
+the list of what the allowlist must keep working, kept beside the tracer that uses it.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TOUR_APP = r"""
 import { createApp } from "@dropserver/app";
@@ -300,7 +303,7 @@ def _wrapper(trace_dir: Path, bwrap: str) -> Path:
 def _supervisor_main(permissive: bool) -> None:
     """The supervisor, with the filter's default action set to allow when permissive."""
     if permissive:
-        from sandbox import seccomp
+        from sandbox.walls import seccomp
 
         seccomp.TRACE_PERMISSIVE = True
     from sandbox.__main__ import main
@@ -412,7 +415,7 @@ def run_trace(
         PYTHONPATH=str(REPO),
     )
     log_path = data_dir / "supervisor.log"
-    cmd = [sys.executable, "-m", "sandbox.seccomp_trace", "--supervisor"]
+    cmd = [sys.executable, "-m", "sandbox.walls.seccomp_trace", "--supervisor"]
     if not permissive:
         cmd.append("--enforcing")
     with open(log_path, "wb") as out:
@@ -503,12 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not _in_private_netns():
         # Re-run in an empty network namespace: whatever an app tries to reach, nothing leaves.
-        inner = [sys.executable, "-m", "sandbox.seccomp_trace", *(argv or sys.argv[1:])]
+        inner = [sys.executable, "-m", "sandbox.walls.seccomp_trace", *(argv or sys.argv[1:])]
         script = 'DS_TRACE_NETNS=$$ exec "$@"'
         return subprocess.call(["unshare", "--net", "--", "sh", "-c", script, "sh", *inner])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dropserver_site.settings")
     sys.path.insert(0, str(REPO))
-    from sandbox import seccomp_allowlist
+    from sandbox.walls import seccomp_allowlist
 
     log = (lambda *_: None) if args.json else print
     started = time.monotonic()

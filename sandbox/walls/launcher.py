@@ -1,7 +1,8 @@
 """Builds the argv that starts one sandbox: bubblewrap's filesystem view, then Deno's flags.
 
 Pure functions of a spec plus a few host facts (Deno's path and shared libraries, this host's
-addresses), so they are unit-tested without starting anything. `sandbox.spawn` runs the result.
+addresses), so they are unit-tested without starting anything. `sandbox.walls.spawn` runs
+the result.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from django.conf import settings
 
-from sandbox import layout, mounts
+from sandbox import layout
 from sandbox.spec import SandboxSpec
+from sandbox.walls import mounts
 
 MODES = ("app-init", "appspace", "migrate", "warm")
 
@@ -228,10 +230,10 @@ def bwrap_argv(
 ) -> list[str]:
     """The full command: bubblewrap building the sandbox's world, then Deno inside it.
 
-    `seccomp_fd` holds the compiled filter of `sandbox.seccomp`; bubblewrap loads it right
+    `seccomp_fd` holds the compiled filter of `sandbox.walls.seccomp`; bubblewrap loads it right
     before it execs Deno (the supervisor always passes one; None only in unit tests).
 
-    The filesystem is `sandbox.mounts.bwrap_mounts` (each mount and why). `/cache` is the warm
+    The filesystem is `sandbox.walls.mounts.bwrap_mounts` (each mount and why). `/cache` is the warm
     job's own tmpfs while `warming`. Otherwise it is a small tmpfs holding the emit cache
     (`gen/`, bound read-only) and private copies of Deno's SQLite caches, passed as open files
     in `cache_fds` (name -> fd): Deno ignores a V8 code cache it cannot open read-write, and

@@ -23,7 +23,7 @@ from typing import IO
 import zstandard
 from django.conf import settings
 
-from backups.metadata import DATA, META_NAME, ArchiveError, FileRecord, Metadata, clean_path
+from backups.format.metadata import DATA, META_NAME, ArchiveError, FileRecord, Metadata, clean_path
 from packages.archives import (
     TAR_END_BYTES,
     TAR_OVERHEAD_PER_ENTRY,
@@ -31,7 +31,7 @@ from packages.archives import (
     BudgetReader,
     open_tar_stream,
 )
-from packages.extraction import ExtractionLimits, PackageError, safe_extract
+from packages.extraction import ExtractionLimits, PackageError, remove_tree, safe_extract
 
 SUFFIX = ".tar.zst"
 CHUNK = 1024 * 1024
@@ -336,8 +336,6 @@ def extract_archive(
     `packages.extraction` and check every file against the metadata. On any problem `dest`
     is removed and ArchiveError says why. `dest/data` is the restored data (read-only modes,
     owned by root: the caller hands it over)."""
-    from packages.extraction import remove_tree
-
     check_frames(path)
     meta = read_metadata(path)
     if meta.total_bytes > max_total_bytes:

@@ -2,7 +2,7 @@
 
 The data dir belongs to the sandbox's uid (0700); meta is root's, readable by the sandbox's
 group only; app files and the emit cache stay root's and read-only (warming writes a tmpfs,
-`sandbox.mounts`). The socket dir is `sandbox.mounts.mount_run_dir`.
+`sandbox.walls.mounts`). The socket dir is `sandbox.walls.mounts.mount_run_dir`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandbox import launcher, seccomp
 from sandbox.protocol import SandboxStartFailed
 from sandbox.spec import SandboxSpec
+from sandbox.walls import launcher, seccomp
 
 
 def _mkdir_chain(path: Path, mode: int = 0o711) -> None:

@@ -15,7 +15,6 @@ from accounts.upload_gate import accepts_upload
 from appspaces.access import get_appspace_for_owner
 from appspaces.models import Appspace, Job
 from backups.access import get_backup_for_owner
-from backups.forms import ConfirmRestoreForm, PolicyForm, UploadRestoreForm
 from backups.models import Backup
 from backups.restore import restore_job_create
 from backups.retention import clamp_interval
@@ -26,7 +25,8 @@ from backups.services import (
     backup_policy,
     cap_status,
 )
-from backups.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
+from backups.views.forms import ConfirmRestoreForm, PolicyForm, UploadRestoreForm
+from backups.views.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
 
 RESTORABLE = (Appspace.Status.ACTIVE, Appspace.Status.PAUSED, Appspace.Status.PROBLEM)
 
