@@ -9,7 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Two workers: the suite is mostly waiting on subprocesses (Deno, Daphne, Chromium).
 PYTEST_ARGS ?= -n 2
 
-.PHONY: run test bench lint system-deps test-system-deps services deps dev-deps clean
+.PHONY: run test bench lint lock system-deps test-system-deps services deps dev-deps clean
 
 run: system-deps deps
 	$(PY) manage.py migrate --noinput
@@ -45,13 +45,22 @@ $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv (apt-get install -y python3-venv)"; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.deps: requirements/base.txt | $(VENV)/bin/activate
-	$(PY) -m pip install -q -r requirements/base.txt
+# Installs come from the lock files only: every transitive package pinned, with its hashes.
+$(VENV)/.deps: requirements/base.lock | $(VENV)/bin/activate
+	$(PY) -m pip install -q --require-hashes -r requirements/base.lock
 	@touch $@
 
-$(VENV)/.dev-deps: requirements/base.txt requirements/dev.txt | $(VENV)/bin/activate
-	$(PY) -m pip install -q -r requirements/dev.txt
+$(VENV)/.dev-deps: requirements/base.lock requirements/dev.lock | $(VENV)/bin/activate
+	$(PY) -m pip install -q --require-hashes -r requirements/dev.lock
 	@touch $@ $(VENV)/.deps
+
+# After editing requirements/base.txt or dev.txt (or to take a merge of both sides' edits):
+# `make lock` re-resolves both lock files, for every platform and Python >= 3.11, with hashes.
+# Versions already in the lock files are kept unless a *.txt pin says otherwise.
+UV_COMPILE = $(VENV)/bin/uv pip compile -q --universal --generate-hashes --python-version 3.11 --no-header
+lock: dev-deps
+	$(UV_COMPILE) requirements/base.txt -o requirements/base.lock
+	$(UV_COMPILE) -c requirements/base.lock requirements/dev.txt -o requirements/dev.lock
 
 deps: $(VENV)/.deps
 dev-deps: $(VENV)/.dev-deps

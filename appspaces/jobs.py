@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from django.db import transaction
 from django.utils import timezone
 
+from appspaces.metrics import JOB_SECONDS, record
 from appspaces.models import Job
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ def job_finish(job: Job, state: str, message: str = "", **fields) -> None:
     for name, value in fields.items():
         setattr(job, name, value)
     job.save(update_fields=["state", "message", "finished", "progress", "updated", *fields])
+    seconds = (job.finished - job.created).total_seconds()
+    record(lambda: JOB_SECONDS.labels(job.kind, state).observe(seconds))
 
 
 def job_cancel(job: Job) -> bool:

@@ -12,6 +12,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
 from appspaces.gateway.asgi import gateway_http, gateway_websocket  # noqa: E402
+from appspaces.gateway.observe import observed  # noqa: E402
 from dropserver_site import body_limits  # noqa: E402
 from dropserver_site.edge.ask import loopback_app  # noqa: E402
 from dropserver_site.routing import HostRouter, not_found  # noqa: E402
@@ -25,7 +26,9 @@ gc.freeze()
 
 application = ProtocolTypeRouter(
     {
-        "http": HostRouter(panel=django_asgi_app, appspace=gateway_http, loopback=loopback_app),
+        "http": HostRouter(
+            panel=django_asgi_app, appspace=observed(gateway_http), loopback=loopback_app
+        ),
         # The panel has no WebSocket endpoints of its own.
         "websocket": HostRouter(panel=not_found, appspace=gateway_websocket),
     }

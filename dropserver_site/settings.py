@@ -20,6 +20,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from dropserver_site.hosts import is_dev_domain, normalize_host
+from dropserver_site.logs import logging_config
 from packages.hostnames import HostnameError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -271,6 +272,43 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(DS_DATA_DIR / "celerybeat-schedule")
+# Queues (docs/operations.md, "Celery"): `jobs` for long work someone waits on, so a 2 GB
+# restore never holds up `housekeeping` (the periodic sweeps, usage and pruning); `celery` for
+# small one-off tasks. `serve` runs one worker per group; each task kind has soft (the task
+# unwinds, its job fails with a message) and hard (the worker process is killed) limits.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+_MINUTE = 60
+_TASK_KINDS = {
+    # task: (queue, soft limit, hard limit) in seconds
+    "appspaces.tasks.install_app": ("jobs", 30 * _MINUTE, 35 * _MINUTE),
+    "appspaces.tasks.appspace_create_task": ("jobs", 15 * _MINUTE, 20 * _MINUTE),
+    "appspaces.tasks.appspace_version_change_task": ("jobs", 60 * _MINUTE, 65 * _MINUTE),
+    "backups.tasks.backup_run": ("jobs", 120 * _MINUTE, 130 * _MINUTE),
+    "backups.tasks.restore_run": ("jobs", 120 * _MINUTE, 130 * _MINUTE),
+    "backups.tasks.backups_verify": ("jobs", 60 * _MINUTE, 65 * _MINUTE),  # reads archives
+    "appspaces.tasks.usage_collect": ("housekeeping", 2 * _MINUTE, 3 * _MINUTE),
+    "appspaces.tasks.disk_measure": ("housekeeping", 10 * _MINUTE, 12 * _MINUTE),
+    "appspaces.tasks.usage_days_prune": ("housekeeping", 5 * _MINUTE, 6 * _MINUTE),
+    "appspaces.tasks.blocked_connections_collect": ("housekeeping", 2 * _MINUTE, 3 * _MINUTE),
+    "appspaces.tasks.appspaces_sweep": ("housekeeping", 10 * _MINUTE, 12 * _MINUTE),
+    "appspaces.tasks.installs_sweep": ("housekeeping", 10 * _MINUTE, 12 * _MINUTE),
+    "appspaces.tasks.listings_refresh": ("housekeeping", 10 * _MINUTE, 12 * _MINUTE),
+    "appspaces.tasks.trash_empty": ("housekeeping", 10 * _MINUTE, 12 * _MINUTE),
+    "backups.tasks.backups_schedule": ("housekeeping", 5 * _MINUTE, 6 * _MINUTE),
+    "backups.tasks.backups_prune": ("housekeeping", 10 * _MINUTE, 12 * _MINUTE),
+    "backups.tasks.backups_sweep": ("housekeeping", 5 * _MINUTE, 6 * _MINUTE),
+    "appspaces.tasks.listing_refresh": ("celery", 5 * _MINUTE, 6 * _MINUTE),
+    "appspaces.tasks.appspace_sandbox_refresh": ("celery", 5 * _MINUTE, 6 * _MINUTE),
+}
+CELERY_TASK_ROUTES = {name: {"queue": queue} for name, (queue, _, _) in _TASK_KINDS.items()}
+CELERY_TASK_ANNOTATIONS = {
+    name: {"soft_time_limit": soft, "time_limit": hard}
+    for name, (_, soft, hard) in _TASK_KINDS.items()
+}
+# Anything else still gets a hard limit.
+CELERY_TASK_TIME_LIMIT = 30 * _MINUTE
+# Under DS_LOG_FORMAT=json the worker logs through LOGGING like every other process.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = env.str("DS_LOG_FORMAT", default="text") == "text"
 
 # --- Email ----------------------------------------------------------------------------------
 
@@ -386,14 +424,24 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
-}
+# --- Operations: logs and metrics (docs/operations.md) ----------------------------------------
+# DS_LOG_FORMAT: text (default) or json, one object per line with the request context.
+DS_LOG_FORMAT = env.str("DS_LOG_FORMAT", default="text")
+if DS_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured("DS_LOG_FORMAT must be text or json.")
+LOGGING = logging_config(DS_LOG_FORMAT, env.str("LOG_LEVEL", default="INFO"))
+# /metrics on the panel host: loopback clients (unless DS_BEHIND_PROXY, where every client
+# arrives from the proxy) and clients presenting this bearer token; 404 to anyone else.
+DS_METRICS_TOKEN = env.str("DS_METRICS_TOKEN", default="") or (
+    Path(env.str("DS_METRICS_TOKEN_FILE")).read_text().strip()
+    if env.str("DS_METRICS_TOKEN_FILE", default="")
+    else ""
+)
+DS_METRICS_LOOPBACK = not env.bool("DS_BEHIND_PROXY", default=False)
+# prometheus-client's multiprocess mode: every process of this instance (web, workers,
+# supervisor) writes its figures here; `serve` empties it at start. Fixed under DS_DATA_DIR so
+# that each instance (and each test stack) has its own.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(DS_DATA_DIR / "metrics")
 
 # --- Sandbox ----------------------------------------------------------------------------------
 # Owned by sandbox/ (see docs/sandbox.md). Every Deno process runs under bubblewrap as its own
@@ -643,3 +691,6 @@ CELERY_BEAT_SCHEDULE = {
     "backups-sweep": {"task": "backups.tasks.backups_sweep", "schedule": 60.0},
     "backups-verify": {"task": "backups.tasks.backups_verify", "schedule": 6 * 3600.0},
 }
+# A run beat sent that no worker took within one period is dropped, not piled up behind a stall.
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    _entry.setdefault("options", {}).setdefault("expires", float(_entry["schedule"]))

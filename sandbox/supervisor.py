@@ -33,6 +33,7 @@ from sandbox.instance import (
     Instance,
     LastRun,
 )
+from sandbox.metrics import COLD_STARTS, EVICTIONS, record, sandbox_label
 from sandbox.oneshots import JobRunner
 from sandbox.output import LogSink
 from sandbox.protocol import (
@@ -217,6 +218,8 @@ class Supervisor:
             async with victim.lock:
                 if victim.state == RUNNING:
                     victim.log.write("sup", "stopping: least recently used, making room")
+                    reason = "running cap" if over_cap else "free memory"
+                    record(lambda reason=reason: EVICTIONS.labels(reason).inc())
                     await self._stop_locked(victim)
 
     async def _start_locked(self, inst: Instance) -> None:
@@ -294,6 +297,8 @@ class Supervisor:
             ) from None
         inst.state = RUNNING
         inst.started_at = inst.last_used = time.monotonic()
+        elapsed = inst.started_at - t0
+        record(lambda: COLD_STARTS.labels(sandbox_label(spec.id)).observe(elapsed))
         inst.log.write(
             "sup",
             f"started pid={proc.pid} uid={spec.uid} in {(inst.started_at - t0) * 1000:.1f}ms "

@@ -16,6 +16,7 @@ from appspaces.gateway import (
     broadcast,
     connections,
     login,
+    observe,
     pages,
     proxy,
     reused_names,
@@ -100,6 +101,8 @@ async def gateway_http(scope: dict, receive, send) -> None:
     if isinstance(outcome, Refusal):
         return await refuse(outcome)
     match = outcome.match
+    member = outcome.member
+    observe.note(route=match.route.path, user_id=member.user_pk if member else None)
     if match.route.is_static:
         return await static.serve(
             scope,

@@ -10,10 +10,11 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import grapheme
+import regex
 import semver
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -49,6 +50,15 @@ _KNOWN_FIELDS = {
     "network", "permissions",
 }  # fmt: skip
 _PLATFORM_FIELDS = {"schema", "migrations"}  # Dropserver's: computed at install, never trusted
+
+# Unicode extended grapheme clusters (UAX #29, the `regex` module's \X): what a reader counts
+# as one character, e.g. a family emoji joined with ZWJs, a flag, a letter with its accents.
+_GRAPHEME = regex.compile(r"\X")
+
+
+def grapheme_count(value: str, until: int | None = None) -> int:
+    """The number of grapheme clusters in `value`, counting no further than `until`."""
+    return sum(1 for _ in islice(_GRAPHEME.finditer(value), until))
 
 
 @lru_cache(maxsize=1)
@@ -183,7 +193,7 @@ class FieldChecker:
         if _has_unsafe_chars(value):
             self.error(key, "contains control or text-direction characters")
             return ""
-        length = grapheme.length(value, until=max_len + 1)
+        length = grapheme_count(value, until=max_len + 1)
         if length > max_len:
             self.error(key, f"is longer than {max_len} characters")
         elif length > warn_at:

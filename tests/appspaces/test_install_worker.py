@@ -28,6 +28,13 @@ def database_url() -> str:
     return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
+def _route_all_to(queue: str | None, routes=None) -> None:
+    """Send every task to `queue` (None: back to `routes`); Celery caches its router."""
+    celery_app.conf.task_routes = {"*": {"queue": queue}} if queue else routes
+    celery_app.amqp.flush_routes()
+    celery_app.amqp.__dict__.pop("router", None)
+
+
 @pytest.fixture
 def worker(ds_data_dir, tmp_path):
     """A worker on a queue of this test's own, so no other worker takes its task."""
@@ -48,12 +55,15 @@ def worker(ds_data_dir, tmp_path):
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     default_queue, eager = celery_app.conf.task_default_queue, celery_app.conf.task_always_eager
+    routes = celery_app.conf.task_routes
     celery_app.conf.task_default_queue, celery_app.conf.task_always_eager = queue, False
+    _route_all_to(queue)  # installs normally go to the `jobs` queue (settings.py)
     try:
         yield process, log
     finally:
         celery_app.conf.task_default_queue = default_queue
         celery_app.conf.task_always_eager = eager
+        _route_all_to(None, routes)
         process.terminate()
         try:
             process.wait(20)

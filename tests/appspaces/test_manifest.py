@@ -19,6 +19,7 @@ from packages.allowlist import (
     parse_server_entry,
 )
 from packages.manifest import Manifest, load_manifest, parse_manifest
+from packages.manifest.fields import grapheme_count
 
 FULL = {
     "name": "Notes",
@@ -161,6 +162,32 @@ def test_it_warns(tmp_path, changes, expected):
 def test_it_counts_graphemes_not_code_points(tmp_path):
     family = "\U0001f469\u200d\U0001f469\u200d\U0001f467"  # one grapheme, five code points
     assert result_for(tmp_path, {"name": family * 30}).warnings == ()
+
+
+@pytest.mark.parametrize(
+    "text,count",
+    [
+        ("\U0001f469\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466", 1),  # ZWJ family
+        ("\U0001f3f3\ufe0f\u200d\U0001f308", 1),  # rainbow flag: ZWJ and a variation selector
+        ("\U0001f1eb\U0001f1f7\U0001f1e9\U0001f1ea", 2),  # two regional-indicator flags
+        ("\U0001f44d\U0001f3fd", 1),  # skin-tone modifier
+        ("e\u0301\u0323a", 2),  # combining marks stay with their letter
+        ("\u1100\u1161\u11a8", 1),  # a Hangul syllable from conjoining jamo
+        ("\u0915\u094d\u0937", 1),  # Devanagari conjunct (UAX #29, Unicode 15.1)
+        ("\r\n", 1),
+        ("abc", 3),
+        ("", 0),
+    ],
+)
+def test_grapheme_clusters_are_counted_as_a_reader_would(text, count):
+    assert grapheme_count(text) == count
+    assert grapheme_count(text * 3, until=2) == min(2, 3 * count)
+
+
+def test_a_long_name_of_combined_characters_is_still_one_character_each(tmp_path):
+    flag = "\U0001f3f3\ufe0f\u200d\U0001f308"
+    assert result_for(tmp_path, {"name": flag * 100}).ok
+    assert not result_for(tmp_path, {"name": flag * 101}).ok
 
 
 # --- Errors, each naming its field ----------------------------------------------------------

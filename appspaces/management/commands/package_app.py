@@ -1,11 +1,12 @@
-"""`manage.py package_app DIR -o FILE`: validate an app's folder and build its package."""
+"""`manage.py package_app DIR -o FILE [--json]`: validate an app's folder and build its package."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from appspaces.cli import JsonCommand
 from packages.build import build_package
 from packages.extraction import ExtractionLimits, PackageError
 
@@ -14,7 +15,7 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.1f} KB"
 
 
-class Command(BaseCommand):
+class Command(JsonCommand):
     help = (
         "Validate an app folder (dropapp.json, entrypoint, files) and build a deterministic "
         ".tar.gz package from it. Exits non-zero with the reasons if the app is not valid."
@@ -30,10 +31,11 @@ class Command(BaseCommand):
             result = build_package(source, output, limits=ExtractionLimits.for_app_packages())
         except PackageError as exc:
             raise CommandError(str(exc)) from None
-        for warning in result.manifest.warnings:
-            self.stderr.write(f"warning: {warning}")
-        for skipped in result.skipped:
-            self.stderr.write(f"skipped: {skipped}")
+        if not self.as_json:
+            for warning in result.manifest.warnings:
+                self.stderr.write(f"warning: {warning}")
+            for skipped in result.skipped:
+                self.stderr.write(f"skipped: {skipped}")
         if not result.ok:
             reasons = [str(e) for e in result.manifest.errors] + result.errors
             raise CommandError(
@@ -41,7 +43,17 @@ class Command(BaseCommand):
             )
         manifest = result.manifest.manifest
         assert manifest is not None
-        self.stdout.write(
+        self.done(
+            {
+                "name": manifest.name or source.name,
+                "version": str(manifest.version),
+                "output": str(output),
+                "files": result.files,
+                "bytes": result.total_bytes,
+                "sha256": result.sha256,
+                "warnings": [str(w) for w in result.manifest.warnings],
+                "skipped": [str(s) for s in result.skipped],
+            },
             f"Packaged {manifest.name or source.name} {manifest.version}: {result.files} files, "
-            f"{_size(result.total_bytes)} -> {output}\nsha256 {result.sha256}"
+            f"{_size(result.total_bytes)} -> {output}\nsha256 {result.sha256}",
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,8 +83,41 @@ class Child:
             os.killpg(self.process.pid, sig)
 
 
+def worker_commands() -> list[tuple[str, list[str]]]:
+    """The Celery workers, one per queue group (docs/operations.md, "Celery"): `jobs` (long
+    work, two at a time) and `housekeeping` plus the default queue, with beat, so periodic work
+    never waits behind a long restore."""
+    celery = [sys.executable, "-m", "celery", "-A", "dropserver_site", "worker"]
+    common = ["--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    return [
+        (
+            "celery jobs worker",
+            [*celery, "--queues", "jobs", "--hostname", "jobs@%h", "--concurrency", "2", *common],
+        ),
+        (
+            "celery housekeeping worker",
+            [
+                *celery,
+                "--queues",
+                "housekeeping,celery",
+                "--hostname",
+                "housekeeping@%h",
+                "--concurrency",
+                "1",
+                "--beat",
+                "--schedule",
+                settings.CELERY_BEAT_SCHEDULE_FILENAME,
+                *common,
+            ],
+        ),
+    ]
+
+
 class Command(BaseCommand):
-    help = "Run Dropserver: the sandbox supervisor, a Celery worker with beat, and Daphne."
+    help = (
+        "Run Dropserver: the sandbox supervisor, Celery workers (jobs; housekeeping with beat) "
+        "and Daphne."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
@@ -112,26 +146,7 @@ class Command(BaseCommand):
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         children = [Child("sandbox supervisor", [*manage, "sandboxd"])]
         if not no_worker:
-            children.append(
-                Child(
-                    "celery worker",
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "dropserver_site",
-                        "worker",
-                        "--beat",
-                        "--loglevel",
-                        "INFO",
-                        "--concurrency",
-                        "2",
-                        "--schedule",
-                        settings.CELERY_BEAT_SCHEDULE_FILENAME,
-                    ],
-                )
-            )
+            children.extend(Child(name, argv) for name, argv in worker_commands())
         # With the TLS edge, Daphne is reached on loopback only; the edge listens for the world.
         web_bind, web_port = ("127.0.0.1", settings.DS_WEB_PORT) if edge else (bind, port)
         # One listening socket, bound here, shared by DS_WEB_PROCESSES Daphne processes: the
@@ -157,6 +172,10 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, request_stop)
 
         settings.DS_DATA_DIR.mkdir(parents=True, exist_ok=True)
+        # Metrics files of processes that are gone would be summed into /metrics forever.
+        metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
         for child in children:
             child.start(env)
 

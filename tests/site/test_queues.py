@@ -1,0 +1,161 @@
+"""Celery queues: every task goes to its queue with its time limits, periodic runs expire, and
+housekeeping runs while a long job holds the jobs worker (real workers, the Redis broker,
+started as `serve` starts them)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from dropserver_site.celery import app
+from dropserver_site.management.commands.serve import worker_commands
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+JOBS = [
+    "appspaces.tasks.install_app",
+    "appspaces.tasks.appspace_create_task",
+    "appspaces.tasks.appspace_version_change_task",
+    "backups.tasks.backup_run",
+    "backups.tasks.restore_run",
+]
+HOUSEKEEPING = [
+    "appspaces.tasks.usage_collect",
+    "appspaces.tasks.disk_measure",
+    "appspaces.tasks.appspaces_sweep",
+    "appspaces.tasks.installs_sweep",
+    "backups.tasks.backups_sweep",
+    "backups.tasks.backups_prune",
+    "backups.tasks.backups_schedule",
+]
+
+
+def queue_of(name: str) -> str:
+    return app.amqp.router.route({}, name, (), {})["queue"].name
+
+
+@pytest.mark.parametrize("name", JOBS)
+def test_long_jobs_go_to_the_jobs_queue(name):
+    assert queue_of(name) == "jobs"
+
+
+@pytest.mark.parametrize("name", HOUSEKEEPING)
+def test_periodic_work_goes_to_housekeeping(name):
+    assert queue_of(name) == "housekeeping"
+
+
+def test_every_task_has_a_queue_a_worker_consumes_and_time_limits():
+    app.loader.import_default_modules()
+    ours = [n for n in app.tasks if n.split(".")[0] in ("appspaces", "backups", "accounts")]
+    assert len(ours) >= 19
+    consumed = set()
+    for _, argv in worker_commands():
+        consumed |= set(argv[argv.index("--queues") + 1].split(","))
+    for name in ours:
+        assert queue_of(name) in consumed, name
+        task = app.tasks[name]
+        assert 0 < task.soft_time_limit < task.time_limit, name
+
+
+def test_periodic_runs_expire_within_their_period():
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert 0 < entry["options"]["expires"] <= float(entry["schedule"])
+        assert queue_of(entry["task"]) in ("housekeeping", "jobs")
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _wait(check, what: str, logs: list[Path], workers, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        for worker in workers:
+            assert worker.poll() is None, "\n".join(p.read_text()[-3000:] for p in logs)
+        assert time.monotonic() < deadline, f"{what}:\n" + "\n".join(
+            p.read_text()[-3000:] for p in logs
+        )
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"), reason="needs Redis"
+)
+def test_housekeeping_runs_while_a_long_job_holds_the_jobs_worker(transactional_db, tmp_path):
+    env = dict(
+        os.environ,
+        DS_DATA_DIR=str(tmp_path / "data"),
+        DATABASE_URL=_database_url(),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        PYTHONUNBUFFERED="1",
+    )
+    celery = [sys.executable, "-m", "celery", "-A", "dropserver_site"]
+    subprocess.run([*celery, "purge", "-f", "-Q", "jobs,housekeeping,celery"], cwd=BASE_DIR,
+                   env=env, capture_output=True, check=True, timeout=60)  # fmt: skip
+    workers, logs = [], []
+    for name, argv in worker_commands():
+        argv = [a for a in argv if a not in ("--beat",)]  # no periodic runs in this test
+        if "--schedule" in argv:
+            i = argv.index("--schedule")
+            del argv[i : i + 2]
+        # One process for jobs: the held task takes all of it.
+        argv[argv.index("--concurrency") + 1] = "1"
+        log = tmp_path / f"{name.split()[1]}.log"
+        logs.append(log)
+        with open(log, "wb") as out:
+            workers.append(
+                subprocess.Popen([*argv, "--include", "tests.site.celery_probe", "--pool", "solo"],
+                                 cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT)
+            )  # fmt: skip
+    started, release = tmp_path / "started", tmp_path / "release"
+    try:
+        for log in logs:
+            _wait(lambda log=log: b"ready." in log.read_bytes(), "worker ready", logs, workers)
+        app.send_task("tests.hold_until", args=[str(started), str(release)], queue="jobs")
+        _wait(started.exists, "the long job started", logs, workers)
+        # Routed by the real routes: housekeeping, served although the jobs worker is busy.
+        app.send_task("appspaces.tasks.usage_days_prune")
+        housekeeping_log = logs[1]
+        _wait(
+            lambda: (
+                b"appspaces.tasks.usage_days_prune[" in housekeeping_log.read_bytes()
+                and b"succeeded" in housekeeping_log.read_bytes()
+            ),
+            "housekeeping ran",
+            logs,
+            workers,
+        )
+        assert not release.exists()
+        assert b"usage_days_prune[" not in logs[0].read_bytes()
+        release.touch()
+        _wait(lambda: b"'released'" in logs[0].read_bytes(), "the long job ended", logs, workers)
+    finally:
+        release.touch()
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+
+
+def test_a_task_s_log_lines_carry_its_id_and_name(caplog, settings, tmp_path):
+    from appspaces.tasks import usage_collect
+    from packages.logcontext import ContextFilter
+
+    settings.DS_DATA_DIR = tmp_path  # no supervisor here: the task logs that it skipped
+    caplog.handler.addFilter(ContextFilter())
+    result = usage_collect.apply(task_id="task-log-context-1")
+    assert result.successful()
+    lines = [r for r in caplog.records if r.getMessage().startswith("usage collection skipped")]
+    assert lines and lines[0].request_id == "task-log-context-1"
+    assert lines[0].task == "appspaces.tasks.usage_collect"
