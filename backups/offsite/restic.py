@@ -263,7 +263,25 @@ class Repository:
     def run(
         self, *args: str, stdout: IO[bytes] | None = None, check: bool = True
     ) -> subprocess.CompletedProcess:
-        """Run `restic ARGS`; on failure raise a ResticError with scrubbed output."""
+        """Run `restic ARGS`; on failure raise a ResticError with scrubbed output. A lock left
+        by a restic that died (killed mid-upload) is removed (`restic unlock` only removes
+        stale locks) and the command run once more."""
+        proc = self._run_once(args, stdout, check=False)
+        if proc.returncode != 0 and args[0] != "unlock":
+            error = self._error(proc.stderr)
+            if error.kind == ResticError.LOCKED:
+                self._run_once(("unlock",), None, check=False)
+                if stdout is not None:
+                    stdout.seek(0)
+                    stdout.truncate()
+                proc = self._run_once(args, stdout, check=False)
+        if check and proc.returncode != 0:
+            raise self._error(proc.stderr)
+        return proc
+
+    def _run_once(
+        self, args: Iterable[str], stdout: IO[bytes] | None, *, check: bool
+    ) -> subprocess.CompletedProcess:
         self._check_configured()
         try:
             proc = subprocess.run(
@@ -316,6 +334,15 @@ class Repository:
         progress: Callable[[float, dict], None] | None = None,
     ) -> str:
         """Back `paths` up with `tags`; returns the new snapshot's id."""
+        try:
+            return self._backup(paths, tags, host=host, progress=progress)
+        except ResticError as exc:
+            if exc.kind != ResticError.LOCKED:
+                raise
+            self.unlock()  # an exclusive lock left by a killed prune or check
+            return self._backup(paths, tags, host=host, progress=progress)
+
+    def _backup(self, paths, tags, *, host, progress) -> str:
         self._check_configured()
         args = ["backup", "--json"]
         for tag in tags:
