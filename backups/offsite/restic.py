@@ -360,6 +360,14 @@ class Repository:
             stderr=subprocess.PIPE,
         )
         self.last_pid = proc.pid
+        try:
+            return self._follow(proc, progress)
+        finally:
+            if proc.poll() is None:  # the caller stopped us (a cancelled job): stop restic
+                proc.kill()
+                proc.wait()
+
+    def _follow(self, proc: subprocess.Popen, progress) -> str:
         snapshot = ""
         errors: list[str] = []
         assert proc.stdout is not None
