@@ -82,7 +82,9 @@ def offsite_copy(backup: Backup, job: Job | None = None) -> str:
         if not backup.path.is_file():
             raise ResticError(ResticError.NOT_FOUND, "The backup's archive is missing locally.")
         repo.ensure()
-        snapshot = repo.backup([backup.path], backup_tags(backup), progress=progress)
+        snapshot = repo.backup(
+            [backup.path], backup_tags(backup), time=backup.created, progress=progress
+        )
     except ResticError as exc:
         Backup.objects.filter(pk=backup.pk).update(
             offsite_state=Backup.Offsite.FAILED, offsite_message=exc.message

@@ -27,6 +27,7 @@ import re
 import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -216,6 +217,7 @@ class Repository:
         out["RESTIC_REPOSITORY"] = self.location
         out["RESTIC_PASSWORD_FILE"] = self.password_file
         out.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        out["TZ"] = "UTC"  # --time and the dates restic prints are UTC
         if self.cache_dir:
             out["RESTIC_CACHE_DIR"] = self.cache_dir
         return out
@@ -331,24 +333,30 @@ class Repository:
         tags: Iterable[str],
         *,
         host: str | None = None,
+        time: datetime | None = None,
         progress: Callable[[float, dict], None] | None = None,
     ) -> str:
-        """Back `paths` up with `tags`; returns the new snapshot's id."""
+        """Back `paths` up with `tags` (and the snapshot dated `time`, e.g. when the archive was
+        made, for retention by date); returns the new snapshot's id."""
+        tags = list(tags)
         try:
-            return self._backup(paths, tags, host=host, progress=progress)
+            return self._backup(paths, tags, host=host, time=time, progress=progress)
         except ResticError as exc:
             if exc.kind != ResticError.LOCKED:
                 raise
             self.unlock()  # an exclusive lock left by a killed prune or check
-            return self._backup(paths, tags, host=host, progress=progress)
+            return self._backup(paths, tags, host=host, time=time, progress=progress)
 
-    def _backup(self, paths, tags, *, host, progress) -> str:
+    def _backup(self, paths, tags, *, host, time, progress) -> str:
         self._check_configured()
         args = ["backup", "--json"]
         for tag in tags:
             args += ["--tag", tag]
         if host:
             args += ["--host", host]
+        if time is not None:
+            local = time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+            args += ["--time", local]
         args += [str(p) for p in paths]
         env = self.env()
         env.setdefault("RESTIC_PROGRESS_FPS", "1")
@@ -437,7 +445,9 @@ class Repository:
         prune: bool = True,
     ) -> None:
         """`restic forget` by policy over the snapshots that have all `tags`."""
-        args = ["forget", "--group-by", "tags", "--tag", ",".join(tags)]
+        # One group: the snapshots with all `tags` (grouping by tags would split them, as each
+        # carries its own backup=<id> tag).
+        args = ["forget", "--group-by", "", "--tag", ",".join(tags)]
         if keep_last:
             args += ["--keep-last", str(keep_last)]
         if keep_daily:

@@ -16,7 +16,6 @@ from appspaces.models import Job
 from backups.models import Backup, OffsiteCheck
 from backups.offsite.copies import (
     offsite_check,
-    offsite_job_create,
     offsite_job_run,
     offsite_retention,
     repository,
