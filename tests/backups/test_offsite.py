@@ -10,6 +10,7 @@ import os
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from appspaces.models import Job
@@ -72,7 +73,9 @@ def test_no_repository_no_job(appspace, settings):
     assert backup.offsite_state == ""
 
 
-def test_a_failed_copy_is_retried_shown_and_deletes_nothing(offsite, appspace, settings):
+def test_a_failed_copy_is_retried_shown_and_deletes_nothing(
+    offsite, appspace, settings, logged_in, admin_user
+):
     backup = backup_create(appspace=appspace, kind=Backup.Kind.MANUAL)
     before = sha(backup.path)
     repository().ensure()
@@ -88,14 +91,24 @@ def test_a_failed_copy_is_retried_shown_and_deletes_nothing(offsite, appspace, s
     backup.refresh_from_db()
     assert backup.offsite_state == Backup.Offsite.FAILED
     assert "password" in job.message
-    for text in (job.message, job.step, backup.offsite_message):
-        assert "the-wrong-password-0000" not in text and PASSWORD not in text
     assert backup.state == Backup.State.READY and sha(backup.path) == before
-    # the page of the backups shows it
-    from django.test import Client
-
-    client = Client(HTTP_HOST="dropserver.test")
-    client.force_login(appspace.owner)
+    offsite_check(read_data="")
+    pages = [
+        logged_in(appspace.owner).get(reverse("backup_list", args=[appspace.public_id])),
+        logged_in(admin_user).get(reverse("admin:backup_health")),
+    ]
+    for response in pages:
+        assert response.status_code == 200
+    assert "copy failed" in pages[0].content.decode()
+    health = pages[1].content.decode()
+    assert "off-site copy failed" in health and "wrong-password" in health
+    for text in (
+        job.message,
+        job.step,
+        backup.offsite_message,
+        *(p.content.decode() for p in pages),
+    ):
+        assert "the-wrong-password-0000" not in text and PASSWORD not in text
 
 
 def test_restore_from_an_off_site_snapshot(offsite, appspace):
