@@ -389,6 +389,7 @@ class Repository:
                 progress(float(msg.get("percent_done") or 0.0), msg)
             elif kind == "summary":
                 snapshot = msg.get("snapshot_id", "")
+                self.last_summary = msg  # data_added, files_new, ... (bench, reports)
             elif kind == "error":
                 errors.append(str(msg.get("error", "")))
         stderr = proc.stderr.read() if proc.stderr else b""
