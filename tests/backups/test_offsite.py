@@ -175,3 +175,19 @@ def test_retention_forgets_by_the_policy(offsite, appspace):
     assert kinds == ["manual", "scheduled"]  # the newest scheduled one and the manual one
     assert len(before) > len(after)
     assert offsite_check(read_data="").ok
+
+
+def test_the_task_retries_then_fails_the_job(offsite, appspace, settings):
+    from backups.tasks import offsite_upload
+
+    settings.DS_BACKUP_OFFSITE_RETRIES = 1
+    settings.DS_BACKUP_OFFSITE_RETRY_SECONDS = 0
+    settings.DS_BACKUP_REPOSITORY = str(offsite / "not-mounted" / "disk" / "repo")
+    backup = backup_create(appspace=appspace, kind=Backup.Kind.MANUAL)
+    job = copy_job(backup)
+    offsite_upload.apply(args=[job.pk])
+    job.refresh_from_db()
+    backup.refresh_from_db()
+    assert job.state == Job.State.FAILED and "mounted" in job.message
+    assert backup.offsite_state == Backup.Offsite.FAILED and backup.path.is_file()
+    assert not (offsite / "not-mounted").exists()
