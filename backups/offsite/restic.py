@@ -25,6 +25,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -360,22 +361,24 @@ class Repository:
         args += [str(p) for p in paths]
         env = self.env()
         env.setdefault("RESTIC_PROGRESS_FPS", "1")
-        proc = subprocess.Popen(
-            self._args(args),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        self.last_pid = proc.pid
-        try:
-            return self._follow(proc, progress)
-        finally:
-            if proc.poll() is None:  # the caller stopped us (a cancelled job): stop restic
-                proc.kill()
-                proc.wait()
+        # stderr goes to a file: a pipe nobody reads while stdout is followed could fill up.
+        with tempfile.TemporaryFile() as errfile:
+            proc = subprocess.Popen(
+                self._args(args),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=errfile,
+            )
+            self.last_pid = proc.pid
+            try:
+                return self._follow(proc, errfile, progress)
+            finally:
+                if proc.poll() is None:  # the caller stopped us (a cancelled job): stop restic
+                    proc.kill()
+                    proc.wait()
 
-    def _follow(self, proc: subprocess.Popen, progress) -> str:
+    def _follow(self, proc: subprocess.Popen, errfile: IO[bytes], progress) -> str:
         snapshot = ""
         errors: list[str] = []
         assert proc.stdout is not None
@@ -392,8 +395,9 @@ class Repository:
                 self.last_summary = msg  # data_added, files_new, ... (bench, reports)
             elif kind == "error":
                 errors.append(str(msg.get("error", "")))
-        stderr = proc.stderr.read() if proc.stderr else b""
         code = proc.wait()
+        errfile.seek(0)
+        stderr = errfile.read(1 << 20)
         if code != 0 or not snapshot:
             text = stderr.decode(errors="replace") + "\n" + "\n".join(errors)
             raise self._error(text if text.strip() else f"restic exited with {code}")
