@@ -74,8 +74,9 @@ def test_no_repository_no_job(appspace, settings):
 
 
 def test_a_failed_copy_is_retried_shown_and_deletes_nothing(
-    offsite, appspace, settings, logged_in, admin_user
+    offsite, appspace, settings, logged_in, admin_user, caplog
 ):
+    caplog.set_level("DEBUG")
     backup = backup_create(appspace=appspace, kind=Backup.Kind.MANUAL)
     before = sha(backup.path)
     repository().ensure()
@@ -109,6 +110,8 @@ def test_a_failed_copy_is_retried_shown_and_deletes_nothing(
         *(p.content.decode() for p in pages),
     ):
         assert "the-wrong-password-0000" not in text and PASSWORD not in text
+    assert "off-site copy of backup" in caplog.text  # logged, scrubbed
+    assert "the-wrong-password-0000" not in caplog.text and PASSWORD not in caplog.text
 
 
 def test_restore_from_an_off_site_snapshot(offsite, appspace):
@@ -191,3 +194,23 @@ def test_the_task_retries_then_fails_the_job(offsite, appspace, settings):
     assert job.state == Job.State.FAILED and "mounted" in job.message
     assert backup.offsite_state == Backup.Offsite.FAILED and backup.path.is_file()
     assert not (offsite / "not-mounted").exists()
+
+
+def test_the_owner_restores_from_the_off_site_copy_through_the_page(
+    offsite, appspace, logged_in, bob
+):
+    backup = backup_create(appspace=appspace, kind=Backup.Kind.MANUAL)
+    offsite_job_run(job_id=copy_job(backup).pk)
+    backup.refresh_from_db()
+    url = reverse("backup_restore", args=[appspace.public_id, backup.public_id])
+    listing = logged_in(appspace.owner).get(reverse("backup_list", args=[appspace.public_id]))
+    assert f"{url}?source=offsite" in listing.content.decode()
+    assert logged_in(bob).get(f"{url}?source=offsite").status_code == 404
+    page = logged_in(appspace.owner).get(f"{url}?source=offsite")
+    assert "from its off-site copy" in page.content.decode()
+    response = logged_in(appspace.owner).post(
+        url, {"confirm": appspace.subdomain, "source": "offsite"}
+    )
+    assert response.status_code == 302
+    job = Job.objects.get(kind=Job.Kind.RESTORE, appspace=appspace)
+    assert job.params["offsite"] == backup.offsite_snapshot and "backup" not in job.params
