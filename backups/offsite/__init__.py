@@ -5,4 +5,8 @@ Modules:
   forget/check/unlock), its error kinds and the scrubbing of secrets from restic's output.
   It needs no Django models; `Repository.from_settings()` reads DS_BACKUP_REPOSITORY and
   DS_BACKUP_REPOSITORY_PASSWORD_FILE.
+- `results`: `ResticError` (its kinds), `classify`, `Snapshot`, `CheckResult` (re-exported by
+  `restic`).
+- `copies`: the OFFSITE job, retention and integrity check there, fetching a snapshot's
+  archive for a restore.
 """
