@@ -58,8 +58,9 @@ def offsite_upload(self, job_id: int) -> str:
 
 @shared_task
 def offsite_prune() -> int:
-    from backups.offsite.copies import offsite_prune_all
+    from backups.offsite.copies import offsite_catch_up, offsite_prune_all
 
+    offsite_catch_up()  # failed or interrupted copies are tried again first
     return offsite_prune_all()
 
 

@@ -10,6 +10,7 @@ A failed copy never deletes or changes anything local: it only marks the backup'
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -127,6 +128,38 @@ def offsite_job_run(*, job_id: int, final: bool = True) -> str:
         return "retry"
     job.refresh_from_db(fields=["state"])
     return job.state
+
+
+STALE_COPY_SECONDS = 3600  # an OFFSITE job RUNNING without a word for this long: worker died
+
+
+def offsite_catch_up() -> int:
+    """Copies that did not make it, started again: OFFSITE jobs whose worker died are failed,
+    and every READY backup whose copy failed (or never started) gets a new job. Returns how
+    many jobs were queued."""
+    if not offsite_enabled():
+        return 0
+    stale = timezone.now() - timedelta(seconds=STALE_COPY_SECONDS)
+    for job in Job.objects.filter(
+        kind=Job.Kind.OFFSITE, state=Job.State.RUNNING, updated__lt=stale
+    ):
+        job_finish(job, Job.State.FAILED, "The copy was interrupted (its worker stopped).")
+        Backup.objects.filter(
+            public_id=job.params.get("backup"), offsite_state=Backup.Offsite.PENDING
+        ).update(offsite_state=Backup.Offsite.FAILED, offsite_message="Interrupted.")
+    waiting = set(
+        Job.objects.filter(kind=Job.Kind.OFFSITE)
+        .exclude(state__in=Job.FINISHED)
+        .values_list("params__backup", flat=True)
+    )
+    queued = 0
+    for backup in Backup.objects.filter(
+        state=Backup.State.READY, offsite_state=Backup.Offsite.FAILED
+    ).select_related("appspace", "appspace__app", "appspace__owner"):
+        if str(backup.public_id) not in waiting and backup.appspace_id is not None:
+            offsite_job_create(backup=backup)
+            queued += 1
+    return queued
 
 
 # --- retention, check, fetch ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from django.utils import timezone
 from appspaces.models import Job
 from backups.models import Backup, OffsiteCheck
 from backups.offsite.copies import (
+    offsite_catch_up,
     offsite_check,
     offsite_job_run,
     offsite_retention,
@@ -111,6 +112,14 @@ def test_a_failed_copy_is_retried_shown_and_deletes_nothing(
     ):
         assert "the-wrong-password-0000" not in text and PASSWORD not in text
     assert "off-site copy of backup" in caplog.text  # logged, scrubbed
+    # the periodic catch-up copies it once the repository opens again
+    settings.DS_BACKUP_REPOSITORY_PASSWORD_FILE = str(offsite / "pw")
+    assert offsite_catch_up() == 1
+    assert offsite_catch_up() == 0  # one job per backup at a time
+    (again,) = Job.objects.filter(kind=Job.Kind.OFFSITE).exclude(state__in=Job.FINISHED)
+    assert offsite_job_run(job_id=again.pk) == Job.State.SUCCEEDED
+    backup.refresh_from_db()
+    assert backup.offsite_state == Backup.Offsite.COPIED
     assert "the-wrong-password-0000" not in caplog.text and PASSWORD not in caplog.text
 
 
