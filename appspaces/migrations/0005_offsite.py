@@ -4,15 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('appspaces', '0004_freed_subdomains'),
+        ("appspaces", "0004_freed_subdomains"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='job',
-            name='kind',
-            field=models.CharField(choices=[('install', 'install app'), ('create', 'create appspace'), ('migrate', 'change version'), ('backup', 'back up'), ('restore', 'restore'), ('offsite', 'copy off-site')], max_length=16),
+            model_name="job",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("install", "install app"),
+                    ("create", "create appspace"),
+                    ("migrate", "change version"),
+                    ("backup", "back up"),
+                    ("restore", "restore"),
+                    ("offsite", "copy off-site"),
+                ],
+                max_length=16,
+            ),
         ),
     ]

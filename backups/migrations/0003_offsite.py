@@ -5,44 +5,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('backups', '0002_kept_backups'),
+        ("backups", "0002_kept_backups"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='OffsiteCheck',
+            name="OffsiteCheck",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created', models.DateTimeField(default=django.utils.timezone.now)),
-                ('ok', models.BooleanField()),
-                ('kind', models.CharField(blank=True, max_length=32)),
-                ('output', models.TextField(blank=True)),
-                ('read_data', models.CharField(blank=True, max_length=16)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created", models.DateTimeField(default=django.utils.timezone.now)),
+                ("ok", models.BooleanField()),
+                ("kind", models.CharField(blank=True, max_length=32)),
+                ("output", models.TextField(blank=True)),
+                ("read_data", models.CharField(blank=True, max_length=16)),
             ],
             options={
-                'ordering': ['-created'],
+                "ordering": ["-created"],
             },
         ),
         migrations.AddField(
-            model_name='backup',
-            name='offsite_at',
+            model_name="backup",
+            name="offsite_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='backup',
-            name='offsite_message',
+            model_name="backup",
+            name="offsite_message",
             field=models.TextField(blank=True),
         ),
         migrations.AddField(
-            model_name='backup',
-            name='offsite_snapshot',
+            model_name="backup",
+            name="offsite_snapshot",
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AddField(
-            model_name='backup',
-            name='offsite_state',
-            field=models.CharField(blank=True, choices=[('pending', 'being copied'), ('copied', 'copied'), ('failed', 'copy failed')], max_length=16),
+            model_name="backup",
+            name="offsite_state",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("pending", "being copied"),
+                    ("copied", "copied"),
+                    ("failed", "copy failed"),
+                ],
+                max_length=16,
+            ),
         ),
     ]
