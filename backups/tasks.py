@@ -40,3 +40,10 @@ def backups_verify() -> dict[str, int]:
     from backups.verification import backups_verify_due
 
     return backups_verify_due()
+
+
+@shared_task
+def instance_backup_scheduled() -> str:
+    from backups.instance import instance_backup_due
+
+    return instance_backup_due()

@@ -528,6 +528,12 @@ DS_BACKUP_STALE_SECONDS = env.int("DS_BACKUP_STALE_SECONDS", default=60)
 # restored data, and at most this long.
 DS_BACKUP_KEEP_PREVIOUS_DAYS = env.int("DS_BACKUP_KEEP_PREVIOUS_DAYS", default=7)
 DS_BACKUP_VERIFY_DAYS = env.int("DS_BACKUP_VERIFY_DAYS", default=7)  # re-read every archive
+# Whole-instance backups (manage.py backup_instance): every this many hours (0: off) into
+# DS_BACKUP_INSTANCE_DIR (one folder per snapshot); an appspace whose newest verified backup is
+# older than DS_BACKUP_INSTANCE_FRESH_MINUTES is backed up first.
+DS_BACKUP_INSTANCE_HOURS = env.int("DS_BACKUP_INSTANCE_HOURS", default=0)
+DS_BACKUP_INSTANCE_DIR = env.str("DS_BACKUP_INSTANCE_DIR", default="")
+DS_BACKUP_INSTANCE_FRESH_MINUTES = env.int("DS_BACKUP_INSTANCE_FRESH_MINUTES", default=60)
 
 # --- Periodic tasks (Celery beat) -------------------------------------------------------------
 # Every periodic task of the platform, in one place; the intervals are the settings above.
@@ -560,4 +566,5 @@ CELERY_BEAT_SCHEDULE = {
     "backups-prune": {"task": "backups.tasks.backups_prune", "schedule": 3600.0},
     "backups-sweep": {"task": "backups.tasks.backups_sweep", "schedule": 60.0},
     "backups-verify": {"task": "backups.tasks.backups_verify", "schedule": 6 * 3600.0},
+    "backups-instance": {"task": "backups.tasks.instance_backup_scheduled", "schedule": 900.0},
 }

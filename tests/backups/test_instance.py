@@ -1,0 +1,250 @@
+"""Whole-instance backup and restore: the disaster-recovery drill (a second, empty instance with
+its own database and DS_DATA_DIR, in subprocesses) and the refusals (non-empty target, damaged
+snapshot) that must leave the target as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.core.management import call_command
+from django.db import connection
+
+from appspaces.models import Appspace
+from backups.instance import InstanceError, instance_backup, instance_restore, read_manifest
+from backups.models import InstanceBackup
+from tests.backups.conftest import fill, tree_hashes
+from tests.conftest import PASSWORD, make_user
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+DR_DB = "ds_instance_drill"
+
+
+def _admin_dsn(name: str = "postgres") -> str:
+    conf = connection.settings_dict
+    host = conf.get("HOST") or "127.0.0.1"
+    port = conf.get("PORT") or 5432
+    user = conf.get("USER") or "postgres"
+    pw = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
+    return f"postgresql://{user}{pw}@{host}:{port}/{name}"
+
+
+@pytest.fixture
+def second_instance(data_root, settings):
+    """A fresh, empty instance: a new PostgreSQL database and a new DS_DATA_DIR."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the drill's second instance is a PostgreSQL database")
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DR_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DR_DB}"')
+    data = Path(tempfile.mkdtemp(prefix="data-dr-", dir=data_root))
+    data.chmod(0o711)
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=_admin_dsn(DR_DB),
+        DS_DATA_DIR=str(data),
+        DS_SANDBOX_UID_BASE=str(settings.DS_SANDBOX_UID_BASE),
+    )
+    yield env, data
+    with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DR_DB}" WITH (FORCE)')
+
+
+def manage(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+_CHECK = """
+import json, os, sys
+from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.test import Client
+from django.urls import reverse
+from accounts.models import User
+from appspaces.models import Appspace
+out = {"logins": {}, "appspaces": {}}
+for email in sys.argv[1:]:
+    client = Client(HTTP_HOST=settings.DS_PANEL_HOST)
+    r = client.post(reverse("account_login"), {"login": email, "password": os.environ["PW"]})
+    out["logins"][email] = r.status_code == 302 and "_auth_user_id" in client.session
+for a in Appspace.objects.select_related("app_version"):
+    out["appspaces"][a.subdomain] = {
+        "data": str(a.data_path), "uid": a.sandbox_uid, "version": a.app_version.version,
+        "files": a.app_version.files_dir.is_dir(), "status": a.status,
+    }
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("as_tar", [False, True], ids=["folder", "tar"])
+def test_the_drill_rebuilds_every_user_app_and_appspace_on_an_empty_instance(
+    ds_data_dir, make_appspace, second_instance, tmp_path, as_tar
+):
+    alice = make_user("alice@example.com")
+    bob = make_user("bob@example.com")
+    # The suite hashes with MD5 for speed; the second instance runs the real settings.
+    hasher = PBKDF2PasswordHasher()
+    for user in (alice, bob):
+        user.password = hasher.encode(PASSWORD, hasher.salt())
+        user.save(update_fields=["password"])
+    files = {"app.ts": "export default {};\n"}
+    notes = make_appspace(alice, app_files=files, app_name="Notes", schema=1)
+    notes2 = make_appspace(bob, app=notes.app, schema=1)
+    tasks = make_appspace(bob, app_files=files, app_name="Tasks", version="2.0.0")
+    contents = {
+        notes: {"a.txt": "alpha", "deep/b.bin": os.urandom(4096)},
+        notes2: {"x.txt": "bob's notes"},
+        tasks: {"tasks.json": json.dumps([{"t": "buy milk"}])},
+    }
+    for space, data in contents.items():
+        fill(space, data)
+    before = {s.subdomain: tree_hashes(s.data_path) for s in contents}
+
+    target = tmp_path / ("snap.tar" if as_tar else "snap")
+    call_command("backup_instance", "--to", str(target))
+    record = InstanceBackup.objects.get()
+    assert record.state == "ready" and record.appspace_count == 3 and record.size_bytes > 0
+
+    env, new_data = second_instance
+    result = manage(env, "restore_instance", str(target), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert sorted(summary["restored"]) == sorted(before) and summary["failed"] == {}
+
+    check = subprocess.run(
+        [sys.executable, "-c", _SHELL, "alice@example.com", "bob@example.com"],
+        env={**env, "PW": PASSWORD, "DJANGO_SETTINGS_MODULE": "dropserver_site.settings"},
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    state = json.loads(check.stdout.strip().splitlines()[-1])
+    assert state["logins"] == {"alice@example.com": True, "bob@example.com": True}
+    for subdomain, hashes in before.items():
+        restored = state["appspaces"][subdomain]
+        data = Path(restored["data"])
+        assert data.is_relative_to(new_data)
+        assert tree_hashes(data) == hashes
+        assert data.stat().st_uid == restored["uid"]  # owned by the appspace's own uid
+        assert restored["files"] and restored["status"] == Appspace.Status.ACTIVE
+    assert state["appspaces"][tasks.subdomain]["version"] == "2.0.0"
+
+
+_SHELL = "import django; django.setup()\n" + _CHECK
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_non_empty_instance_is_refused_unless_forced(ds_data_dir, make_appspace, tmp_path):
+    alice = make_user("alice@example.com")
+    space = make_appspace(alice)
+    fill(space, {"a.txt": "alpha"})
+    instance_backup(tmp_path / "snap")
+    fill(space, {"a.txt": "changed after the snapshot"})
+    with pytest.raises(InstanceError, match=r"not empty \(1 user\(s\).*--force"):
+        instance_restore(tmp_path / "snap")
+    assert (space.data_path / "a.txt").read_text() == "changed after the snapshot"
+
+    result = instance_restore(tmp_path / "snap", force=True)
+    assert result["restored"] == [space.subdomain]
+    assert (space.data_path / "a.txt").read_text() == "alpha"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("dump", "database.pgdump does not match its checksum"),
+        ("manifest", "manifest.json is damaged"),
+        ("archive", "does not match its checksum"),
+        ("missing", "is missing"),
+    ],
+)
+def test_a_damaged_snapshot_is_refused_before_anything_changes(
+    ds_data_dir, make_appspace, tmp_path, damage, message, second_instance
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("checks the pg dump")
+    alice = make_user("alice@example.com")
+    space = make_appspace(alice)
+    fill(space, {"a.txt": "alpha"})
+    snap = tmp_path / "snap"
+    instance_backup(snap)
+    manifest = read_manifest(snap)
+    archive = snap / next(a["archive"] for a in manifest["appspaces"])
+    if damage == "dump":
+        with open(snap / "database.pgdump", "r+b") as fh:
+            fh.seek(200)
+            fh.write(b"\0" * 64)
+    elif damage == "manifest":
+        (snap / "manifest.json").write_text('{"kind": "dropserver-inst')
+    elif damage == "archive":
+        archive.write_bytes(archive.read_bytes()[:-10])
+    else:
+        archive.unlink()
+
+    env, new_data = second_instance
+    result = manage(env, "restore_instance", str(snap), "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert message in json.loads(result.stdout)["error"]
+    # Nothing restored into the new DS_DATA_DIR (startup makes logs/, run/, secret_key).
+    assert not [p.name for p in new_data.iterdir() if p.name not in ("logs", "run", "secret_key")]
+    with psycopg.connect(_admin_dsn(DR_DB)) as conn:  # no table was created
+        assert (
+            conn.execute("select count(*) from pg_tables where schemaname='public'").fetchone()[0]
+            == 0
+        )
+
+    plain = manage(env, "restore_instance", str(snap))
+    assert plain.returncode != 0 and "Traceback" not in plain.stderr and message in plain.stderr
+
+
+@pytest.mark.django_db
+def test_backup_refuses_an_existing_target_and_keeps_no_secrets(ds_data_dir, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(InstanceError, match="not empty"):
+        instance_backup(tmp_path / "full")
+    manifest = instance_backup(tmp_path / "snap")
+    assert "SECRET_KEY" not in manifest["settings"]
+    assert manifest["settings"]["DS_DOMAIN"] == settings.DS_DOMAIN
+    assert settings.SECRET_KEY not in (tmp_path / "snap" / "manifest.json").read_text()
+    with_secrets = instance_backup(tmp_path / "snap2", with_secrets=True)
+    assert with_secrets["settings"]["SECRET_KEY"] == settings.SECRET_KEY
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.django_db
+def test_the_schedule_backs_up_when_due_and_admins_see_the_result(
+    ds_data_dir, tmp_path, settings, admin_user, logged_in
+):
+    from django.urls import reverse
+
+    from backups.tasks import instance_backup_scheduled
+
+    assert instance_backup_scheduled() == "off"
+    settings.DS_BACKUP_INSTANCE_HOURS = 24
+    settings.DS_BACKUP_INSTANCE_DIR = str(tmp_path)
+    made = Path(instance_backup_scheduled())
+    assert read_manifest(made)["kind"] == "dropserver-instance"
+    assert instance_backup_scheduled() == "not due"
+    page = logged_in(admin_user).get(reverse("admin:backup_health")).content.decode()
+    assert "Whole-instance backup" in page and "ready" in page
