@@ -99,7 +99,7 @@ class BackupAdmin(admin.ModelAdmin):
                 "problems": sum(1 for r in rows if r["problem"]),
                 "total_bytes": sum(r["bytes"] for r in rows),
                 "last_instance": InstanceBackup.objects.first(),
-                "last_good": InstanceBackup.objects.filter(state=InstanceBackup.State.READY).first(),
+                "last_good": InstanceBackup.objects.filter(state="ready").first(),
             },
         )
 

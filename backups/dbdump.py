@@ -70,17 +70,21 @@ def dump_database(dest_dir: Path) -> str:
         argv = [_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges", *args]
         _run([*argv, "--file", str(out)], env, "The database dump (pg_dump)")
         return PG_DUMP
-    out = dest_dir / SQLITE_DUMP
-    src = sqlite3.connect(connection.settings_dict["NAME"])
+    _sqlite_copy(str(connection.settings_dict["NAME"]), str(dest_dir / SQLITE_DUMP))
+    return SQLITE_DUMP
+
+
+def _sqlite_copy(src_uri: str, dst_path: str) -> None:
+    """SQLite's online backup API: a consistent copy while others write."""
+    src = sqlite3.connect(src_uri, uri=src_uri.startswith("file:"))
     try:
-        dst = sqlite3.connect(out)
+        dst = sqlite3.connect(dst_path)
         try:
             src.backup(dst)
         finally:
             dst.close()
     finally:
         src.close()
-    return SQLITE_DUMP
 
 
 def check_dump(path: Path) -> None:
@@ -122,12 +126,4 @@ def restore_database(path: Path) -> None:
         ]
         _run(argv, env, "Restoring the database (pg_restore)")
         return
-    src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        dst = sqlite3.connect(connection.settings_dict["NAME"])
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-    finally:
-        src.close()
+    _sqlite_copy(f"file:{path}?mode=ro", str(connection.settings_dict["NAME"]))
