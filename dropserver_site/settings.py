@@ -528,6 +528,17 @@ DS_BACKUP_STALE_SECONDS = env.int("DS_BACKUP_STALE_SECONDS", default=60)
 # restored data, and at most this long.
 DS_BACKUP_KEEP_PREVIOUS_DAYS = env.int("DS_BACKUP_KEEP_PREVIOUS_DAYS", default=7)
 DS_BACKUP_VERIFY_DAYS = env.int("DS_BACKUP_VERIFY_DAYS", default=7)  # re-read every archive
+# Off-site copies (backups/offsite/, docs/backups.md): a restic repository string (a local path,
+# sftp:, s3:, rest:, ...) and the file holding its password; empty: no off-site copies. Backend
+# credentials (AWS_*, B2_*, ...) are read by restic from the environment, never from the DB.
+DS_BACKUP_REPOSITORY = env.str("DS_BACKUP_REPOSITORY", default="")
+DS_BACKUP_REPOSITORY_PASSWORD_FILE = env.str("DS_BACKUP_REPOSITORY_PASSWORD_FILE", default="")
+# Upload attempts of one backup (backoff doubles from OFFSITE_RETRY_SECONDS), the integrity
+# check's interval and how much pack data each check re-reads (restic --read-data-subset).
+DS_BACKUP_OFFSITE_RETRIES = env.int("DS_BACKUP_OFFSITE_RETRIES", default=5)
+DS_BACKUP_OFFSITE_RETRY_SECONDS = env.int("DS_BACKUP_OFFSITE_RETRY_SECONDS", default=60)
+DS_BACKUP_OFFSITE_CHECK_HOURS = env.int("DS_BACKUP_OFFSITE_CHECK_HOURS", default=24)
+DS_BACKUP_OFFSITE_CHECK_READ = env.str("DS_BACKUP_OFFSITE_CHECK_READ", default="5%")
 # Whole-instance backups (manage.py backup_instance): every this many hours (0: off) into
 # DS_BACKUP_INSTANCE_DIR (one folder per snapshot); an appspace whose newest verified backup is
 # older than DS_BACKUP_INSTANCE_FRESH_MINUTES is backed up first.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the OS packages Dropserver needs (as root), or prints the exact command to run.
-#   system-deps.sh run   -> what `make run` needs (bubblewrap and libseccomp2 for the sandbox)
+#   system-deps.sh run   -> what `make run` needs (bubblewrap and libseccomp2 for the sandbox,
+#                           restic for off-site backups)
 #   system-deps.sh test  -> plus Chromium for the browser tests, wrk for `make bench`
 set -euo pipefail
-want=(bubblewrap libseccomp2)
+want=(bubblewrap libseccomp2 restic)  # restic: off-site backup copies
 [[ "${1:-run}" == test ]] && want+=(chromium iproute2 strace)  # ip netns: the sandbox network tests; strace: the seccomp trace
 [[ "${1:-run}" == test ]] && want+=(wrk)  # the load generator of bench/gateway.py
 missing=()

@@ -1,0 +1,463 @@
+"""The restic wrapper: one repository (local path, sftp:, s3:, rest:, ...), driven through the
+`restic` command (Debian package) with JSON output. Nothing here touches the database.
+
+API (all methods raise `ResticError` with a `kind` and a scrubbed `message`):
+- `Repository.from_settings()` / `Repository(location, password_file, env=None, cache_dir=None)`
+- `configured()` -> bool: is an off-site repository set at all
+- `ensure()`: open the repository, or initialise it when nothing is there yet
+- `backup(paths, tags, host=None, progress=None)` -> snapshot id; `progress(fraction, status)`
+- `snapshots(tags=None)` -> [Snapshot], oldest first; tags match all given ("k=v" strings)
+- `dump(snapshot, path, out)`: write one file of a snapshot to `out` (an open binary file)
+- `restore(snapshot, target, include=None)`: restore (part of) a snapshot under `target`
+- `forget(snapshot_ids, prune=True)` / `forget_policy(tags, keep_daily, keep_weekly, ...)`
+- `check(read_data_subset=None)` -> CheckResult(ok, output)
+- `unlock()`: remove stale locks (left by a killed restic)
+
+Credentials: the password is read by restic from the password file; backend credentials
+(AWS_*, B2_*, AZURE_*, GOOGLE_*, OS_*, RESTIC_* ...) come from this process's environment and
+are passed through to restic only. `scrub()` removes every such secret (and any URL userinfo)
+from text before it reaches a log or a Job message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+RESTIC = "restic"
+# Environment variables restic (or the ssh it runs for sftp:) reads; passed through as they are.
+PASSTHROUGH_PREFIXES = (
+    "AWS_",
+    "RESTIC_",
+    "B2_",
+    "AZURE_",
+    "GOOGLE_",
+    "OS_",
+    "ST_",
+    "RCLONE_",
+)
+PASSTHROUGH_NAMES = ("PATH", "HOME", "TMPDIR", "SSH_AUTH_SOCK", "LANG", "LC_ALL")
+# Values of these passed-through variables are not secret and are not scrubbed.
+NOT_SECRET = {
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "SSH_AUTH_SOCK",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_PROFILE",
+    "RESTIC_REPOSITORY",
+    "RESTIC_PASSWORD_FILE",
+    "RESTIC_CACHE_DIR",
+    "RESTIC_PROGRESS_FPS",
+    "RESTIC_COMPRESSION",
+    "RESTIC_PACK_SIZE",
+}
+REDACTED = "[redacted]"
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@\s:]*):(?P<pw>[^/@\s]*)@")
+
+
+class ResticError(Exception):
+    """A restic run that failed; `kind` says why in a word, `message` is safe to show."""
+
+    UNREACHABLE = "unreachable"
+    WRONG_PASSWORD = "wrong-password"
+    NO_REPOSITORY = "no-repository"
+    NO_SPACE = "no-space"
+    CORRUPTED = "corrupted"
+    LOCKED = "locked"
+    NOT_CONFIGURED = "not-configured"
+    NOT_FOUND = "not-found"
+    FAILED = "failed"
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass
+class Snapshot:
+    id: str
+    short_id: str
+    time: str
+    tags: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    hostname: str = ""
+
+    def tag(self, key: str) -> str | None:
+        """The value of a "key=value" tag, if the snapshot has one."""
+        for tag in self.tags:
+            if tag.startswith(key + "="):
+                return tag[len(key) + 1 :]
+        return None
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    output: str  # scrubbed
+    kind: str = ""  # a ResticError kind when not ok
+
+
+def classify(stderr: str) -> str:
+    """A ResticError kind for restic's error output."""
+    text = stderr.lower()
+    if "wrong password" in text or "no key found" in text:
+        return ResticError.WRONG_PASSWORD
+    if "no space left" in text or "disk quota exceeded" in text:
+        return ResticError.NO_SPACE
+    if "repository is already locked" in text or "unable to create lock" in text:
+        return ResticError.LOCKED
+    if (
+        "ciphertext verification failed" in text
+        or "hash mismatch" in text
+        or "repository contains errors" in text
+        or "checksum mismatch" in text
+        or "invalid data returned" in text
+        or "decrypting blob" in text
+        or "unexpected end of" in text
+    ):
+        return ResticError.CORRUPTED
+    if "is there a repository at the following location" in text:
+        return ResticError.NO_REPOSITORY
+    if (
+        "unable to open repository" in text
+        or "unable to start the sftp session" in text
+        or "connection refused" in text
+        or "no such host" in text
+        or "i/o timeout" in text
+        or "network is unreachable" in text
+        or "unable to open config file" in text
+    ):
+        return ResticError.UNREACHABLE
+    if "no matching id found" in text or "not found" in text and "snapshot" in text:
+        return ResticError.NOT_FOUND
+    return ResticError.FAILED
+
+
+class Repository:
+    """One restic repository and how to open it."""
+
+    def __init__(
+        self,
+        location: str,
+        password_file: str | os.PathLike,
+        *,
+        env: dict[str, str] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        timeout: float | None = None,
+    ):
+        self.location = location
+        self.password_file = str(password_file) if password_file else ""
+        self._env = dict(os.environ if env is None else env)
+        self.cache_dir = str(cache_dir) if cache_dir else None
+        self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls) -> Repository:
+        from django.conf import settings
+
+        cache = Path(settings.DS_DATA_DIR) / "cache" / "restic"
+        return cls(
+            settings.DS_BACKUP_REPOSITORY,
+            settings.DS_BACKUP_REPOSITORY_PASSWORD_FILE,
+            cache_dir=cache,
+        )
+
+    def is_local(self) -> bool:
+        return self.location.startswith("/") or self.location.startswith("local:")
+
+    def configured(self) -> bool:
+        return bool(self.location and self.password_file)
+
+    # --- secrets ------------------------------------------------------------------------------
+
+    def secrets(self) -> list[str]:
+        found = []
+        try:
+            password = Path(self.password_file).read_text().strip() if self.password_file else ""
+        except OSError:
+            password = ""
+        if password:
+            found.append(password)
+        for name, value in self.env().items():
+            if name not in NOT_SECRET and value and len(value) >= 4:
+                found.append(value)
+        for match in _USERINFO.finditer(self.location):
+            if match.group("pw"):
+                found.append(match.group("pw"))
+        return sorted(set(found), key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        """`text` without the repository password, backend credentials or URL passwords."""
+        for secret in self.secrets():
+            text = text.replace(secret, REDACTED)
+        return _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{REDACTED}@", text)
+
+    # --- running restic -----------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        out = {
+            k: v
+            for k, v in self._env.items()
+            if k in PASSTHROUGH_NAMES or k.startswith(PASSTHROUGH_PREFIXES)
+        }
+        out.pop("RESTIC_PASSWORD_COMMAND", None)  # the password file is the one source
+        out.pop("RESTIC_PASSWORD", None)
+        out["RESTIC_REPOSITORY"] = self.location
+        out["RESTIC_PASSWORD_FILE"] = self.password_file
+        out.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        if self.cache_dir:
+            out["RESTIC_CACHE_DIR"] = self.cache_dir
+        return out
+
+    def _args(self, args: Iterable[str]) -> list[str]:
+        base = [RESTIC, "--no-cache"] if not self.cache_dir else [RESTIC]
+        # sftp: never prompt for a password or a host key on a terminal that is not there.
+        if self.location.startswith("sftp:"):
+            base += ["-o", "sftp.command=" + self._sftp_command()]
+        return base + list(args)
+
+    def _sftp_command(self) -> str:
+        rest = self.location[len("sftp:") :]
+        hostpart = rest[2:].split("/", 1)[0] if rest.startswith("//") else rest.split(":", 1)[0]
+        user = ""
+        if "@" in hostpart:
+            user, hostpart = hostpart.rsplit("@", 1)
+        port = ""
+        if hostpart.startswith("["):
+            host, _, port = hostpart[1:].partition("]")
+            port = port.lstrip(":")
+        elif hostpart.count(":") == 1:
+            host, port = hostpart.split(":")
+        else:
+            host = hostpart
+        cmd = "ssh -o BatchMode=yes -o ConnectTimeout=10"
+        if port:
+            cmd += f" -p {int(port)}"
+        if user:
+            cmd += f" -l {user}"
+        return f"{cmd} {host} -s sftp"
+
+    def _check_configured(self) -> None:
+        if not self.configured():
+            raise ResticError(
+                ResticError.NOT_CONFIGURED,
+                "No off-site repository is configured (DS_BACKUP_REPOSITORY and "
+                "DS_BACKUP_REPOSITORY_PASSWORD_FILE).",
+            )
+        if not Path(self.password_file).is_file():
+            raise ResticError(
+                ResticError.NOT_CONFIGURED, "The repository password file cannot be read."
+            )
+
+    def run(
+        self, *args: str, stdout: IO[bytes] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """Run `restic ARGS`; on failure raise a ResticError with scrubbed output. A lock left
+        by a restic that died (killed mid-upload) is removed (`restic unlock` only removes
+        stale locks) and the command run once more."""
+        proc = self._run_once(args, stdout, check=False)
+        if proc.returncode != 0 and args[0] != "unlock":
+            error = self._error(proc.stderr)
+            if error.kind == ResticError.LOCKED:
+                self._run_once(("unlock",), None, check=False)
+                if stdout is not None:
+                    stdout.seek(0)
+                    stdout.truncate()
+                proc = self._run_once(args, stdout, check=False)
+        if check and proc.returncode != 0:
+            raise self._error(proc.stderr)
+        return proc
+
+    def _run_once(
+        self, args: Iterable[str], stdout: IO[bytes] | None, *, check: bool
+    ) -> subprocess.CompletedProcess:
+        self._check_configured()
+        try:
+            proc = subprocess.run(
+                self._args(args),
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                timeout=self.timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ResticError(ResticError.UNREACHABLE, "restic did not answer in time.") from exc
+        if check and proc.returncode != 0:
+            raise self._error(proc.stderr)
+        return proc
+
+    def _error(self, stderr: bytes | str) -> ResticError:
+        text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+        text = self.scrub(text.strip())
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        return ResticError(classify(text), "\n".join(lines[-8:])[-2000:] or "restic failed")
+
+    # --- operations ---------------------------------------------------------------------------
+
+    def ensure(self) -> bool:
+        """Open the repository, creating it when there is none; True if it was created."""
+        proc = self.run("cat", "config", check=False)
+        if proc.returncode == 0:
+            return False
+        error = self._error(proc.stderr)
+        if error.kind != ResticError.NO_REPOSITORY:
+            raise error
+        if self.is_local() and not Path(self.location.removeprefix("local:")).parent.is_dir():
+            # A disk that is not mounted: never create a repository on the root filesystem.
+            raise ResticError(
+                ResticError.UNREACHABLE,
+                f"The repository folder's parent {Path(self.location).parent} does not exist "
+                "(is its disk mounted?).",
+            )
+        self.run("init")
+        return True
+
+    def backup(
+        self,
+        paths: Iterable[str | os.PathLike],
+        tags: Iterable[str],
+        *,
+        host: str | None = None,
+        progress: Callable[[float, dict], None] | None = None,
+    ) -> str:
+        """Back `paths` up with `tags`; returns the new snapshot's id."""
+        try:
+            return self._backup(paths, tags, host=host, progress=progress)
+        except ResticError as exc:
+            if exc.kind != ResticError.LOCKED:
+                raise
+            self.unlock()  # an exclusive lock left by a killed prune or check
+            return self._backup(paths, tags, host=host, progress=progress)
+
+    def _backup(self, paths, tags, *, host, progress) -> str:
+        self._check_configured()
+        args = ["backup", "--json"]
+        for tag in tags:
+            args += ["--tag", tag]
+        if host:
+            args += ["--host", host]
+        args += [str(p) for p in paths]
+        env = self.env()
+        env.setdefault("RESTIC_PROGRESS_FPS", "1")
+        proc = subprocess.Popen(
+            self._args(args),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.last_pid = proc.pid
+        snapshot = ""
+        errors: list[str] = []
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            kind = msg.get("message_type")
+            if kind == "status" and progress is not None:
+                progress(float(msg.get("percent_done") or 0.0), msg)
+            elif kind == "summary":
+                snapshot = msg.get("snapshot_id", "")
+            elif kind == "error":
+                errors.append(str(msg.get("error", "")))
+        stderr = proc.stderr.read() if proc.stderr else b""
+        code = proc.wait()
+        if code != 0 or not snapshot:
+            text = stderr.decode(errors="replace") + "\n" + "\n".join(errors)
+            raise self._error(text if text.strip() else f"restic exited with {code}")
+        if progress is not None:
+            progress(1.0, {})
+        return snapshot
+
+    def snapshots(self, tags: Iterable[str] | None = None) -> list[Snapshot]:
+        args = ["snapshots", "--json"]
+        tags = list(tags or [])
+        if tags:
+            args += ["--tag", ",".join(tags)]  # a comma joins: all of them
+        proc = self.run(*args)
+        data = json.loads(proc.stdout or b"[]") or []
+        return [
+            Snapshot(
+                id=s["id"],
+                short_id=s.get("short_id", s["id"][:8]),
+                time=s.get("time", ""),
+                tags=s.get("tags") or [],
+                paths=s.get("paths") or [],
+                hostname=s.get("hostname", ""),
+            )
+            for s in data
+        ]
+
+    def dump(self, snapshot: str, path: str, out: IO[bytes]) -> None:
+        """Write the file `path` of `snapshot` to `out` (restic verifies every blob it reads)."""
+        self.run("dump", snapshot, path, stdout=out)
+
+    def restore(self, snapshot: str, target: str | os.PathLike, include: str | None = None):
+        args = ["restore", snapshot, "--target", str(target)]
+        if include:
+            args += ["--include", include]
+        self.run(*args)
+
+    def forget(self, snapshot_ids: Iterable[str], *, prune: bool = True) -> None:
+        ids = list(snapshot_ids)
+        if ids:
+            self.run("forget", *(["--prune"] if prune else []), *ids)
+
+    def forget_policy(
+        self,
+        tags: Iterable[str],
+        *,
+        keep_last: int = 1,
+        keep_daily: int = 0,
+        keep_weekly: int = 0,
+        keep_within: str = "",
+        prune: bool = True,
+    ) -> None:
+        """`restic forget` by policy over the snapshots that have all `tags`."""
+        args = ["forget", "--group-by", "tags", "--tag", ",".join(tags)]
+        if keep_last:
+            args += ["--keep-last", str(keep_last)]
+        if keep_daily:
+            args += ["--keep-daily", str(keep_daily)]
+        if keep_weekly:
+            args += ["--keep-weekly", str(keep_weekly)]
+        if keep_within:
+            args += ["--keep-within", keep_within]
+        if prune:
+            args.append("--prune")
+        self.run(*args)
+
+    def check(self, read_data_subset: str | None = None) -> CheckResult:
+        """`restic check` (with `--read-data-subset`, e.g. "1/10" or "5%", re-reads packs)."""
+        args = ["check"]
+        if read_data_subset:
+            args += ["--read-data-subset", read_data_subset]
+        proc = self.run(*args, check=False)
+        out = (proc.stdout or b"").decode(errors="replace") + (proc.stderr or b"").decode(
+            errors="replace"
+        )
+        out = self.scrub(out.strip())[-4000:]
+        if proc.returncode == 0:
+            return CheckResult(True, out)
+        kind = classify(out)
+        if kind == ResticError.FAILED:
+            kind = ResticError.CORRUPTED if "error" in out.lower() else kind
+        return CheckResult(False, out, kind)
+
+    def unlock(self) -> None:
+        self.run("unlock")
