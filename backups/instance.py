@@ -111,9 +111,24 @@ def _latest_archive(appspace: Appspace, fresh: timedelta, step: Step, warnings: 
     return latest
 
 
-def instance_backup(to: Path, *, with_secrets: bool = False, step: Step = _quiet) -> dict:
-    """Write a snapshot of the whole instance to `to` (a new folder, or a .tar file); returns
-    the manifest. Raises InstanceError; then nothing is left at `to`."""
+def instance_backup(
+    to: Path | None = None, *, with_secrets: bool = False, step: Step = _quiet
+) -> dict:
+    """Write a snapshot of the whole instance to `to` (a new folder, or a .tar file), or with
+    no `to` into the configured repository; returns the manifest. Raises InstanceError; then
+    nothing is left at `to`."""
+    from backups import instance_repo
+
+    send = None
+    if to is None:
+        try:
+            instance_repo.repository()
+        except instance_repo.RepositoryUnavailable as exc:
+            raise InstanceError(str(exc)) from None
+        to = instance_repo.staging_folder()
+        if to.exists():
+            remove_tree(to)  # left by an interrupted run
+        send = instance_repo.send
     to = Path(to)
     as_tar = to.suffix == ".tar"
     if to.exists() and (as_tar or any(to.iterdir())):
@@ -137,18 +152,27 @@ def instance_backup(to: Path, *, with_secrets: bool = False, step: Step = _quiet
             if to.exists():
                 to.rmdir()
             os.rename(stage, to)
+        if send is not None:
+            step("Sending the snapshot to the repository")
+            record.target = send(to)
+            manifest["repository"] = record.target
     except BaseException as exc:
         remove_tree(stage)
+        if send is not None:
+            remove_tree(to)
         for leftover in to.parent.glob(f".{to.name}.tmp-*"):
             leftover.unlink(missing_ok=True)
-        message = str(exc) if isinstance(exc, (InstanceError, dbdump.DumpError, OSError)) else ""
+        known = (InstanceError, dbdump.DumpError, OSError, instance_repo.RepositoryUnavailable)
+        message = str(exc) if isinstance(exc, known) else ""
         record.fail(message or "The instance backup failed (see the log).")
-        if isinstance(exc, dbdump.DumpError):
+        if isinstance(exc, (dbdump.DumpError, instance_repo.RepositoryUnavailable)):
             raise InstanceError(str(exc)) from None
         if isinstance(exc, OSError):
             raise InstanceError(f"The instance backup could not be written: {exc}") from None
         raise
-    size = to.stat().st_size if as_tar else sum(f["size"] for f in manifest["files"].values())
+    size = sum(f["size"] for f in manifest["files"].values())
+    if send is not None:
+        remove_tree(to)
     record.done(size=size, appspaces=len(manifest["appspaces"]), warnings=manifest["warnings"])
     return manifest
 
@@ -276,9 +300,14 @@ def read_manifest(root: Path) -> dict:
     return manifest
 
 
-def instance_restore(source: Path, *, force: bool = False, step: Step = _quiet) -> dict:
-    """Rebuild this instance from a snapshot; returns a summary. Raises InstanceError: before
+def instance_restore(
+    source: Path | str | None = None, *, force: bool = False, step: Step = _quiet
+) -> dict:
+    """Rebuild this instance from a snapshot (a folder, a tar file, or a snapshot id of the
+    configured repository: the latest if None); returns a summary. Raises InstanceError: before
     the database is touched nothing has changed; after, the summary names what failed."""
+    from backups import instance_repo
+
     scratch = data_dir() / f".instance-restore-{secrets.token_hex(4)}"
     if not force:
         reasons = instance_nonempty()
@@ -290,7 +319,13 @@ def instance_restore(source: Path, *, force: bool = False, step: Step = _quiet) 
     data_dir().mkdir(parents=True, exist_ok=True)
     try:
         step("Checking the snapshot")
-        root = open_snapshot(source, scratch)
+        if source is None or not Path(source).exists() and "/" not in str(source):
+            try:
+                root = instance_repo.fetch(str(source) if source else None, scratch)
+            except instance_repo.RepositoryUnavailable as exc:
+                raise InstanceError(str(exc)) from None
+        else:
+            root = open_snapshot(Path(source), scratch)
         manifest = read_manifest(root)
         dump = root / manifest["database"]
         try:

@@ -69,6 +69,19 @@ def manage(env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def use_repository(tmp_path: Path, settings, env: dict, password: str = "drill pw") -> Path:
+    """A real restic repository on this machine, for this instance and the second one."""
+    repo = tmp_path / "repo"
+    pw = tmp_path / "repo-password"
+    pw.write_text("drill pw\n")
+    settings.DS_BACKUP_REPOSITORY = str(repo)
+    settings.DS_BACKUP_REPOSITORY_PASSWORD_FILE = str(pw)
+    other_pw = tmp_path / "repo-password-2"
+    other_pw.write_text(password + "\n")
+    env.update(DS_BACKUP_REPOSITORY=str(repo), DS_BACKUP_REPOSITORY_PASSWORD_FILE=str(other_pw))
+    return repo
+
+
 _CHECK = """
 import json, os, sys
 from django.conf import settings
@@ -92,9 +105,9 @@ print(json.dumps(out))
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("as_tar", [False, True], ids=["folder", "tar"])
+@pytest.mark.parametrize("where", ["folder", "tar", "repository"])
 def test_the_drill_rebuilds_every_user_app_and_appspace_on_an_empty_instance(
-    ds_data_dir, make_appspace, second_instance, tmp_path, as_tar
+    ds_data_dir, make_appspace, second_instance, tmp_path, where, settings
 ):
     alice = make_user("alice@example.com")
     bob = make_user("bob@example.com")
@@ -116,13 +129,21 @@ def test_the_drill_rebuilds_every_user_app_and_appspace_on_an_empty_instance(
         fill(space, data)
     before = {s.subdomain: tree_hashes(s.data_path) for s in contents}
 
-    target = tmp_path / ("snap.tar" if as_tar else "snap")
-    call_command("backup_instance", "--to", str(target))
+    env, new_data = second_instance
+    if where == "repository":
+        repo = use_repository(tmp_path, settings, env)
+        call_command("backup_instance")
+        assert not (ds_data_dir / ".instance-backup").exists()
+        assert any((repo / "snapshots").iterdir())
+        args = []
+    else:
+        target = tmp_path / ("snap.tar" if where == "tar" else "snap")
+        call_command("backup_instance", "--to", str(target))
+        args = [str(target)]
     record = InstanceBackup.objects.get()
     assert record.state == "ready" and record.appspace_count == 3 and record.size_bytes > 0
 
-    env, new_data = second_instance
-    result = manage(env, "restore_instance", str(target), "--json")
+    result = manage(env, "restore_instance", *args, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout)
     assert sorted(summary["restored"]) == sorted(before) and summary["failed"] == {}
@@ -248,3 +269,38 @@ def test_the_schedule_backs_up_when_due_and_admins_see_the_result(
     assert instance_backup_scheduled() == "not due"
     page = logged_in(admin_user).get(reverse("admin:backup_health")).content.decode()
     assert "Whole-instance backup" in page and "ready" in page
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("damage", ["wrong-password", "corrupted", "no-snapshot"])
+def test_a_repository_that_cannot_give_the_snapshot_is_a_clear_error(
+    ds_data_dir, make_appspace, second_instance, tmp_path, settings, damage
+):
+    env, new_data = second_instance
+    alice = make_user("alice@example.com")
+    fill(make_appspace(alice), {"a.txt": "alpha"})
+    repo = use_repository(
+        tmp_path, settings, env, "not the password" if damage == "wrong-password" else "drill pw"
+    )
+    instance_backup()
+    if damage == "corrupted":
+        for pack in (repo / "data").rglob("*"):
+            if pack.is_file():
+                data = bytearray(pack.read_bytes())
+                data[len(data) // 2] ^= 0xFF
+                pack.write_bytes(bytes(data))
+    args = ["deadbeef"] if damage == "no-snapshot" else []
+    result = manage(env, "restore_instance", *args, "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    error = json.loads(result.stdout)["error"]
+    expected = {
+        "wrong-password": "password",
+        "corrupted": "could not be read",
+        "no-snapshot": "holds no snapshot deadbeef",
+    }[damage]
+    assert expected in error.lower() or expected in error
+    assert "drill pw" not in result.stdout + result.stderr
+    assert not [p.name for p in new_data.iterdir() if p.name in ("apps", "appspaces", "backups")]
+    with psycopg.connect(_admin_dsn(DR_DB)) as conn:
+        tables = conn.execute("select count(*) from pg_tables where schemaname='public'")
+        assert tables.fetchone()[0] == 0

@@ -1,4 +1,5 @@
-"""`manage.py backup_instance --to PATH [--with-secrets] [--json]`: a whole-instance snapshot."""
+"""`manage.py backup_instance [--to PATH] [--with-secrets] [--json]`: a whole-instance snapshot,
+into the configured repository (DS_BACKUP_REPOSITORY) or a new folder / .tar file."""
 
 from __future__ import annotations
 
@@ -17,13 +18,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--to", type=Path, required=True, help="a new folder or a .tar file")
+        parser.add_argument(
+            "--to", type=Path, help="a new folder or .tar file (default: the repository)"
+        )
         parser.add_argument(
             "--with-secrets", action="store_true", help="include SECRET_KEY and *_PASSWORD etc."
         )
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    def handle(self, *args, to: Path, with_secrets: bool, **options):
+    def handle(self, *args, to: Path | None, with_secrets: bool, **options):
         as_json = options["json"]
 
         def step(text: str) -> None:
@@ -38,7 +41,7 @@ class Command(BaseCommand):
                 raise SystemExit(1) from None
             raise CommandError(str(exc)) from None
         result = {
-            "path": str(to),
+            "path": manifest.get("repository") or str(to),
             "appspaces": len(manifest["appspaces"]),
             "apps": len(manifest["apps"]),
             "users": manifest["users"],
@@ -49,8 +52,9 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(result))
             return
         self.stdout.write(
-            f"Instance backed up to {to}: {result['users']} user(s), {result['apps']} app "
-            f"version(s), {result['appspaces']} appspace(s), {result['bytes']} bytes."
+            f"Instance backed up to {result['path']}: {result['users']} user(s), "
+            f"{result['apps']} app version(s), {result['appspaces']} appspace(s), "
+            f"{result['bytes']} bytes."
         )
         for warning in manifest["warnings"]:
             self.stdout.write(f"warning: {warning}")

@@ -1,9 +1,9 @@
-"""`manage.py restore_instance PATH [--force] [--json]`: rebuild the instance from a snapshot."""
+"""`manage.py restore_instance [SNAPSHOT|PATH] [--force] [--json]`: rebuild the instance from a
+snapshot (default: the latest instance snapshot in the configured repository)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -17,11 +17,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("snapshot", type=Path, help="a snapshot folder or .tar file")
+        parser.add_argument(
+            "snapshot",
+            nargs="?",
+            help="a snapshot folder or .tar file, or a repository snapshot id (default: latest)",
+        )
         parser.add_argument("--force", action="store_true", help="replace what this instance holds")
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    def handle(self, *args, snapshot: Path, force: bool, **options):
+    def handle(self, *args, snapshot: str | None, force: bool, **options):
         as_json = options["json"]
 
         def step(text: str) -> None:
