@@ -304,3 +304,128 @@ def test_a_repository_that_cannot_give_the_snapshot_is_a_clear_error(
     with psycopg.connect(_admin_dsn(DR_DB)) as conn:
         tables = conn.execute("select count(*) from pg_tables where schemaname='public'")
         assert tables.fetchone()[0] == 0
+
+
+PAGE_APP = """
+import { createApp } from "@dropserver/app";
+createApp({
+  routes: [{
+    method: "GET", path: "/", auth: "public",
+    handler: async (ctx) =>
+      new Response(VERSION + ":" + await Deno.readTextFile(`${ctx.dataPath}/page.txt`)),
+  }],
+});
+"""
+
+
+def _page_app(supervisor, owner, name: str, version: str):
+    """A real app version, laid out and warmed in a real sandbox (its routes read from it)."""
+    from appspaces.models import App, AppVersion
+    from tests.sandbox.fixtures import lay_out_app
+
+    laid = lay_out_app({"app.ts": f'const VERSION = "{version}";\n' + PAGE_APP}, version=version)
+    warmed = supervisor.client.run_once(
+        laid.job_spec(uid=settings.DS_SANDBOX_UID_BASE + 999), "warm"
+    )
+    assert warmed.ok, warmed
+    app = App.objects.create(public_id=laid.app_id, owner=owner, name=name)
+    AppVersion.objects.create(
+        app=app,
+        version=version,
+        version_key=version,
+        manifest={"name": name, "version": version},
+        routes=warmed.result["routes"],
+        entrypoint="app.ts",
+    )
+    return app
+
+
+def _get(port: int, host: str) -> tuple[int, str]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("GET", "/", headers={"Host": f"{host}:{port}"})
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_restored_appspaces_run_their_app_versions_and_serve_their_data_on_the_new_host(
+    ds_data_dir, make_appspace, supervisor, second_instance, tmp_path
+):
+    import secrets
+    import signal
+
+    from tests.sandbox.fixtures import REPO, Supervisor, free_port, poll
+
+    alice = make_user("alice@example.com")
+    bob = make_user("bob@example.com")
+    pages = _page_app(supervisor, alice, "Pages", "1.0.0")
+    other = _page_app(supervisor, bob, "Other", "2.0.0")
+    spaces = {
+        make_appspace(alice, app=pages, version="1.0.0"): "alice's page",
+        make_appspace(bob, app=pages, version="1.0.0"): "bob's page",
+        make_appspace(bob, app=other, version="2.0.0"): "bob's other page",
+    }
+    for space, text in spaces.items():
+        fill(space, {"page.txt": text})
+    instance_backup(tmp_path / "snap.tar")
+
+    env, new_data = second_instance
+    result = manage(env, "restore_instance", str(tmp_path / "snap.tar"), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    canary = "canary-" + secrets.token_hex(8)
+    sup_env = {**env, "PYTHONPATH": str(REPO), "DS_TEST_CANARY": canary}
+    sup_log = tmp_path / "supervisor-2.log"
+    with open(sup_log, "wb") as log:
+        sup_proc = subprocess.Popen(
+            [sys.executable, "-m", "sandbox"], cwd=REPO, env=sup_env, stdout=log, stderr=log
+        )
+    new_supervisor = Supervisor(sup_proc, new_data, sup_log, canary)
+    port = free_port()
+    web_log = tmp_path / "daphne-2.log"
+    daphne = None
+    try:
+        new_supervisor.wait_ready()
+        with open(web_log, "wb") as log:
+            daphne = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "daphne",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "dropserver_site.asgi:application",
+                ],  # fmt: skip
+                cwd=REPO,
+                env={**sup_env, "DS_PORT": str(port)},
+                stdout=log,
+                stderr=log,
+            )
+        poll(lambda: _reachable(port), timeout=60, interval=0.2)
+        for space, text in spaces.items():
+            status, body = _get(port, f"{space.subdomain}.{settings.DS_DOMAIN}")
+            assert status == 200, (status, body, web_log.read_text(errors="replace")[-2000:])
+            assert body == f"{space.app_version.version}:{text}"
+    finally:
+        if daphne is not None and daphne.poll() is None:
+            daphne.send_signal(signal.SIGTERM)
+            daphne.wait(15)
+        new_supervisor.stop()
+        for base in new_supervisor.cgroup_dirs():
+            from tests.sandbox.fixtures import _remove_cgroup_tree
+
+            _remove_cgroup_tree(base)
+
+
+def _reachable(port: int) -> bool:
+    try:
+        return _get(port, "nosuch.localhost")[0] == 404
+    except OSError:
+        return False
