@@ -429,3 +429,29 @@ def _reachable(port: int) -> bool:
         return _get(port, "nosuch.localhost")[0] == 404
     except OSError:
         return False
+
+
+def test_an_sqlite_instance_round_trips_through_a_tar_file(data_root, tmp_path):
+    """The embedded defaults (SQLite in DS_DATA_DIR): online backup API out, copy back in."""
+    dirs = []
+    for name in ("old", "new"):
+        path = Path(tempfile.mkdtemp(prefix=f"data-{name}-", dir=data_root))
+        path.chmod(0o711)
+        dirs.append(path)
+    base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    old, new = ({**base, "DS_DATA_DIR": str(d)} for d in dirs)
+    assert manage(old, "migrate", "-v0").returncode == 0
+    made = manage(old, "shell", "-c", "from accounts.models import User; "
+                  "User.objects.create_user('s@example.com', 'pw pw pw 123')")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    snap = tmp_path / "snap.tar"
+    assert manage(old, "backup_instance", "--to", str(snap)).returncode == 0
+    restored = manage(new, "restore_instance", str(snap), "--json")
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(restored.stdout)["users"] == 1
+    again = manage(new, "restore_instance", str(snap))
+    assert again.returncode == 1 and "not empty (1 user(s)" in again.stderr
+    assert "Traceback" not in again.stderr
+    check = manage(new, "shell", "-c", "from accounts.models import User; "
+                   "print(User.objects.get().check_password('pw pw pw 123'))")  # fmt: skip
+    assert check.stdout.strip().endswith("True")
