@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import tarfile
@@ -39,6 +40,7 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 _SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "KEY")
 _DATA_PARTS = ("apps", "appspaces", "backups")
+_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]*@")
 
 Step = Callable[[str], None]
 
@@ -86,7 +88,11 @@ def settings_snapshot(with_secrets: bool) -> dict:
         if not with_secrets and any(word in name for word in _SECRET_WORDS):
             continue
         value = getattr(settings, name)
-        out[name] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        if not isinstance(value, (str, int, float, bool, type(None))):
+            value = str(value)
+        if isinstance(value, str) and not with_secrets:
+            value = _USERINFO.sub(r"\1[redacted]@", value)  # sftp://user:pw@host, rest:...
+        out[name] = value
     return out
 
 

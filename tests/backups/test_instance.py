@@ -239,7 +239,8 @@ def test_a_damaged_snapshot_is_refused_before_anything_changes(
 
 
 @pytest.mark.django_db
-def test_backup_refuses_an_existing_target_and_keeps_no_secrets(ds_data_dir, tmp_path):
+def test_backup_refuses_an_existing_target_and_keeps_no_secrets(ds_data_dir, tmp_path, settings):
+    settings.DS_BACKUP_INSTANCE_DIR = "sftp://backup:hunter2-secret@127.0.0.1/instance"
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(InstanceError, match="not empty"):
@@ -247,7 +248,9 @@ def test_backup_refuses_an_existing_target_and_keeps_no_secrets(ds_data_dir, tmp
     manifest = instance_backup(tmp_path / "snap")
     assert "SECRET_KEY" not in manifest["settings"]
     assert manifest["settings"]["DS_DOMAIN"] == settings.DS_DOMAIN
-    assert settings.SECRET_KEY not in (tmp_path / "snap" / "manifest.json").read_text()
+    written = (tmp_path / "snap" / "manifest.json").read_text()
+    assert settings.SECRET_KEY not in written and "hunter2-secret" not in written
+    assert manifest["settings"]["DS_BACKUP_INSTANCE_DIR"] == "sftp://[redacted]@127.0.0.1/instance"
     with_secrets = instance_backup(tmp_path / "snap2", with_secrets=True)
     assert with_secrets["settings"]["SECRET_KEY"] == settings.SECRET_KEY
     assert not list(tmp_path.glob(".*partial*"))
