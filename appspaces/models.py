@@ -282,6 +282,7 @@ class Job(models.Model):
         MIGRATE = "migrate", "change version"
         BACKUP = "backup", "back up"
         RESTORE = "restore", "restore"
+        OFFSITE = "offsite", "copy off-site"
 
     class State(models.TextChoices):
         QUEUED = "queued", "queued"

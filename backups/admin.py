@@ -12,7 +12,7 @@ from django.urls import path
 from django.utils import timezone
 
 from appspaces.models import Appspace
-from backups.models import Backup, BackupPolicy, InstanceBackup
+from backups.models import Backup, BackupPolicy, InstanceBackup, OffsiteCheck
 from backups.retention import clamp_interval
 
 
@@ -27,6 +27,12 @@ def health_rows(now=None) -> list[dict]:
             count=Count("backups", filter=ready),
             bytes=Sum("backups__size_bytes", filter=ready),
             damaged=Count("backups", filter=ready & ~Q(backups__verify_error="")),
+            offsite_failed=Count(
+                "backups", filter=ready & Q(backups__offsite_state=Backup.Offsite.FAILED)
+            ),
+            last_offsite=Max(
+                "backups__created", filter=ready & Q(backups__offsite_state=Backup.Offsite.COPIED)
+            ),
         )
         .order_by("subdomain")
     )
@@ -45,6 +51,8 @@ def health_rows(now=None) -> list[dict]:
         problem = ""
         if appspace.damaged:
             problem = "damaged archive"
+        elif appspace.offsite_failed:
+            problem = "off-site copy failed"
         elif failure_is_last:
             problem = "last attempt failed"
         elif (
@@ -64,11 +72,33 @@ def health_rows(now=None) -> list[dict]:
                 "count": appspace.count,
                 "bytes": appspace.bytes or 0,
                 "damaged": appspace.damaged,
+                "offsite_failed": appspace.offsite_failed,
+                "last_offsite": appspace.last_offsite,
                 "problem": problem,
             }
         )
     rows.sort(key=lambda r: (not r["problem"], r["appspace"].subdomain))
     return rows
+
+
+def offsite_health() -> dict:
+    """The off-site repository's part of the health page: where it is (no credentials), the
+    last integrity check, and the copies that failed."""
+    from backups.offsite.copies import offsite_enabled, repository
+
+    if not offsite_enabled():
+        return {"offsite": None}
+    repo = repository()
+    return {
+        "offsite": {
+            "location": repo.scrub(repo.location),
+            "check": OffsiteCheck.objects.first(),
+            "failed": Backup.objects.filter(
+                state=Backup.State.READY, offsite_state=Backup.Offsite.FAILED
+            ).count(),
+            "pending": Backup.objects.filter(offsite_state=Backup.Offsite.PENDING).count(),
+        }
+    }
 
 
 @admin.register(Backup)
@@ -100,6 +130,7 @@ class BackupAdmin(admin.ModelAdmin):
                 "total_bytes": sum(r["bytes"] for r in rows),
                 "last_instance": InstanceBackup.objects.first(),
                 "last_good": InstanceBackup.objects.filter(state="ready").first(),
+                **offsite_health(),
             },
         )
 

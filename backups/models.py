@@ -70,6 +70,11 @@ class Backup(models.Model):
         READY = "ready", "ready"
         FAILED = "failed", "failed"
 
+    class Offsite(models.TextChoices):
+        PENDING = "pending", "being copied"
+        COPIED = "copied", "copied"
+        FAILED = "failed", "copy failed"
+
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     # Null once the appspace was deleted and its owner chose to keep its backups: the kept_*
     # fields then say whose they are and where they live (rows with neither are swept).
@@ -104,6 +109,11 @@ class Backup(models.Model):
     message = models.TextField(blank=True)  # why it failed
     warnings = models.JSONField(default=list, blank=True)  # e.g. files that could not be kept
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The off-site copy (backups/offsite/): its state, restic snapshot id and last error.
+    offsite_state = models.CharField(max_length=16, choices=Offsite.choices, blank=True)
+    offsite_snapshot = models.CharField(max_length=64, blank=True)
+    offsite_message = models.TextField(blank=True)  # scrubbed of secrets
+    offsite_at = models.DateTimeField(null=True, blank=True)
     # Who is writing a PENDING backup ("host:pid") and when it last said so: the sweep takes a
     # backup whose worker died for failed, thaws its appspace and removes its leftovers.
     worker = models.CharField(max_length=200, blank=True)
@@ -130,6 +140,22 @@ class Backup(models.Model):
     @property
     def is_ready(self) -> bool:
         return self.state == self.State.READY
+
+
+class OffsiteCheck(models.Model):
+    """The result of one integrity check (`restic check`) of the off-site repository."""
+
+    created = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField()
+    kind = models.CharField(max_length=32, blank=True)  # a ResticError kind when not ok
+    output = models.TextField(blank=True)  # scrubbed of secrets
+    read_data = models.CharField(max_length=16, blank=True)  # --read-data-subset
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"off-site check {self.created:%Y-%m-%d %H:%M}: {'ok' if self.ok else self.kind}"
 
 
 class InstanceBackup(models.Model):

@@ -439,10 +439,14 @@ def restore_job_create(
     appspace: Appspace,
     backup: Backup | None = None,
     upload: Path | None = None,
+    offsite: str | None = None,
     enqueue: bool = True,
 ) -> Job:
-    """A RESTORE job (from a backup, or from an uploaded archive the job then owns)."""
+    """A RESTORE job (from a backup, an uploaded archive the job then owns, or an off-site
+    snapshot id: its archive is fetched into a staging file and restored as an upload is)."""
     params: dict = {"next_url": reverse("backup_list", args=[appspace.public_id])}
+    if offsite is not None:
+        params["offsite"] = offsite
     if backup is not None:
         params["backup"] = str(backup.public_id)
     if upload is not None:
@@ -468,12 +472,16 @@ def restore_job_run(*, job_id: int) -> str:
     if job is None:
         return "not claimed"
     upload = Path(job.params["upload"]) if job.params.get("upload") else None
+    if job.params.get("offsite"):
+        upload = uploads_dir() / f"offsite-{job.public_id}.tar.zst"
     try:
         if job.appspace is None:
             job_finish(job, Job.State.FAILED, "The appspace no longer exists.")
             return Job.State.FAILED
         with job_running(job):
             backup = None
+            if job.params.get("offsite"):
+                _offsite_fetch(job, upload)
             if job.params.get("backup"):
                 backup = Backup.objects.filter(
                     public_id=job.params["backup"], appspace=job.appspace
@@ -501,3 +509,16 @@ def restore_job_run(*, job_id: int) -> str:
             upload.unlink(missing_ok=True)
     job.refresh_from_db(fields=["state"])
     return job.state
+
+
+def _offsite_fetch(job: Job, dest: Path) -> None:
+    """Fetch an off-site snapshot's archive into `dest`; the restore then verifies it like an
+    uploaded archive (untrusted: checked against this appspace, its size and its hashes)."""
+    from backups.offsite.copies import offsite_fetch
+    from backups.offsite.restic import ResticError
+
+    job_step(job, "Fetching the archive from the off-site repository", 5)
+    try:
+        offsite_fetch(appspace=job.appspace, snapshot_id=job.params["offsite"], dest=dest)
+    except ResticError as exc:
+        raise JobFailed(f"The off-site snapshot could not be fetched: {exc.message}") from None

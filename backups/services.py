@@ -233,6 +233,9 @@ def backup_create(*, appspace: Appspace, kind: str, job: Job | None = None) -> B
             raise BackupError(message) from exc
         raise
     transaction.on_commit(lambda: _prune_after(appspace.pk))
+    from backups.offsite.copies import offsite_job_create
+
+    offsite_job_create(backup=backup)  # a separate job: a failed copy never fails this backup
     return backup
 
 

@@ -47,3 +47,32 @@ def instance_backup_scheduled() -> str:
     from backups.instance import instance_backup_due
 
     return instance_backup_due()
+
+
+@shared_task(bind=True, max_retries=None)
+def offsite_upload(self, job_id: int) -> str:
+    from django.conf import settings
+
+    from backups.offsite.copies import offsite_job_run
+
+    retries = settings.DS_BACKUP_OFFSITE_RETRIES
+    state = offsite_job_run(job_id=job_id, final=self.request.retries >= retries)
+    if state == "retry":  # back off: 1, 2, 4, ... times DS_BACKUP_OFFSITE_RETRY_SECONDS
+        delay = settings.DS_BACKUP_OFFSITE_RETRY_SECONDS * 2**self.request.retries
+        raise self.retry(countdown=delay)
+    return state
+
+
+@shared_task
+def offsite_prune() -> int:
+    from backups.offsite.copies import offsite_prune_all
+
+    return offsite_prune_all()
+
+
+@shared_task
+def offsite_check() -> bool | None:
+    from backups.offsite.copies import offsite_check as check
+
+    result = check()
+    return None if result is None else result.ok

@@ -55,7 +55,10 @@ def _render_list(
         "appspace": appspace,
         "backups": backups,
         "failures": appspace.backups.filter(state=Backup.State.FAILED).order_by("-created")[:5],
-        "jobs": _unfinished_jobs(appspace),
+        # off-site copies show too, but never hold back a backup or a restore
+        "jobs": Job.objects.filter(
+            appspace=appspace, kind__in=(Job.Kind.BACKUP, Job.Kind.RESTORE, Job.Kind.OFFSITE)
+        ).exclude(state__in=Job.FINISHED),
         "cap": cap_status(request.user),
         "policy_form": policy_form or PolicyForm(instance=policy),
         "upload_form": upload_form or UploadRestoreForm(subdomain=appspace.subdomain),
@@ -113,7 +116,11 @@ def backup_restore_view(request: HttpRequest, appspace_id, backup_id) -> HttpRes
     backup = get_backup_for_owner(request.user, appspace_id, backup_id)
     appspace = backup.appspace
     form = ConfirmRestoreForm(request.POST or None, subdomain=appspace.subdomain)
+    source = request.POST.get("source") or request.GET.get("source")
+    offsite = source == "offsite" and backup.offsite_state == Backup.Offsite.COPIED
     if request.method == "POST" and form.is_valid() and appspace.status in RESTORABLE:
+        if offsite:  # fetched from the repository, then verified like an uploaded archive
+            return _start_restore(request, appspace, offsite=backup.offsite_snapshot)
         return _start_restore(request, appspace, backup=backup)
     status = 400 if form.errors or request.method == "POST" else 200
     return render(
@@ -122,6 +129,7 @@ def backup_restore_view(request: HttpRequest, appspace_id, backup_id) -> HttpRes
         {
             "appspace": appspace,
             "backup": backup,
+            "offsite": offsite,
             "form": form,
             "can_restore": appspace.status in RESTORABLE,
         },

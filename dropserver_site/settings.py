@@ -575,6 +575,11 @@ CELERY_BEAT_SCHEDULE = {
     # Backups
     "backups-schedule": {"task": "backups.tasks.backups_schedule", "schedule": 300.0},
     "backups-prune": {"task": "backups.tasks.backups_prune", "schedule": 3600.0},
+    "backups-offsite-prune": {"task": "backups.tasks.offsite_prune", "schedule": 6 * 3600.0},
+    "backups-offsite-check": {
+        "task": "backups.tasks.offsite_check",
+        "schedule": DS_BACKUP_OFFSITE_CHECK_HOURS * 3600.0,
+    },
     "backups-sweep": {"task": "backups.tasks.backups_sweep", "schedule": 60.0},
     "backups-verify": {"task": "backups.tasks.backups_verify", "schedule": 6 * 3600.0},
     "backups-instance": {"task": "backups.tasks.instance_backup_scheduled", "schedule": 900.0},

@@ -25,8 +25,10 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -216,6 +218,7 @@ class Repository:
         out["RESTIC_REPOSITORY"] = self.location
         out["RESTIC_PASSWORD_FILE"] = self.password_file
         out.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        out["TZ"] = "UTC"  # --time and the dates restic prints are UTC
         if self.cache_dir:
             out["RESTIC_CACHE_DIR"] = self.cache_dir
         return out
@@ -331,35 +334,51 @@ class Repository:
         tags: Iterable[str],
         *,
         host: str | None = None,
+        time: datetime | None = None,
         progress: Callable[[float, dict], None] | None = None,
     ) -> str:
-        """Back `paths` up with `tags`; returns the new snapshot's id."""
+        """Back `paths` up with `tags` (and the snapshot dated `time`, e.g. when the archive was
+        made, for retention by date); returns the new snapshot's id."""
+        tags = list(tags)
         try:
-            return self._backup(paths, tags, host=host, progress=progress)
+            return self._backup(paths, tags, host=host, time=time, progress=progress)
         except ResticError as exc:
             if exc.kind != ResticError.LOCKED:
                 raise
             self.unlock()  # an exclusive lock left by a killed prune or check
-            return self._backup(paths, tags, host=host, progress=progress)
+            return self._backup(paths, tags, host=host, time=time, progress=progress)
 
-    def _backup(self, paths, tags, *, host, progress) -> str:
+    def _backup(self, paths, tags, *, host, time, progress) -> str:
         self._check_configured()
         args = ["backup", "--json"]
         for tag in tags:
             args += ["--tag", tag]
         if host:
             args += ["--host", host]
+        if time is not None:
+            local = time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+            args += ["--time", local]
         args += [str(p) for p in paths]
         env = self.env()
         env.setdefault("RESTIC_PROGRESS_FPS", "1")
-        proc = subprocess.Popen(
-            self._args(args),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        self.last_pid = proc.pid
+        # stderr goes to a file: a pipe nobody reads while stdout is followed could fill up.
+        with tempfile.TemporaryFile() as errfile:
+            proc = subprocess.Popen(
+                self._args(args),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=errfile,
+            )
+            self.last_pid = proc.pid
+            try:
+                return self._follow(proc, errfile, progress)
+            finally:
+                if proc.poll() is None:  # the caller stopped us (a cancelled job): stop restic
+                    proc.kill()
+                    proc.wait()
+
+    def _follow(self, proc: subprocess.Popen, errfile: IO[bytes], progress) -> str:
         snapshot = ""
         errors: list[str] = []
         assert proc.stdout is not None
@@ -373,10 +392,12 @@ class Repository:
                 progress(float(msg.get("percent_done") or 0.0), msg)
             elif kind == "summary":
                 snapshot = msg.get("snapshot_id", "")
+                self.last_summary = msg  # data_added, files_new, ... (bench, reports)
             elif kind == "error":
                 errors.append(str(msg.get("error", "")))
-        stderr = proc.stderr.read() if proc.stderr else b""
         code = proc.wait()
+        errfile.seek(0)
+        stderr = errfile.read(1 << 20)
         if code != 0 or not snapshot:
             text = stderr.decode(errors="replace") + "\n" + "\n".join(errors)
             raise self._error(text if text.strip() else f"restic exited with {code}")
@@ -429,7 +450,9 @@ class Repository:
         prune: bool = True,
     ) -> None:
         """`restic forget` by policy over the snapshots that have all `tags`."""
-        args = ["forget", "--group-by", "tags", "--tag", ",".join(tags)]
+        # One group: the snapshots with all `tags` (grouping by tags would split them, as each
+        # carries its own backup=<id> tag).
+        args = ["forget", "--group-by", "", "--tag", ",".join(tags)]
         if keep_last:
             args += ["--keep-last", str(keep_last)]
         if keep_daily:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("backups", "0002_kept_backups"),
+        ("backups", "0003_offsite"),
     ]
 
     operations = [

@@ -1,0 +1,206 @@
+"""Off-site copies of appspace backups: the OFFSITE job that uploads a READY archive to the
+configured restic repository (tagged with the appspace, the backup and its kind), retention
+there by each appspace's policy, the periodic integrity check, and fetching an archive back
+from a snapshot for the verified restore path (backups/restore.py).
+
+A failed copy never deletes or changes anything local: it only marks the backup's
+`offsite_state` FAILED with a message scrubbed of secrets, and the Celery task retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from appspaces.jobs import JobFailed, job_claim, job_finish, job_progress, job_running, job_step
+from appspaces.models import Appspace, Job
+from backups.models import Backup, OffsiteCheck
+from backups.offsite.restic import Repository, ResticError
+
+log = logging.getLogger(__name__)
+
+KEEP_FOREVER = (Backup.Kind.MANUAL, Backup.Kind.IMPORTED)
+
+
+def repository() -> Repository:
+    return Repository.from_settings()
+
+
+def offsite_enabled() -> bool:
+    return bool(settings.DS_BACKUP_REPOSITORY and settings.DS_BACKUP_REPOSITORY_PASSWORD_FILE)
+
+
+def backup_tags(backup: Backup) -> list[str]:
+    folder = backup.appspace.public_id if backup.appspace_id else backup.kept_folder
+    return [f"appspace={folder}", f"backup={backup.public_id}", f"kind={backup.kind}"]
+
+
+# --- the upload job -----------------------------------------------------------------------------
+
+
+def offsite_job_create(*, backup: Backup, enqueue: bool = True) -> Job | None:
+    """An OFFSITE job copying a READY backup to the repository (None when none is set)."""
+    if not offsite_enabled() or backup.state != Backup.State.READY:
+        return None
+    Backup.objects.filter(pk=backup.pk).update(
+        offsite_state=Backup.Offsite.PENDING, offsite_message=""
+    )
+    appspace = backup.appspace
+    job = Job.objects.create(
+        kind=Job.Kind.OFFSITE,
+        owner=appspace.owner if appspace else backup.kept_owner,
+        app=appspace.app if appspace else None,
+        appspace=appspace,
+        step="Waiting for a worker",
+        params={
+            "backup": str(backup.public_id),
+            "next_url": reverse("backup_list", args=[appspace.public_id]) if appspace else "",
+        },
+    )
+    if enqueue:
+        from backups.tasks import offsite_upload
+
+        transaction.on_commit(lambda: offsite_upload.delay(job.pk))
+    return job
+
+
+def offsite_copy(backup: Backup, job: Job | None = None) -> str:
+    """Upload one READY backup's archive; returns the snapshot id. Raises ResticError (with
+    the backup marked FAILED off-site) and leaves the local archive as it is."""
+    repo = repository()
+
+    def progress(fraction: float, _status: dict) -> None:
+        if job is not None:
+            job_progress(job, 10 + int(fraction * 85))
+
+    try:
+        if not backup.path.is_file():
+            raise ResticError(ResticError.NOT_FOUND, "The backup's archive is missing locally.")
+        repo.ensure()
+        snapshot = repo.backup(
+            [backup.path], backup_tags(backup), time=backup.created, progress=progress
+        )
+    except ResticError as exc:
+        Backup.objects.filter(pk=backup.pk).update(
+            offsite_state=Backup.Offsite.FAILED, offsite_message=exc.message
+        )
+        log.warning("off-site copy of backup %s failed: %s", backup.public_id, exc.message)
+        raise
+    Backup.objects.filter(pk=backup.pk).update(
+        offsite_state=Backup.Offsite.COPIED,
+        offsite_snapshot=snapshot,
+        offsite_message="",
+        offsite_at=timezone.now(),
+    )
+    return snapshot
+
+
+def offsite_job_run(*, job_id: int, final: bool = True) -> str:
+    """Run an OFFSITE job. Unless `final`, a failure that may pass (unreachable, locked, full)
+    puts the job back in the queue and returns "retry" for the task to try again later."""
+    job = job_claim(job_id)
+    if job is None:
+        return "not claimed"
+    backup = Backup.objects.filter(public_id=job.params.get("backup")).first()
+    retry = ""
+    with job_running(job):
+        if backup is None or backup.state != Backup.State.READY:
+            raise JobFailed("This backup no longer exists.")
+        job_step(job, "Copying the archive to the off-site repository", 10)
+        try:
+            snapshot = offsite_copy(backup, job)
+        except ResticError as exc:
+            if final or exc.kind in (ResticError.NOT_CONFIGURED, ResticError.NOT_FOUND):
+                raise JobFailed(f"The off-site copy failed: {exc.message}") from None
+            retry = exc.message
+        else:
+            job_finish(job, Job.State.SUCCEEDED, f"Copied off-site (snapshot {snapshot[:8]}).")
+    if retry:
+        Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
+            state=Job.State.QUEUED, step=f"Failed, will try again: {retry}"[:100]
+        )
+        return "retry"
+    job.refresh_from_db(fields=["state"])
+    return job.state
+
+
+# --- retention, check, fetch ------------------------------------------------------------------
+
+
+def offsite_retention(appspace: Appspace) -> None:
+    """Forget (and prune) the appspace's snapshots by its backup policy, as local pruning
+    does: scheduled backups by day and week (the newest always kept), pre-migration ones for
+    keep_pre_migration_days, manual and imported ones never."""
+    from backups.services import backup_policy
+
+    policy = backup_policy(appspace)
+    repo = repository()
+    base = f"appspace={appspace.public_id}"
+    repo.forget_policy(
+        [base, f"kind={Backup.Kind.SCHEDULED}"],
+        keep_last=1,
+        keep_daily=policy.keep_daily,
+        keep_weekly=policy.keep_weekly,
+    )
+    repo.forget_policy(
+        [base, f"kind={Backup.Kind.PRE_MIGRATION}"],
+        keep_last=1,
+        keep_within=f"{max(policy.keep_pre_migration_days, 1)}d",
+    )
+
+
+def offsite_prune_all() -> int:
+    if not offsite_enabled():
+        return 0
+    done = 0
+    copied = Appspace.objects.filter(backups__offsite_state=Backup.Offsite.COPIED).distinct()
+    for appspace in copied:
+        try:
+            offsite_retention(appspace)
+            done += 1
+        except ResticError as exc:
+            log.warning("off-site retention of %s failed: %s", appspace.public_id, exc.message)
+    return done
+
+
+def offsite_check(read_data: str | None = None) -> OffsiteCheck | None:
+    """Check the repository's integrity (re-reading `read_data` of its packs); the result is
+    kept for the backup health page."""
+    if not offsite_enabled():
+        return None
+    read_data = settings.DS_BACKUP_OFFSITE_CHECK_READ if read_data is None else read_data
+    try:
+        result = repository().check(read_data_subset=read_data or None)
+        ok, kind, output = result.ok, result.kind, result.output
+    except ResticError as exc:
+        ok, kind, output = False, exc.kind, exc.message
+    return OffsiteCheck.objects.create(ok=ok, kind=kind, output=output, read_data=read_data)
+
+
+def offsite_snapshots(appspace: Appspace):
+    """The appspace's snapshots in the repository, newest first."""
+    return list(reversed(repository().snapshots([f"appspace={appspace.public_id}"])))
+
+
+def offsite_fetch(*, appspace: Appspace, snapshot_id: str, dest: Path) -> None:
+    """Write the archive of one of the appspace's snapshots to `dest` (a staging file the
+    caller then verifies and restores). Raises ResticError; `dest` is removed on failure."""
+    repo = repository()
+    found = [
+        s
+        for s in repo.snapshots([f"appspace={appspace.public_id}"])
+        if s.id.startswith(snapshot_id) and len(snapshot_id) >= 8
+    ]
+    if len(found) != 1 or len(found[0].paths) != 1:
+        raise ResticError(ResticError.NOT_FOUND, "This off-site snapshot does not exist.")
+    try:
+        with open(dest, "wb") as out:
+            repo.dump(found[0].id, found[0].paths[0], out)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
