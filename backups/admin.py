@@ -12,7 +12,7 @@ from django.urls import path
 from django.utils import timezone
 
 from appspaces.models import Appspace
-from backups.models import Backup, BackupPolicy, OffsiteCheck
+from backups.models import Backup, BackupPolicy, InstanceBackup, OffsiteCheck
 from backups.retention import clamp_interval
 
 
@@ -129,6 +129,8 @@ class BackupAdmin(admin.ModelAdmin):
                 "rows": rows,
                 "problems": sum(1 for r in rows if r["problem"]),
                 "total_bytes": sum(r["bytes"] for r in rows),
+                "last_instance": InstanceBackup.objects.first(),
+                "last_good": InstanceBackup.objects.filter(state="ready").first(),
                 **offsite_health(),
             },
         )
@@ -138,3 +140,13 @@ class BackupAdmin(admin.ModelAdmin):
 class BackupPolicyAdmin(admin.ModelAdmin):
     list_display = ["appspace", "enabled", "interval_hours", "keep_daily", "keep_weekly"]
     search_fields = ["appspace__subdomain"]
+
+
+@admin.register(InstanceBackup)
+class InstanceBackupAdmin(admin.ModelAdmin):
+    list_display = ["created", "state", "size_bytes", "appspace_count", "target"]
+    list_filter = ["state"]
+    readonly_fields = [f.name for f in InstanceBackup._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -156,3 +156,36 @@ class OffsiteCheck(models.Model):
 
     def __str__(self) -> str:
         return f"off-site check {self.created:%Y-%m-%d %H:%M}: {'ok' if self.ok else self.kind}"
+
+
+class InstanceBackup(models.Model):
+    """One whole-instance backup (manage.py backup_instance or the schedule), for admins."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "in progress"
+        READY = "ready", "ready"
+        FAILED = "failed", "failed"
+
+    created = models.DateTimeField(default=timezone.now)
+    finished = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    target = models.CharField(max_length=500)  # a path or snapshot id; never credentials
+    size_bytes = models.BigIntegerField(default=0)
+    appspace_count = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"instance backup {self.created:%Y-%m-%d %H:%M} ({self.get_state_display()})"
+
+    def done(self, *, size: int, appspaces: int, warnings: list[str]) -> None:
+        self.state, self.finished = self.State.READY, timezone.now()
+        self.size_bytes, self.appspace_count, self.warnings = size, appspaces, warnings
+        self.save()
+
+    def fail(self, message: str) -> None:
+        self.state, self.finished, self.message = self.State.FAILED, timezone.now(), message
+        self.save()

@@ -360,6 +360,15 @@ def restore_after_failed_migration(*, appspace: Appspace, backup: Backup) -> Non
     _run(restore, manage_status=False)
 
 
+def restore_onto_new_host(*, appspace: Appspace, backup: Backup) -> None:
+    """For an instance restore: give an appspace (folders made, no data yet) the data of its
+    READY backup, checked file by file and migrated up to its app version; not started."""
+    if backup.appspace_id != appspace.pk or backup.state != Backup.State.READY:
+        raise RestoreError("This backup cannot be restored here.")
+    restore = _Restore(appspace, backup.path, migrate=True, start=False, trusted=True)
+    _run(restore, manage_status=False)
+
+
 def backup_import(*, appspace: Appspace, archive_path: Path) -> Backup:
     """Give a newly created appspace (status CREATING, no data yet) the data of an archive: the
     archive is checked whole, kept as the appspace's first backup (kind "imported"), then

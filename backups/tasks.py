@@ -42,6 +42,13 @@ def backups_verify() -> dict[str, int]:
     return backups_verify_due()
 
 
+@shared_task
+def instance_backup_scheduled() -> str:
+    from backups.instance import instance_backup_due
+
+    return instance_backup_due()
+
+
 @shared_task(bind=True, max_retries=None)
 def offsite_upload(self, job_id: int) -> str:
     from django.conf import settings

@@ -286,6 +286,10 @@ _TASK_KINDS = {
     "backups.tasks.backup_run": ("jobs", 120 * _MINUTE, 130 * _MINUTE),
     "backups.tasks.restore_run": ("jobs", 120 * _MINUTE, 130 * _MINUTE),
     "backups.tasks.backups_verify": ("jobs", 60 * _MINUTE, 65 * _MINUTE),  # reads archives
+    "backups.tasks.offsite_upload": ("jobs", 120 * _MINUTE, 130 * _MINUTE),
+    "backups.tasks.offsite_prune": ("jobs", 60 * _MINUTE, 65 * _MINUTE),  # restic forget --prune
+    "backups.tasks.offsite_check": ("jobs", 60 * _MINUTE, 65 * _MINUTE),  # restic check
+    "backups.tasks.instance_backup_scheduled": ("jobs", 120 * _MINUTE, 130 * _MINUTE),
     "appspaces.tasks.usage_collect": ("housekeeping", 2 * _MINUTE, 3 * _MINUTE),
     "appspaces.tasks.disk_measure": ("housekeeping", 10 * _MINUTE, 12 * _MINUTE),
     "appspaces.tasks.usage_days_prune": ("housekeeping", 5 * _MINUTE, 6 * _MINUTE),
@@ -661,6 +665,12 @@ DS_BACKUP_OFFSITE_RETRIES = env.int("DS_BACKUP_OFFSITE_RETRIES", default=5)
 DS_BACKUP_OFFSITE_RETRY_SECONDS = env.int("DS_BACKUP_OFFSITE_RETRY_SECONDS", default=60)
 DS_BACKUP_OFFSITE_CHECK_HOURS = env.int("DS_BACKUP_OFFSITE_CHECK_HOURS", default=24)
 DS_BACKUP_OFFSITE_CHECK_READ = env.str("DS_BACKUP_OFFSITE_CHECK_READ", default="5%")
+# Whole-instance backups (manage.py backup_instance): every this many hours (0: off) into
+# DS_BACKUP_INSTANCE_DIR (one folder per snapshot); an appspace whose newest verified backup is
+# older than DS_BACKUP_INSTANCE_FRESH_MINUTES is backed up first.
+DS_BACKUP_INSTANCE_HOURS = env.int("DS_BACKUP_INSTANCE_HOURS", default=0)
+DS_BACKUP_INSTANCE_DIR = env.str("DS_BACKUP_INSTANCE_DIR", default="")
+DS_BACKUP_INSTANCE_FRESH_MINUTES = env.int("DS_BACKUP_INSTANCE_FRESH_MINUTES", default=60)
 
 # --- Health -----------------------------------------------------------------------------------
 # Owned by dropserver_site/health.py (see docs/operations.md, "Health"): what /readyz requires.
@@ -706,6 +716,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "backups-sweep": {"task": "backups.tasks.backups_sweep", "schedule": 60.0},
     "backups-verify": {"task": "backups.tasks.backups_verify", "schedule": 6 * 3600.0},
+    "backups-instance": {"task": "backups.tasks.instance_backup_scheduled", "schedule": 900.0},
 }
 # A run beat sent that no worker took within one period is dropped, not piled up behind a stall.
 for _entry in CELERY_BEAT_SCHEDULE.values():
