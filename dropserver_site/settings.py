@@ -470,6 +470,13 @@ DS_APPSPACE_DEFAULT_CPU_PERCENT = env.int("DS_APPSPACE_DEFAULT_CPU_PERCENT", def
 DS_APPSPACE_MIN_DISK_MB = env.int("DS_APPSPACE_MIN_DISK_MB", default=10)
 DS_APPSPACE_MAX_DISK_MB = env.int("DS_APPSPACE_MAX_DISK_MB", default=10 * 1024)
 DS_APPSPACE_DEFAULT_DISK_MB = env.int("DS_APPSPACE_DEFAULT_DISK_MB", default=1024)
+# What one person may hold in all (appspaces/allowances.py): appspaces owned, apps installed,
+# and the sums of their appspaces' disk quotas and memory limits. 0: no limit. Admins override
+# them per person in the Django admin (the user's page, "Allowance").
+DS_ALLOWANCE_APPSPACES = env.int("DS_ALLOWANCE_APPSPACES", default=10)
+DS_ALLOWANCE_APPS = env.int("DS_ALLOWANCE_APPS", default=20)
+DS_ALLOWANCE_DISK_MB = env.int("DS_ALLOWANCE_DISK_MB", default=20 * 1024)
+DS_ALLOWANCE_MEMORY_MB = env.int("DS_ALLOWANCE_MEMORY_MB", default=4 * 1024)
 # Longest a migration may run in the sandbox (creation, and a change of version).
 DS_APPSPACE_MIGRATE_TIMEOUT = env.float("DS_APPSPACE_MIGRATE_TIMEOUT", default=300.0)
 # The tail of an appspace's log shown on its page.

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from appspaces.allowances import AllowanceError, check_appspace, owner_lock
 from appspaces.jobs import job_finish
 from appspaces.models import Appspace, Job, data_dir
 from appspaces.sandboxes import appspace_spec
@@ -220,11 +221,19 @@ def appspace_restart(*, appspace: Appspace) -> None:
 
 
 def appspace_limits_set(*, appspace: Appspace, memory_mb: int, cpu_percent: int, disk_mb: int):
-    """New limits; a running sandbox is restarted with them."""
-    appspace.memory_mb = limit_check("memory_mb", memory_mb)
-    appspace.cpu_percent = limit_check("cpu_percent", cpu_percent)
-    appspace.disk_mb = limit_check("disk_mb", disk_mb)
-    appspace.save(update_fields=["memory_mb", "cpu_percent", "disk_mb"])
+    """New limits (within the admin's bounds and the owner's allowance, checked under a lock of
+    the owner's row); a running sandbox is restarted with them."""
+    memory_mb = limit_check("memory_mb", memory_mb)
+    cpu_percent = limit_check("cpu_percent", cpu_percent)
+    disk_mb = limit_check("disk_mb", disk_mb)
+    with transaction.atomic():
+        owner_lock(appspace.owner)
+        try:
+            check_appspace(appspace.owner, disk_mb=disk_mb, memory_mb=memory_mb, replacing=appspace)
+        except AllowanceError as exc:
+            raise AppspaceError(str(exc)) from None
+        appspace.memory_mb, appspace.cpu_percent, appspace.disk_mb = memory_mb, cpu_percent, disk_mb
+        appspace.save(update_fields=["memory_mb", "cpu_percent", "disk_mb"])
     appspace.touch_config()
     transaction.on_commit(lambda: sandbox_refresh(appspace))
 

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.upload_gate import accepts_upload
 from appspaces.access import get_app_version_for_owner, get_appspace_for_owner
+from appspaces.allowances import summary as allowance_summary
 from appspaces.installs.versions import parse_version, versions_newest_first
 from appspaces.lifecycle.control import (
     AppspaceError,
@@ -67,6 +68,7 @@ def _create_context(request, version, form) -> dict:
         "form": form,
         "suggestions": suggestion_rows(version.suggested_network),
         "bounds": limit_bounds(),
+        "allowance_summary": allowance_summary(request.user),
     }
 
 
@@ -207,6 +209,7 @@ def render_appspace(
         "versions": _version_rows(appspace),
         "upgrade": upgrade_available(appspace),
         "log": appspace_log_tail(appspace),
+        "allowance_summary": allowance_summary(appspace.owner),
         "limits_form": limits_form
         or LimitsForm(
             initial={
