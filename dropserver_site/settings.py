@@ -352,6 +352,13 @@ DS_SANDBOX_CPU_PERCENT = env.int("DS_SANDBOX_CPU_PERCENT", default=50)
 DS_SANDBOX_PIDS = env.int("DS_SANDBOX_PIDS", default=64)
 DS_SANDBOX_TMPFS_MB = env.int("DS_SANDBOX_TMPFS_MB", default=16)
 DS_SANDBOX_HEAP_MB = env.int("DS_SANDBOX_HEAP_MB", default=128)
+# The instance ceiling: all sandboxes together (their parent cgroup), so Daphne, the database
+# and the workers always keep room. 0: the host's memory minus DS_SANDBOXES_RESERVE_MB, and
+# its CPUs minus half a core (in % of one core).
+DS_SANDBOXES_MEMORY_MB = env.int("DS_SANDBOXES_MEMORY_MB", default=0)
+DS_SANDBOXES_RESERVE_MB = env.int("DS_SANDBOXES_RESERVE_MB", default=1024)
+DS_SANDBOXES_CPU_PERCENT = env.int("DS_SANDBOXES_CPU_PERCENT", default=0)
+DS_SANDBOXES_PIDS = env.int("DS_SANDBOXES_PIDS", default=4096)
 
 # --- App packages ---------------------------------------------------------------------------
 # Limits for unpacking untrusted app packages (packages.extraction) and for the platform's

@@ -2,15 +2,18 @@
 
 Each sandbox gets a group `<parent>/<instance>/<name>` (parent `dropserver` by default) with a
 memory hard limit and no swap, a CPU quota, a pids limit, IO accounting where the host has it,
-freeze/thaw, kill-all and usage read-back. The supervisor writes the new process into the
-group's `cgroup.procs` files between fork and exec (see `sandbox.spawn`), so no app code ever
-runs outside its limits.
+freeze/thaw, kill-all and usage read-back. The instance group itself carries the instance
+ceiling (`CgroupLimits` of all sandboxes together: memory, CPU, pids), written each time a
+sandbox is created, so the platform always keeps what the admin reserved. The supervisor
+writes the new process into the group's `cgroup.procs` files between fork and exec (see
+`sandbox.spawn`), so no app code ever runs outside its limits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import signal
 import time
@@ -33,6 +36,18 @@ class CgroupLimits:
     memory_bytes: int
     cpu_percent: int
     pids: int
+
+
+def _set_ceiling(files: list[tuple[Path, str]]) -> None:
+    """Write the instance ceiling; a value the kernel refuses (e.g. a memory limit below what
+    the sandboxes use right now) is logged and the old one stays."""
+    for path, value in files:
+        try:
+            _write(path, value)
+        except OSError as exc:
+            logging.getLogger("sandbox").warning(
+                "instance ceiling %s=%s refused: %s", path, value, exc
+            )
 
 
 @dataclass
@@ -206,9 +221,10 @@ class V1Cgroup:
 class V1Backend:
     version = "v1"
 
-    def __init__(self, mounts: dict[str, Path], parent: str):
+    def __init__(self, mounts: dict[str, Path], parent: str, ceiling: CgroupLimits | None = None):
         self.mounts = mounts  # controller -> hierarchy mount point
         self.parent = parent.strip("/")
+        self.ceiling = ceiling
 
     def _parent_dirs(self) -> dict[str, Path]:
         return {c: m / self.parent for c, m in self.mounts.items()}
@@ -221,6 +237,15 @@ class V1Backend:
                 with contextlib.suppress(OSError):
                     if (path / "memory.use_hierarchy").read_text().strip() != "1":
                         _write(path / "memory.use_hierarchy", "1")
+        if self.ceiling is not None:
+            dirs, c = self._parent_dirs(), self.ceiling
+            files = [
+                (dirs["memory"] / "memory.limit_in_bytes", str(c.memory_bytes)),
+                (dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US)),
+                (dirs["cpu"] / "cpu.cfs_quota_us", str(CFS_PERIOD_US * c.cpu_percent // 100)),
+                (dirs["pids"] / "pids.max", str(c.pids)),
+            ]
+            _set_ceiling(files)
 
     def create(self, name: str, limits: CgroupLimits) -> V1Cgroup:
         self._ensure_parents()
@@ -336,9 +361,10 @@ class V2Cgroup:
 class V2Backend:
     version = "v2"
 
-    def __init__(self, root: Path, parent: str):
+    def __init__(self, root: Path, parent: str, ceiling: CgroupLimits | None = None):
         self.root = root
         self.parent_path = root / parent.strip("/")
+        self.ceiling = ceiling
 
     def _ensure_parents(self) -> set[str]:
         """Create each level down to the instance group, delegating controllers level by level."""
@@ -359,6 +385,16 @@ class V2Backend:
         for ctrl in wanted:
             if ctrl not in enabled:
                 _write(level / "cgroup.subtree_control", f"+{ctrl}")
+        if self.ceiling is not None:
+            c = self.ceiling
+            quota = CFS_PERIOD_US * c.cpu_percent // 100
+            _set_ceiling(
+                [
+                    (level / "memory.max", str(c.memory_bytes)),
+                    (level / "cpu.max", f"{quota} {CFS_PERIOD_US}"),
+                    (level / "pids.max", str(c.pids)),
+                ]
+            )
         return set(wanted)
 
     def create(self, name: str, limits: CgroupLimits) -> V2Cgroup:
@@ -411,8 +447,11 @@ def _cgroup_mounts(mountinfo: str) -> tuple[dict[str, Path], list[Path]]:
     return v1, v2
 
 
-def probe(parent: str, mountinfo: str | None = None) -> CgroupBackend:
-    """The backend this host supports, or CgroupError saying what is missing.
+def probe(
+    parent: str, mountinfo: str | None = None, ceiling: CgroupLimits | None = None
+) -> CgroupBackend:
+    """The backend this host supports, or CgroupError saying what is missing. `ceiling`: the
+    limits of the instance group (all sandboxes together).
 
     A v2 mount with the memory controller wins (pure v2 host). Hybrid hosts mount an empty v2
     hierarchy next to the v1 controllers; there the v1 controllers are what limits anything.
@@ -427,12 +466,12 @@ def probe(parent: str, mountinfo: str | None = None) -> CgroupBackend:
                 raise CgroupError(
                     f"cgroup v2 at {root} is not writable: run the supervisor as root"
                 )
-            return V2Backend(root, parent)
+            return V2Backend(root, parent, ceiling)
     missing = [c for c in V1_REQUIRED if c not in v1]
     if not missing:
         if not all(os.access(v1[c], os.W_OK) for c in V1_REQUIRED):
             raise CgroupError("cgroup v1 hierarchies are not writable: run the supervisor as root")
-        return V1Backend({c: v1[c] for c in V1_CONTROLLERS if c in v1}, parent)
+        return V1Backend({c: v1[c] for c in V1_CONTROLLERS if c in v1}, parent, ceiling)
     raise CgroupError(
         "No usable cgroups: need cgroup v2 with the memory, cpu and pids controllers, or cgroup v1 "
         f"with {', '.join(V1_REQUIRED)} (missing: {', '.join(missing)}). Boot with cgroups "
