@@ -484,6 +484,13 @@ DS_ALLOWANCE_APPSPACES = env.int("DS_ALLOWANCE_APPSPACES", default=10)
 DS_ALLOWANCE_APPS = env.int("DS_ALLOWANCE_APPS", default=20)
 DS_ALLOWANCE_DISK_MB = env.int("DS_ALLOWANCE_DISK_MB", default=20 * 1024)
 DS_ALLOWANCE_MEMORY_MB = env.int("DS_ALLOWANCE_MEMORY_MB", default=4 * 1024)
+# Disk IO of each appspace on the block device under DS_DATA_DIR (cgroup v1 blkio.throttle,
+# v2 io.max): MB/s and operations/s, read and write. 0: no limit. What v1 actually throttles
+# (reads, direct and fsync'd writes; not background writeback): docs/sandbox.md.
+DS_APPSPACE_DEFAULT_IO_READ_MBPS = env.int("DS_APPSPACE_DEFAULT_IO_READ_MBPS", default=100)
+DS_APPSPACE_DEFAULT_IO_WRITE_MBPS = env.int("DS_APPSPACE_DEFAULT_IO_WRITE_MBPS", default=50)
+DS_APPSPACE_DEFAULT_IO_READ_IOPS = env.int("DS_APPSPACE_DEFAULT_IO_READ_IOPS", default=2000)
+DS_APPSPACE_DEFAULT_IO_WRITE_IOPS = env.int("DS_APPSPACE_DEFAULT_IO_WRITE_IOPS", default=1000)
 # Longest a migration may run in the sandbox (creation, and a change of version).
 DS_APPSPACE_MIGRATE_TIMEOUT = env.float("DS_APPSPACE_MIGRATE_TIMEOUT", default=300.0)
 # The tail of an appspace's log shown on its page.

@@ -32,10 +32,42 @@ class CgroupError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class IoLimit:
+    """Disk IO of one block device ("major:minor"); 0: no limit."""
+
+    device: str
+    read_bps: int = 0
+    write_bps: int = 0
+    read_iops: int = 0
+    write_iops: int = 0
+
+    def any(self) -> bool:
+        return any((self.read_bps, self.write_bps, self.read_iops, self.write_iops))
+
+
+@dataclass(frozen=True)
 class CgroupLimits:
     memory_bytes: int
     cpu_percent: int
     pids: int
+    io: tuple[IoLimit, ...] = ()
+
+
+def throttle_device(path: str | Path) -> str | None:
+    """The block device ("major:minor") IO limits must name for files under `path`: its
+    filesystem's device, or the whole disk of a partition (v1 throttles disks, not
+    partitions). A loop device (a per-appspace image) is named itself. None where the
+    filesystem has no block device (tmpfs, overlay, NFS): no IO limit can apply there."""
+    st_dev = os.stat(path).st_dev
+    dev = f"{os.major(st_dev)}:{os.minor(st_dev)}"
+    sys_dir = Path("/sys/dev/block") / dev
+    if not sys_dir.exists():
+        return None
+    if (sys_dir / "partition").exists():
+        with contextlib.suppress(OSError):
+            return (sys_dir.resolve().parent / "dev").read_text().strip()
+        return None
+    return dev
 
 
 def _set_ceiling(files: list[tuple[Path, str]]) -> None:
@@ -262,6 +294,18 @@ class V1Backend:
         _write(dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
         _write(dirs["cpu"] / "cpu.cfs_quota_us", str(CFS_PERIOD_US * limits.cpu_percent // 100))
         _write(dirs["pids"] / "pids.max", str(limits.pids))
+        if "blkio" in dirs:
+            for io in limits.io:
+                for kind, value in (
+                    ("read_bps", io.read_bps),
+                    ("write_bps", io.write_bps),
+                    ("read_iops", io.read_iops),
+                    ("write_iops", io.write_iops),
+                ):
+                    if value:
+                        _write(
+                            dirs["blkio"] / f"blkio.throttle.{kind}_device", f"{io.device} {value}"
+                        )
         _write(dirs["freezer"] / "freezer.state", "THAWED")
         return V1Cgroup(name, dirs)
 
@@ -407,6 +451,16 @@ class V2Backend:
         quota = CFS_PERIOD_US * limits.cpu_percent // 100
         _write(path / "cpu.max", f"{quota} {CFS_PERIOD_US}")
         _write(path / "pids.max", str(limits.pids))
+        if "io" in controllers:
+            for io in limits.io:
+                if io.any():
+                    values = zip(
+                        ("rbps", "wbps", "riops", "wiops"),
+                        (io.read_bps, io.write_bps, io.read_iops, io.write_iops),
+                        strict=True,
+                    )
+                    text = " ".join(f"{k}={v or 'max'}" for k, v in values)
+                    _write(path / "io.max", f"{io.device} {text}")
         if "memory" in controllers and (path / "memory.oom.group").exists():
             _write(path / "memory.oom.group", "1")  # an OOM takes the whole sandbox down
         return V2Cgroup(name, path)
