@@ -489,6 +489,9 @@ DS_ALLOWANCE_MEMORY_MB = env.int("DS_ALLOWANCE_MEMORY_MB", default=4 * 1024)
 # (reads, direct and fsync'd writes; not background writeback): docs/sandbox.md.
 DS_APPSPACE_DEFAULT_IO_READ_MBPS = env.int("DS_APPSPACE_DEFAULT_IO_READ_MBPS", default=100)
 DS_APPSPACE_DEFAULT_IO_WRITE_MBPS = env.int("DS_APPSPACE_DEFAULT_IO_WRITE_MBPS", default=50)
+# Owners may set an appspace's MB/s within [1, MAX] on its page.
+DS_APPSPACE_MAX_IO_READ_MBPS = env.int("DS_APPSPACE_MAX_IO_READ_MBPS", default=500)
+DS_APPSPACE_MAX_IO_WRITE_MBPS = env.int("DS_APPSPACE_MAX_IO_WRITE_MBPS", default=200)
 DS_APPSPACE_DEFAULT_IO_READ_IOPS = env.int("DS_APPSPACE_DEFAULT_IO_READ_IOPS", default=2000)
 DS_APPSPACE_DEFAULT_IO_WRITE_IOPS = env.int("DS_APPSPACE_DEFAULT_IO_WRITE_IOPS", default=1000)
 # Longest a migration may run in the sandbox (creation, and a change of version).

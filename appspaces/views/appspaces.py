@@ -41,10 +41,10 @@ from appspaces.network.approvals import (
 from appspaces.sharing.users import appspace_invitations_pending
 from appspaces.views.appspace_forms import (
     AllowlistAddForm,
+    AppspaceLimitsForm,
     AppspaceUserAddForm,
     CreateAppspaceForm,
     DeleteAppspaceForm,
-    LimitsForm,
 )
 from backups.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
 from packages.allowlist import AllowlistError
@@ -211,11 +211,13 @@ def render_appspace(
         "log": appspace_log_tail(appspace),
         "allowance_summary": allowance_summary(appspace.owner),
         "limits_form": limits_form
-        or LimitsForm(
+        or AppspaceLimitsForm(
             initial={
                 "memory_mb": appspace.memory_mb,
                 "cpu_percent": appspace.cpu_percent,
                 "disk_mb": appspace.disk_mb,
+                "io_read_mbps": appspace.io_read_mbps,
+                "io_write_mbps": appspace.io_write_mbps,
             }
         ),
         "jobs": jobs,
@@ -282,7 +284,7 @@ def appspace_restart_view(request: HttpRequest, appspace_id) -> HttpResponse:
 @login_required
 def appspace_limits_view(request: HttpRequest, appspace_id) -> HttpResponse:
     appspace = get_appspace_for_owner(request.user, appspace_id)
-    form = LimitsForm(request.POST)
+    form = AppspaceLimitsForm(request.POST)
     if not form.is_valid():
         return render_appspace(request, appspace, limits_form=form, status=400)
     try:
