@@ -212,3 +212,28 @@ def test_the_admin_edits_a_persons_allowance(admin_user, alice):
     html = client.get(reverse("admin:accounts_user_change", args=[alice.pk])).content.decode()
     for field in ("appspaces", "apps", "disk_mb", "memory_mb"):
         assert f'name="allowance-0-{field}"' in html
+
+
+@pytest.mark.sandbox
+def test_an_install_queued_with_room_fails_at_its_commit_once_the_room_is_gone(
+    supervisor, alice, make_package, settings
+):
+    """The app count is checked again under the owner's lock when the install commits: an
+    install queued while there was room leaves nothing once another app took that room."""
+    from appspaces.installs.service import install_job_run
+    from appspaces.installs.staging import upload_copy
+    from appspaces.models import App
+    from tests.appspaces.conftest import apps_dir
+
+    settings.DS_ALLOWANCE_APPS = 1
+    package = make_package()
+    job = install_job_create(
+        owner=alice, upload=upload_copy(package), filename=package.name, enqueue=False
+    )
+    make_version(alice, name="Other")  # the room goes meanwhile
+    install_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED
+    assert "you have 1 of 1 apps installed" in job.message
+    assert list(App.objects.values_list("name", flat=True)) == ["Other"]
+    assert not apps_dir().exists() or not any(apps_dir().iterdir())
