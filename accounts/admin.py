@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import InstanceSettings, Invitation, InvitationState, User
+from accounts.models import Allowance, InstanceSettings, Invitation, InvitationState, User
 from accounts.services import (
     LastAdminError,
     invitation_email_check,
@@ -59,10 +59,26 @@ class UserChangeForm(DjangoUserChangeForm):
         return cleaned
 
 
+class AllowanceInline(admin.StackedInline):
+    """The person's allowance (appspaces/allowances.py): empty fields keep the DS_ALLOWANCE_*
+    defaults."""
+
+    model = Allowance
+    can_delete = True
+    extra = 1
+    max_num = 1
+    verbose_name_plural = "Allowance (empty: the instance's default; 0: no limit)"
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     form = UserChangeForm
     add_form = UserCreationForm
+    inlines = [AllowanceInline]
+
+    def get_inlines(self, request: HttpRequest, obj):
+        return self.inlines if obj is not None else []  # the add form stays email + password
+
     fieldsets = (
         (None, {"fields": ("email", "password", "display_name", "public_id")}),
         (

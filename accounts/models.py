@@ -182,3 +182,33 @@ class SetupKey(models.Model):
 
     def __str__(self) -> str:
         return f"Setup key of {self.created:%Y-%m-%d %H:%M}"
+
+
+class Allowance(models.Model):
+    """An admin's per-person override of the DS_ALLOWANCE_* defaults (appspaces/allowances.py
+    enforces them). An empty field means the default; 0 means no limit."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="allowance"
+    )
+    appspaces = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Appspaces they may own. Empty: the default; 0: no limit."
+    )
+    apps = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Apps they may install. Empty: the default; 0: no limit."
+    )
+    disk_mb = models.PositiveIntegerField(
+        "disk (MB)",
+        null=True,
+        blank=True,
+        help_text="Sum of their appspaces' disk quotas. Empty: the default; 0: no limit.",
+    )
+    memory_mb = models.PositiveIntegerField(
+        "memory (MB)",
+        null=True,
+        blank=True,
+        help_text="Sum of their appspaces' memory limits. Empty: the default; 0: no limit.",
+    )
+
+    def __str__(self) -> str:
+        return f"Allowance of {self.user}"

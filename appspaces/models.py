@@ -123,6 +123,9 @@ class Appspace(models.Model):
     memory_mb = models.PositiveIntegerField()
     cpu_percent = models.PositiveIntegerField()
     disk_mb = models.PositiveIntegerField()
+    # Disk bandwidth in MB/s (appspaces/sandboxes.py); empty: DS_APPSPACE_DEFAULT_IO_*_MBPS.
+    io_read_mbps = models.PositiveIntegerField(null=True, blank=True)
+    io_write_mbps = models.PositiveIntegerField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
     # Bumped on every change the gateway caches (status, routes, allowlist, users).
     config_version = models.PositiveIntegerField(default=1)

@@ -26,6 +26,10 @@ def appspace_limits(appspace: Appspace) -> Limits:
         pids=defaults.pids,
         tmpfs_mb=defaults.tmpfs_mb,
         heap_mb=min(defaults.heap_mb, appspace.memory_mb * 3 // 4),
+        io_read_mbps=appspace.io_read_mbps or settings.DS_APPSPACE_DEFAULT_IO_READ_MBPS,
+        io_write_mbps=appspace.io_write_mbps or settings.DS_APPSPACE_DEFAULT_IO_WRITE_MBPS,
+        io_read_iops=settings.DS_APPSPACE_DEFAULT_IO_READ_IOPS,
+        io_write_iops=settings.DS_APPSPACE_DEFAULT_IO_WRITE_IOPS,
     )
 
 

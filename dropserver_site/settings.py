@@ -476,6 +476,13 @@ DS_SANDBOX_CPU_PERCENT = env.int("DS_SANDBOX_CPU_PERCENT", default=50)
 DS_SANDBOX_PIDS = env.int("DS_SANDBOX_PIDS", default=64)
 DS_SANDBOX_TMPFS_MB = env.int("DS_SANDBOX_TMPFS_MB", default=16)
 DS_SANDBOX_HEAP_MB = env.int("DS_SANDBOX_HEAP_MB", default=128)
+# The instance ceiling: all sandboxes together (their parent cgroup), so Daphne, the database
+# and the workers always keep room. 0: the host's memory minus DS_SANDBOXES_RESERVE_MB, and
+# its CPUs minus half a core (in % of one core).
+DS_SANDBOXES_MEMORY_MB = env.int("DS_SANDBOXES_MEMORY_MB", default=0)
+DS_SANDBOXES_RESERVE_MB = env.int("DS_SANDBOXES_RESERVE_MB", default=1024)
+DS_SANDBOXES_CPU_PERCENT = env.int("DS_SANDBOXES_CPU_PERCENT", default=0)
+DS_SANDBOXES_PIDS = env.int("DS_SANDBOXES_PIDS", default=4096)
 
 # --- App packages ---------------------------------------------------------------------------
 # Limits for unpacking untrusted app packages (packages.extraction) and for the platform's
@@ -596,6 +603,23 @@ DS_APPSPACE_DEFAULT_CPU_PERCENT = env.int("DS_APPSPACE_DEFAULT_CPU_PERCENT", def
 DS_APPSPACE_MIN_DISK_MB = env.int("DS_APPSPACE_MIN_DISK_MB", default=10)
 DS_APPSPACE_MAX_DISK_MB = env.int("DS_APPSPACE_MAX_DISK_MB", default=10 * 1024)
 DS_APPSPACE_DEFAULT_DISK_MB = env.int("DS_APPSPACE_DEFAULT_DISK_MB", default=1024)
+# What one person may hold in all (appspaces/allowances.py): appspaces owned, apps installed,
+# and the sums of their appspaces' disk quotas and memory limits. 0: no limit. Admins override
+# them per person in the Django admin (the user's page, "Allowance").
+DS_ALLOWANCE_APPSPACES = env.int("DS_ALLOWANCE_APPSPACES", default=10)
+DS_ALLOWANCE_APPS = env.int("DS_ALLOWANCE_APPS", default=20)
+DS_ALLOWANCE_DISK_MB = env.int("DS_ALLOWANCE_DISK_MB", default=20 * 1024)
+DS_ALLOWANCE_MEMORY_MB = env.int("DS_ALLOWANCE_MEMORY_MB", default=4 * 1024)
+# Disk IO of each appspace on the block device under DS_DATA_DIR (cgroup v1 blkio.throttle,
+# v2 io.max): MB/s and operations/s, read and write. 0: no limit. What v1 actually throttles
+# (reads, direct and fsync'd writes; not background writeback): docs/sandbox.md.
+DS_APPSPACE_DEFAULT_IO_READ_MBPS = env.int("DS_APPSPACE_DEFAULT_IO_READ_MBPS", default=100)
+DS_APPSPACE_DEFAULT_IO_WRITE_MBPS = env.int("DS_APPSPACE_DEFAULT_IO_WRITE_MBPS", default=50)
+# Owners may set an appspace's MB/s within [1, MAX] on its page.
+DS_APPSPACE_MAX_IO_READ_MBPS = env.int("DS_APPSPACE_MAX_IO_READ_MBPS", default=500)
+DS_APPSPACE_MAX_IO_WRITE_MBPS = env.int("DS_APPSPACE_MAX_IO_WRITE_MBPS", default=200)
+DS_APPSPACE_DEFAULT_IO_READ_IOPS = env.int("DS_APPSPACE_DEFAULT_IO_READ_IOPS", default=2000)
+DS_APPSPACE_DEFAULT_IO_WRITE_IOPS = env.int("DS_APPSPACE_DEFAULT_IO_WRITE_IOPS", default=1000)
 # Longest a migration may run in the sandbox (creation, and a change of version).
 DS_APPSPACE_MIGRATE_TIMEOUT = env.float("DS_APPSPACE_MIGRATE_TIMEOUT", default=300.0)
 # The tail of an appspace's log shown on its page.

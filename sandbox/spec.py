@@ -33,6 +33,11 @@ class Limits:
     pids: int = 64  # tasks (threads count): Deno needs ~16, Workers more
     tmpfs_mb: int = 16
     heap_mb: int = 128  # V8 old space; ArrayBuffers are bounded by memory_mb only
+    # Disk IO of the data dir's block device (blkio.throttle / io.max); 0: no limit.
+    io_read_mbps: int = 0
+    io_write_mbps: int = 0
+    io_read_iops: int = 0
+    io_write_iops: int = 0
 
     @classmethod
     def defaults(cls) -> Limits:
@@ -51,6 +56,10 @@ class Limits:
             "pids": (8, 4096),
             "tmpfs_mb": (1, 4096),
             "heap_mb": (16, 64 * 1024),
+            "io_read_mbps": (0, 1 << 20),
+            "io_write_mbps": (0, 1 << 20),
+            "io_read_iops": (0, 1 << 24),
+            "io_write_iops": (0, 1 << 24),
         }
         for name, (low, high) in checks.items():
             value = getattr(self, name)

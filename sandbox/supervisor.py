@@ -77,8 +77,37 @@ class Supervisor:
             memory_bytes=spec.limits.memory_mb * 1024 * 1024,
             cpu_percent=cpu_percent or spec.limits.cpu_percent,
             pids=spec.limits.pids,
+            io=self.io_limits(spec),
         )
         return backend.create(name, limits)
+
+    def io_limits(self, spec: SandboxSpec) -> tuple[cgroups.IoLimit, ...]:
+        """The spec's IO limits on the block device under its data dir, found at each start
+        (the dir may be a loop-mounted image now and a plain folder later)."""
+        lim = spec.limits
+        if not spec.data_dir or not any(
+            (lim.io_read_mbps, lim.io_write_mbps, lim.io_read_iops, lim.io_write_iops)
+        ):
+            return ()
+        try:
+            device = cgroups.throttle_device(spec.data_dir)
+        except OSError:
+            device = None
+        if device is None:
+            log.warning(
+                "sandbox %s: no block device under %s, IO unlimited", spec.id, spec.data_dir
+            )
+            return ()
+        mb = 1024 * 1024
+        return (
+            cgroups.IoLimit(
+                device,
+                read_bps=lim.io_read_mbps * mb,
+                write_bps=lim.io_write_mbps * mb,
+                read_iops=lim.io_read_iops,
+                write_iops=lim.io_write_iops,
+            ),
+        )
 
     def argv(
         self,

@@ -23,6 +23,7 @@ from pathlib import Path
 import semver
 from django.conf import settings
 
+from appspaces.allowances import AllowanceError, check_app
 from appspaces.installs.service import install_job_create
 from appspaces.installs.staging import upload_copy
 from appspaces.installs.versions import parse_version
@@ -112,6 +113,12 @@ def examples_queue(*, owner, packages: list[ExamplePackage], force: bool = False
         todo = [p for p in group if p.version not in installed]
         if not todo:
             continue
+        if app is None:
+            try:
+                check_app(owner)
+            except AllowanceError as exc:
+                log.info("example %s not installed for %s: %s", example, owner, exc)
+                continue
         first = todo[0]
         jobs.append(
             install_job_create(

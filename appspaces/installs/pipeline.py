@@ -15,6 +15,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from appspaces.allowances import AllowanceError, check_app, owner_lock
 from appspaces.installs import checks as install_checks
 from appspaces.installs.staging import job_staging_dir
 from appspaces.installs.versions import parse_version, version_sort_key
@@ -271,6 +272,11 @@ class InstallPipeline:
         version = str(manifest.version)
         with transaction.atomic():
             if self.params.get("new_app"):
+                owner_lock(self.job.owner)  # two installs racing are counted in turn
+                try:
+                    check_app(self.job.owner)
+                except AllowanceError as exc:
+                    raise JobFailed(str(exc)) from None
                 app = App.objects.create(
                     public_id=self.params["app_id"],
                     owner=self.job.owner,

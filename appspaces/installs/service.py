@@ -21,6 +21,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from appspaces.allowances import check_app
 from appspaces.installs.pipeline import InstallPipeline
 from appspaces.installs.staging import StoredUpload, job_staging_dir, upload_copy
 from appspaces.jobs import (
@@ -66,6 +67,8 @@ def install_job_create(
         raise InstallSourceError("Give either a package or a URL.")
     if app is not None and app.owner_id != owner.pk:
         raise ValueError("the app belongs to someone else")
+    if app is None:
+        check_app(owner)  # AllowanceError; checked again under a lock when the app is committed
     params: dict[str, Any] = {
         **(extra or {}),
         "source": "upload" if upload is not None else "url",

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Invitation
+from appspaces.allowances import AllowanceError, check_appspace, owner_lock
 from appspaces.jobs import job_finish
 from appspaces.models import Appspace, Job, data_dir
 from appspaces.sandboxes import appspace_spec
@@ -63,6 +64,14 @@ def limit_bounds() -> dict[str, LimitBounds]:
         "disk_mb": LimitBounds(
             "disk_mb", "Disk", "MB", s.DS_APPSPACE_MIN_DISK_MB, s.DS_APPSPACE_MAX_DISK_MB,
             s.DS_APPSPACE_DEFAULT_DISK_MB,
+        ),
+        "io_read_mbps": LimitBounds(
+            "io_read_mbps", "Disk reads", "MB/s", 1, s.DS_APPSPACE_MAX_IO_READ_MBPS,
+            s.DS_APPSPACE_DEFAULT_IO_READ_MBPS,
+        ),
+        "io_write_mbps": LimitBounds(
+            "io_write_mbps", "Disk writes", "MB/s", 1, s.DS_APPSPACE_MAX_IO_WRITE_MBPS,
+            s.DS_APPSPACE_DEFAULT_IO_WRITE_MBPS,
         ),
     }  # fmt: skip
 
@@ -221,12 +230,36 @@ def appspace_restart(*, appspace: Appspace) -> None:
         client.close()
 
 
-def appspace_limits_set(*, appspace: Appspace, memory_mb: int, cpu_percent: int, disk_mb: int):
-    """New limits; a running sandbox is restarted with them."""
-    appspace.memory_mb = limit_check("memory_mb", memory_mb)
-    appspace.cpu_percent = limit_check("cpu_percent", cpu_percent)
-    appspace.disk_mb = limit_check("disk_mb", disk_mb)
-    appspace.save(update_fields=["memory_mb", "cpu_percent", "disk_mb"])
+def appspace_limits_set(
+    *,
+    appspace: Appspace,
+    memory_mb: int,
+    cpu_percent: int,
+    disk_mb: int,
+    io_read_mbps: int | None = None,
+    io_write_mbps: int | None = None,
+):
+    """New limits (within the admin's bounds and the owner's allowance, checked under a lock of
+    the owner's row); a running sandbox is restarted with them. IO limits: None is the
+    instance's default."""
+    memory_mb = limit_check("memory_mb", memory_mb)
+    cpu_percent = limit_check("cpu_percent", cpu_percent)
+    disk_mb = limit_check("disk_mb", disk_mb)
+    io = {
+        name: None if value is None else limit_check(name, value)
+        for name, value in (("io_read_mbps", io_read_mbps), ("io_write_mbps", io_write_mbps))
+    }
+    with transaction.atomic():
+        owner_lock(appspace.owner)
+        try:
+            check_appspace(appspace.owner, disk_mb=disk_mb, memory_mb=memory_mb, replacing=appspace)
+        except AllowanceError as exc:
+            raise AppspaceError(str(exc)) from None
+        appspace.memory_mb, appspace.cpu_percent, appspace.disk_mb = memory_mb, cpu_percent, disk_mb
+        appspace.io_read_mbps, appspace.io_write_mbps = io["io_read_mbps"], io["io_write_mbps"]
+        appspace.save(
+            update_fields=["memory_mb", "cpu_percent", "disk_mb", "io_read_mbps", "io_write_mbps"]
+        )
     appspace.touch_config()
     transaction.on_commit(lambda: sandbox_refresh(appspace))
 

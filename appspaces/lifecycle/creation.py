@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
+from appspaces.allowances import AllowanceError, check_appspace, owner_lock
 from appspaces.jobs import (
     DONE,
     NOT_CLAIMED,
@@ -26,6 +27,7 @@ from appspaces.jobs import (
     job_step,
 )
 from appspaces.lifecycle.control import (
+    AppspaceError,
     appspace_status_set,
     limit_check,
     remove_appspace_files,
@@ -58,7 +60,8 @@ def appspace_create(
 ) -> Job:
     """Reserve the subdomain (an appspace row in CREATING) and queue the creation job.
 
-    Raises SubdomainError, AllowlistError (naming the entry) or AppspaceError (limits). The
+    Raises SubdomainError, AllowlistError (naming the entry) or AppspaceError (limits, or the
+    owner's allowance: checked under a lock of the owner's row). The
     job owns `import_archive` (an uploaded file: removed when the job ends); `import_backup` is
     a kept Backup of the owner's, imported from a copy."""
     if app_version.app.owner_id != owner.pk:
@@ -78,6 +81,11 @@ def appspace_create(
         params["import_backup"] = str(import_backup.public_id)
     try:
         with transaction.atomic():
+            owner_lock(owner)  # concurrent creations of one person are counted in turn
+            try:
+                check_appspace(owner, disk_mb=limits["disk_mb"], memory_mb=limits["memory_mb"])
+            except AllowanceError as exc:
+                raise AppspaceError(str(exc)) from None
             appspace = Appspace.objects.create(
                 owner=owner,
                 app=app_version.app,

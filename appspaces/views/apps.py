@@ -14,6 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.upload_gate import accepts_upload
 from appspaces.access import get_app_for_owner, get_app_version_for_owner, get_job_for_owner
+from appspaces.allowances import AllowanceError
 from appspaces.installs.listings import listing_check_due
 from appspaces.installs.service import install_job_accept, install_job_cancel, install_job_create
 from appspaces.installs.staging import PACKAGE_FIELD, PackageUploadHandler
@@ -75,13 +76,17 @@ def _install_from_form(request: HttpRequest, *, app: App | None) -> tuple[Instal
     try:
         if not form.is_valid():
             return form, None
-        job = install_job_create(
-            owner=request.user,
-            upload=upload,
-            url=form.cleaned_data["url"] or None,
-            app=app,
-            filename=upload.name if upload else "",
-        )
+        try:
+            job = install_job_create(
+                owner=request.user,
+                upload=upload,
+                url=form.cleaned_data["url"] or None,
+                app=app,
+                filename=upload.name if upload else "",
+            )
+        except AllowanceError as exc:
+            form.add_error(None, str(exc))
+            return form, None
         return form, job
     finally:
         if upload is not None:

@@ -42,6 +42,21 @@ class LimitsForm(forms.Form):
             self.fields[name] = _limit_field(name)
 
 
+IO_FIELDS = ("io_read_mbps", "io_write_mbps")
+
+
+class AppspaceLimitsForm(LimitsForm):
+    """The limits form on an appspace's page: also its disk bandwidth (empty: the default)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in IO_FIELDS:
+            field = _limit_field(name)
+            field.required, field.initial = False, None
+            field.help_text += " Empty: the instance's default."
+            self.fields[name] = field
+
+
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in (text or "").replace(",", "\n").splitlines() if line.strip()]
 

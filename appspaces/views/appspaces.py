@@ -14,6 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.upload_gate import accepts_upload
 from appspaces.access import get_app_version_for_owner, get_appspace_for_owner
+from appspaces.allowances import summary as allowance_summary
 from appspaces.installs.versions import parse_version, versions_newest_first
 from appspaces.lifecycle.control import (
     AppspaceError,
@@ -41,10 +42,10 @@ from appspaces.network.requests import request_rows
 from appspaces.sharing.users import appspace_invitations_pending
 from appspaces.views.appspace_forms import (
     AllowlistAddForm,
+    AppspaceLimitsForm,
     AppspaceUserAddForm,
     CreateAppspaceForm,
     DeleteAppspaceForm,
-    LimitsForm,
 )
 from backups.models import Backup
 from backups.views.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
@@ -67,6 +68,7 @@ def _create_context(request, version, form) -> dict:
         "form": form,
         "suggestions": suggestion_rows(version.suggested_network),
         "bounds": limit_bounds(),
+        "allowance_summary": allowance_summary(request.user),
     }
 
 
@@ -208,12 +210,15 @@ def render_appspace(
         "versions": _version_rows(appspace),
         "upgrade": upgrade_available(appspace),
         "log": appspace_log_tail(appspace),
+        "allowance_summary": allowance_summary(appspace.owner),
         "limits_form": limits_form
-        or LimitsForm(
+        or AppspaceLimitsForm(
             initial={
                 "memory_mb": appspace.memory_mb,
                 "cpu_percent": appspace.cpu_percent,
                 "disk_mb": appspace.disk_mb,
+                "io_read_mbps": appspace.io_read_mbps,
+                "io_write_mbps": appspace.io_write_mbps,
             }
         ),
         "jobs": jobs,
@@ -280,7 +285,7 @@ def appspace_restart_view(request: HttpRequest, appspace_id) -> HttpResponse:
 @login_required
 def appspace_limits_view(request: HttpRequest, appspace_id) -> HttpResponse:
     appspace = get_appspace_for_owner(request.user, appspace_id)
-    form = LimitsForm(request.POST)
+    form = AppspaceLimitsForm(request.POST)
     if not form.is_valid():
         return render_appspace(request, appspace, limits_form=form, status=400)
     try:

@@ -7,6 +7,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
 from accounts.models import Invitation
+from appspaces.allowances import totals as allowance_totals
 from appspaces.lifecycle.control import run_state, sandbox_states
 from appspaces.lifecycle.version_change import upgrade_available
 from appspaces.models import Appspace, AppspaceUser, Job
@@ -57,6 +58,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "app_rows": apps_with_versions(user)[:DASHBOARD_APPS],
         "installs": installs_in_progress(user),
         "invitations": Invitation.objects.pending().filter(inviter=user),
+        "allowance": allowance_totals(user),
         "kept_backups": Backup.objects.filter(
             appspace__isnull=True, kept_owner=user, state=Backup.State.READY
         ),

@@ -2,9 +2,11 @@
 
 Each sandbox gets a group `<parent>/<instance>/<name>` (parent `dropserver` by default) with a
 memory hard limit and no swap, a CPU quota, a pids limit, IO accounting where the host has it,
-freeze/thaw, kill-all and usage read-back. The supervisor writes the new process into the
-group's `cgroup.procs` files between fork and exec (see `sandbox.walls.spawn`), so no app code ever
-runs outside its limits.
+freeze/thaw, kill-all and usage read-back. The instance group itself carries the instance
+ceiling (`CgroupLimits` of all sandboxes together: memory, CPU, pids), written each time a
+sandbox is created, so the platform always keeps what the admin reserved. The supervisor
+writes the new process into the group's `cgroup.procs` files between fork and exec (see
+`sandbox.walls.spawn`), so no app code ever runs outside its limits.
 
 Longer than most modules on purpose: the v1 and v2 backends answer one interface side by
 side, so a change to a limit is made (and reviewed) for both at once.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import signal
 import time
@@ -32,10 +35,54 @@ class CgroupError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class IoLimit:
+    """Disk IO of one block device ("major:minor"); 0: no limit."""
+
+    device: str
+    read_bps: int = 0
+    write_bps: int = 0
+    read_iops: int = 0
+    write_iops: int = 0
+
+    def any(self) -> bool:
+        return any((self.read_bps, self.write_bps, self.read_iops, self.write_iops))
+
+
+@dataclass(frozen=True)
 class CgroupLimits:
     memory_bytes: int
     cpu_percent: int
     pids: int
+    io: tuple[IoLimit, ...] = ()
+
+
+def throttle_device(path: str | Path) -> str | None:
+    """The block device ("major:minor") IO limits must name for files under `path`: its
+    filesystem's device, or the whole disk of a partition (v1 throttles disks, not
+    partitions). A loop device (a per-appspace image) is named itself. None where the
+    filesystem has no block device (tmpfs, overlay, NFS): no IO limit can apply there."""
+    st_dev = os.stat(path).st_dev
+    dev = f"{os.major(st_dev)}:{os.minor(st_dev)}"
+    sys_dir = Path("/sys/dev/block") / dev
+    if not sys_dir.exists():
+        return None
+    if (sys_dir / "partition").exists():
+        with contextlib.suppress(OSError):
+            return (sys_dir.resolve().parent / "dev").read_text().strip()
+        return None
+    return dev
+
+
+def _set_ceiling(files: list[tuple[Path, str]]) -> None:
+    """Write the instance ceiling; a value the kernel refuses (e.g. a memory limit below what
+    the sandboxes use right now) is logged and the old one stays."""
+    for path, value in files:
+        try:
+            _write(path, value)
+        except OSError as exc:
+            logging.getLogger("sandbox").warning(
+                "instance ceiling %s=%s refused: %s", path, value, exc
+            )
 
 
 @dataclass
@@ -209,9 +256,10 @@ class V1Cgroup:
 class V1Backend:
     version = "v1"
 
-    def __init__(self, mounts: dict[str, Path], parent: str):
+    def __init__(self, mounts: dict[str, Path], parent: str, ceiling: CgroupLimits | None = None):
         self.mounts = mounts  # controller -> hierarchy mount point
         self.parent = parent.strip("/")
+        self.ceiling = ceiling
 
     def _parent_dirs(self) -> dict[str, Path]:
         return {c: m / self.parent for c, m in self.mounts.items()}
@@ -224,6 +272,15 @@ class V1Backend:
                 with contextlib.suppress(OSError):
                     if (path / "memory.use_hierarchy").read_text().strip() != "1":
                         _write(path / "memory.use_hierarchy", "1")
+        if self.ceiling is not None:
+            dirs, c = self._parent_dirs(), self.ceiling
+            files = [
+                (dirs["memory"] / "memory.limit_in_bytes", str(c.memory_bytes)),
+                (dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US)),
+                (dirs["cpu"] / "cpu.cfs_quota_us", str(CFS_PERIOD_US * c.cpu_percent // 100)),
+                (dirs["pids"] / "pids.max", str(c.pids)),
+            ]
+            _set_ceiling(files)
 
     def create(self, name: str, limits: CgroupLimits) -> V1Cgroup:
         self._ensure_parents()
@@ -240,6 +297,18 @@ class V1Backend:
         _write(dirs["cpu"] / "cpu.cfs_period_us", str(CFS_PERIOD_US))
         _write(dirs["cpu"] / "cpu.cfs_quota_us", str(CFS_PERIOD_US * limits.cpu_percent // 100))
         _write(dirs["pids"] / "pids.max", str(limits.pids))
+        if "blkio" in dirs:
+            for io in limits.io:
+                for kind, value in (
+                    ("read_bps", io.read_bps),
+                    ("write_bps", io.write_bps),
+                    ("read_iops", io.read_iops),
+                    ("write_iops", io.write_iops),
+                ):
+                    if value:
+                        _write(
+                            dirs["blkio"] / f"blkio.throttle.{kind}_device", f"{io.device} {value}"
+                        )
         _write(dirs["freezer"] / "freezer.state", "THAWED")
         return V1Cgroup(name, dirs)
 
@@ -339,9 +408,10 @@ class V2Cgroup:
 class V2Backend:
     version = "v2"
 
-    def __init__(self, root: Path, parent: str):
+    def __init__(self, root: Path, parent: str, ceiling: CgroupLimits | None = None):
         self.root = root
         self.parent_path = root / parent.strip("/")
+        self.ceiling = ceiling
 
     def _ensure_parents(self) -> set[str]:
         """Create each level down to the instance group, delegating controllers level by level."""
@@ -362,6 +432,16 @@ class V2Backend:
         for ctrl in wanted:
             if ctrl not in enabled:
                 _write(level / "cgroup.subtree_control", f"+{ctrl}")
+        if self.ceiling is not None:
+            c = self.ceiling
+            quota = CFS_PERIOD_US * c.cpu_percent // 100
+            _set_ceiling(
+                [
+                    (level / "memory.max", str(c.memory_bytes)),
+                    (level / "cpu.max", f"{quota} {CFS_PERIOD_US}"),
+                    (level / "pids.max", str(c.pids)),
+                ]
+            )
         return set(wanted)
 
     def create(self, name: str, limits: CgroupLimits) -> V2Cgroup:
@@ -374,6 +454,16 @@ class V2Backend:
         quota = CFS_PERIOD_US * limits.cpu_percent // 100
         _write(path / "cpu.max", f"{quota} {CFS_PERIOD_US}")
         _write(path / "pids.max", str(limits.pids))
+        if "io" in controllers:
+            for io in limits.io:
+                if io.any():
+                    values = zip(
+                        ("rbps", "wbps", "riops", "wiops"),
+                        (io.read_bps, io.write_bps, io.read_iops, io.write_iops),
+                        strict=True,
+                    )
+                    text = " ".join(f"{k}={v or 'max'}" for k, v in values)
+                    _write(path / "io.max", f"{io.device} {text}")
         if "memory" in controllers and (path / "memory.oom.group").exists():
             _write(path / "memory.oom.group", "1")  # an OOM takes the whole sandbox down
         return V2Cgroup(name, path)
@@ -414,8 +504,11 @@ def _cgroup_mounts(mountinfo: str) -> tuple[dict[str, Path], list[Path]]:
     return v1, v2
 
 
-def probe(parent: str, mountinfo: str | None = None) -> CgroupBackend:
-    """The backend this host supports, or CgroupError saying what is missing.
+def probe(
+    parent: str, mountinfo: str | None = None, ceiling: CgroupLimits | None = None
+) -> CgroupBackend:
+    """The backend this host supports, or CgroupError saying what is missing. `ceiling`: the
+    limits of the instance group (all sandboxes together).
 
     A v2 mount with the memory controller wins (pure v2 host). Hybrid hosts mount an empty v2
     hierarchy next to the v1 controllers; there the v1 controllers are what limits anything.
@@ -430,12 +523,12 @@ def probe(parent: str, mountinfo: str | None = None) -> CgroupBackend:
                 raise CgroupError(
                     f"cgroup v2 at {root} is not writable: run the supervisor as root"
                 )
-            return V2Backend(root, parent)
+            return V2Backend(root, parent, ceiling)
     missing = [c for c in V1_REQUIRED if c not in v1]
     if not missing:
         if not all(os.access(v1[c], os.W_OK) for c in V1_REQUIRED):
             raise CgroupError("cgroup v1 hierarchies are not writable: run the supervisor as root")
-        return V1Backend({c: v1[c] for c in V1_CONTROLLERS if c in v1}, parent)
+        return V1Backend({c: v1[c] for c in V1_CONTROLLERS if c in v1}, parent, ceiling)
     raise CgroupError(
         "No usable cgroups: need cgroup v2 with the memory, cpu and pids controllers, or cgroup v1 "
         f"with {', '.join(V1_REQUIRED)} (missing: {', '.join(missing)}). Boot with cgroups "

@@ -68,7 +68,7 @@ def check_host() -> HostCheck:
     backend: cgroups.CgroupBackend | None = None
     try:
         parent = f"{settings.DS_SANDBOX_CGROUP_PARENT.strip('/')}/{layout.instance_name()}"
-        backend = cgroups.probe(parent)
+        backend = cgroups.probe(parent, ceiling=instance_ceiling())
     except (cgroups.CgroupError, OSError) as exc:
         problems.append(str(exc))
     deno: str | None = None
@@ -117,4 +117,21 @@ def warn_unsafe(check: HostCheck, sandbox_id: str) -> None:
         "isolation (%s). Never use this with apps you do not trust.",
         sandbox_id,
         "; ".join(check.problems) or "all layers present",
+    )
+
+
+def instance_ceiling() -> cgroups.CgroupLimits:
+    """What all sandboxes together may use (DS_SANDBOXES_*): by default the host's memory
+    minus DS_SANDBOXES_RESERVE_MB, its CPUs minus half a core, and DS_SANDBOXES_PIDS."""
+    memory_mb = settings.DS_SANDBOXES_MEMORY_MB
+    if memory_mb <= 0:
+        total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+        memory_mb = max(total_mb - settings.DS_SANDBOXES_RESERVE_MB, 256)
+    cpu_percent = settings.DS_SANDBOXES_CPU_PERCENT
+    if cpu_percent <= 0:
+        cpu_percent = max(len(os.sched_getaffinity(0)) * 100 - 50, 50)
+    return cgroups.CgroupLimits(
+        memory_bytes=memory_mb * 1024 * 1024,
+        cpu_percent=cpu_percent,
+        pids=settings.DS_SANDBOXES_PIDS,
     )

@@ -52,7 +52,8 @@ def test_it_prints_one_json_object(alice, supervisor):
     version = make_version(alice, {"app.ts": notes_app(1)}, schema=1)
     out = run(
         "--owner", "alice@example.com", "--app", str(version.app.public_id), "--version",
-        "1.0.0", "--subdomain", "notes", "--json",
+        "1.0.0", "--subdomain", "notes", "--disk-mb", "40", "--memory-mb", "128",
+        "--cpu-percent", "30", "--json",
     )  # fmt: skip
     appspace = Appspace.objects.get()
     assert json.loads(out) == {
@@ -67,8 +68,12 @@ def test_it_prints_one_json_object(alice, supervisor):
         "version": "1.0.0",
         "schema": 1,
         "allow_net": [],
+        "disk_mb": 40,
+        "memory_mb": 128,
+        "cpu_percent": 30,
         "job_id": str(Job.objects.get().public_id),
     }
+    assert (appspace.disk_mb, appspace.memory_mb, appspace.cpu_percent) == (40, 128, 30)
 
 
 @pytest.mark.sandbox
@@ -90,6 +95,9 @@ def test_a_failed_creation_exits_with_the_reason_and_leaves_nothing(alice, super
         (("--subdomain", "taken"), "is taken"),
         (("--allow-net", "10.0.0.1"), "private"),
         (("--allow-net", "https://api.example.com"), "without a scheme"),
+        (("--disk-mb", "99999999"), "Disk must be between 10 and 10240 MB"),
+        (("--memory-mb", "1"), "must be between"),
+        (("--cpu-percent", "1000"), "must be between"),
     ],
 )
 def test_it_refuses_with_the_reason(alice, args, reason):

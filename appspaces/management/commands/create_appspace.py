@@ -1,9 +1,11 @@
 """`manage.py create_appspace --owner EMAIL --app APP --version V --subdomain NAME
-[--allow-net HOST ...] [--json]`.
+[--allow-net HOST ...] [--disk-mb N] [--memory-mb N] [--cpu-percent N] [--json]`.
 
 Creates an appspace of one of the owner's installed apps (APP is its name or id) with the same
 checks and the same job as the panel, run in this process (no Celery needed), and prints its
-address. The sandbox supervisor must be running: the app's migrations run in the sandbox.
+address. The limits must lie within the admin's bounds (DS_APPSPACE_MIN/MAX_*) and the owner's
+allowance (appspaces/allowances.py); left out, they are the defaults. The sandbox supervisor
+must be running: the app's migrations run in the sandbox.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.addresses import user_for_address
-from appspaces.lifecycle.control import AppspaceError
+from appspaces.allowances import AllowanceError, check_appspace
+from appspaces.lifecycle.control import AppspaceError, limit_check
 from appspaces.lifecycle.creation import appspace_create, appspace_create_run
 from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
 from appspaces.management.cli import is_uuid, supervisor_problem
@@ -43,12 +46,22 @@ class Command(BaseCommand):
             metavar="HOST",
             help="a host the app's server code may reach (repeat for more)",
         )
+        for flag, unit in (("--disk-mb", "MB"), ("--memory-mb", "MB"), ("--cpu-percent", "%")):
+            parser.add_argument(
+                flag,
+                type=int,
+                default=None,
+                metavar="N",
+                help=f"the appspace's {flag[2:].split('-')[0]} limit in {unit} (default: the "
+                "instance's default)",
+            )
         parser.add_argument(
             "--json", action="store_true", dest="as_json", help="print one JSON object"
         )
 
     def handle(self, *args, owner, app, app_version, subdomain, allow_net, as_json, **kw):
         self.as_json = as_json
+        limits = {name: kw.get(name) for name in ("disk_mb", "memory_mb", "cpu_percent")}
         user = user_for_address(owner)
         if user is None:
             self.fail(f"No user has the email address {owner}.")
@@ -57,7 +70,9 @@ class Command(BaseCommand):
             subdomain_check_available(subdomain, owner=user)
             for entry in allow_net:
                 parse_server_entry(entry)
-        except (SubdomainError, AllowlistError) as exc:
+            checked = {name: limit_check(name, value) for name, value in limits.items()}
+            check_appspace(user, disk_mb=checked["disk_mb"], memory_mb=checked["memory_mb"])
+        except (SubdomainError, AllowlistError, AppspaceError, AllowanceError) as exc:
             self.fail(str(exc))
         self.require_supervisor()
         try:
@@ -67,6 +82,7 @@ class Command(BaseCommand):
                 subdomain=subdomain,
                 server_allowlist=allow_net,
                 enqueue=False,
+                **limits,
             )
         except (SubdomainError, AllowlistError, AppspaceError) as exc:
             self.fail(str(exc))
@@ -92,6 +108,9 @@ class Command(BaseCommand):
                         "allow_net": sorted(
                             appspace.allowlist.filter(kind="server").values_list("value", flat=True)
                         ),
+                        "disk_mb": appspace.disk_mb,
+                        "memory_mb": appspace.memory_mb,
+                        "cpu_percent": appspace.cpu_percent,
                         "job_id": str(job.public_id),
                     },
                     ensure_ascii=False,

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.addresses import user_for_address
+from appspaces.allowances import AllowanceError, check_app
 from appspaces.installs.service import install_job_cancel, install_job_create, install_job_run
 from appspaces.installs.staging import UploadTooLarge, upload_copy
 from appspaces.management.cli import supervisor_problem
@@ -47,6 +48,10 @@ class Command(BaseCommand):
         if not is_url and not Path(source).is_file():
             self.fail(f"{source} is not a file (nor an http(s) URL).")
         self.require_supervisor()
+        try:
+            check_app(user)  # before copying the package; checked again when it is committed
+        except AllowanceError as exc:
+            self.fail(str(exc))
         upload = None
         if not is_url:
             path = Path(source)
