@@ -26,6 +26,7 @@ def appspace_limits(appspace: Appspace) -> Limits:
         pids=defaults.pids,
         tmpfs_mb=defaults.tmpfs_mb,
         heap_mb=min(defaults.heap_mb, appspace.memory_mb * 3 // 4),
+        disk_mb=appspace.disk_mb,
     )
 
 

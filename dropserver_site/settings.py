@@ -352,6 +352,9 @@ DS_SANDBOX_CPU_PERCENT = env.int("DS_SANDBOX_CPU_PERCENT", default=50)
 DS_SANDBOX_PIDS = env.int("DS_SANDBOX_PIDS", default=64)
 DS_SANDBOX_TMPFS_MB = env.int("DS_SANDBOX_TMPFS_MB", default=16)
 DS_SANDBOX_HEAP_MB = env.int("DS_SANDBOX_HEAP_MB", default=128)
+# The kernel-enforced disk quota (sandbox.diskimage): each appspace's data in a loop-mounted
+# ext4 image of its disk_mb. Off: the measured quota alone (appspaces.usage.quota).
+DS_SANDBOX_DISK_IMAGES = env.bool("DS_SANDBOX_DISK_IMAGES", default=False)
 
 # --- App packages ---------------------------------------------------------------------------
 # Limits for unpacking untrusted app packages (packages.extraction) and for the platform's

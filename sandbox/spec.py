@@ -33,6 +33,7 @@ class Limits:
     pids: int = 64  # tasks (threads count): Deno needs ~16, Workers more
     tmpfs_mb: int = 16
     heap_mb: int = 128  # V8 old space; ArrayBuffers are bounded by memory_mb only
+    disk_mb: int = 0  # the data image's size (sandbox.diskimage); 0: no image
 
     @classmethod
     def defaults(cls) -> Limits:
@@ -51,6 +52,7 @@ class Limits:
             "pids": (8, 4096),
             "tmpfs_mb": (1, 4096),
             "heap_mb": (16, 64 * 1024),
+            "disk_mb": (0, 16 * 1024 * 1024),
         }
         for name, (low, high) in checks.items():
             value = getattr(self, name)

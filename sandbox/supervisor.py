@@ -14,11 +14,12 @@ import dataclasses
 import logging
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
-from sandbox import cgroups, launcher, layout, mounts, preflight, prepare
+from sandbox import cgroups, diskimage, launcher, layout, mounts, preflight, prepare
 from sandbox.instance import (
     CRASHED,
     FROZEN,
@@ -114,6 +115,33 @@ class Supervisor:
             max_bytes=settings.DS_SANDBOX_LOG_MAX_BYTES,
             keep=settings.DS_SANDBOX_LOG_KEEP,
         )
+
+    def attach_data(self, spec: SandboxSpec) -> bool:
+        """Mount the appspace's data image at its data dir (DS_SANDBOX_DISK_IMAGES); False
+        when the measured quota alone applies (off, no root or loop devices, or it failed)."""
+        data = Path(spec.data_dir) if spec.data_dir else None
+        if (
+            data is None
+            or not settings.DS_SANDBOX_DISK_IMAGES
+            or not spec.limits.disk_mb
+            or not self.host.root
+            or data.name != "data"
+            or data.parent.parent != layout.appspaces_dir()  # not a restore's staged copy
+        ):
+            return False
+        try:
+            diskimage.attach(data, spec.limits.disk_mb, spec.uid)
+        except OSError as exc:
+            log.error("sandbox %s: no data image, measured quota only: %s", spec.id, exc)
+            return False
+        return True
+
+    def detach_data(self, spec: SandboxSpec) -> None:
+        if spec.data_dir and settings.DS_SANDBOX_DISK_IMAGES:
+            try:
+                diskimage.detach(spec.data_dir)
+            except (OSError, subprocess.SubprocessError) as exc:
+                log.error("sandbox %s: cannot unmount its data image: %s", spec.id, exc)
 
     def running_with_data(self, data_dir: str) -> Instance | None:
         for inst in self.instances.values():
@@ -225,6 +253,7 @@ class Supervisor:
         files = prepare.StartFiles()
         try:
             prepare.prepare_common(spec, as_root=self.host.root)
+            self.attach_data(spec)
             mounts.mount_run_dir(spec, as_root=self.host.root)
             if self.host.bwrap and spec.allow_net:
                 launcher.write_sandbox_etc()
@@ -358,6 +387,7 @@ class Supervisor:
                 log.error("sandbox %s: cgroup cleanup failed: %s", inst.id, exc)
             inst.cgroup = None
         mounts.remove_run_dir(inst.id)
+        self.detach_data(inst.spec)
 
     async def _stop_locked(self, inst: Instance) -> None:
         proc = inst.process

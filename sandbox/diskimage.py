@@ -1,0 +1,183 @@
+"""The disk quota the kernel enforces: one sparse ext4 image per appspace, loop-mounted by the
+supervisor at the appspace's data dir while its sandbox runs.
+
+The image is `appspaces/<id>/data.img` (next to `data/`, which stays the path the sandbox, the
+backups and the admin see). A write past the image's size fails with ENOSPC inside the app at
+once, whatever the writer; no measure can lag behind it. Only root can mount: everything here
+runs in the supervisor.
+
+- `attach(data_dir, disk_mb, uid)`: create the image on first use (`mkfs.ext4 -d` copies what
+  the plain data dir held, so an appspace that ran before the images existed, or whose data a
+  restore swapped in while it was stopped, keeps its files), grow it offline when the quota was
+  raised (`resize2fs`), shrink it offline when the quota was lowered and the data fits
+  (`resize2fs` refuses otherwise: the image keeps its size until the data fits), check it
+  (`e2fsck -p`: the recovery after a crash) and mount it (nosuid, nodev).
+- `detach(data_dir)`: unmount it (the loop device is freed with the last reference:
+  `mount -o loop` sets autoclear).
+- `unmount_stale()`: at supervisor start, detach every image a killed supervisor left mounted.
+- `available()`: whether this host can do it (root, /dev/loop-control, the e2fsprogs tools);
+  where it cannot, the measured quota (`appspaces.usage.quota`) is the only one.
+
+The e2fsprogs and util-linux binaries are run, not re-implemented (mkfs, fsck and resize are
+not things to hand-write); the mount goes through `mount(8)` for its loop-device set-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from sandbox import layout, mounts
+
+log = logging.getLogger("sandbox")
+
+IMAGE_NAME = "data.img"
+MB = 1024 * 1024
+TOOLS = ("mkfs.ext4", "e2fsck", "resize2fs", "mount", "umount")
+_TIMEOUT = 300  # a resize of a large image is the slowest step
+
+
+class DiskImageError(OSError):
+    """The image could not be created, checked, resized or mounted."""
+
+
+def available() -> tuple[bool, str]:
+    """(usable, why not) for this host."""
+    if os.geteuid() != 0:
+        return False, "the supervisor is not root (only root can loop-mount)"
+    if not os.path.exists("/dev/loop-control"):
+        return False, "no /dev/loop-control (no loop devices)"
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        return False, f"missing tools: {', '.join(missing)}"
+    return True, ""
+
+
+def image_path(data_dir: str | Path) -> Path:
+    return Path(data_dir).parent / IMAGE_NAME
+
+
+def is_mounted(path: str | Path) -> bool:
+    return os.path.realpath(path) in _mount_points()
+
+
+def _mount_points() -> set[str]:
+    with open("/proc/self/mountinfo") as fh:
+        return {mounts._unescape(line.split()[4]) for line in fh}
+
+
+def _run(*argv: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise DiskImageError(errno.EIO, f"{argv[0]}: {exc}") from None
+    if done.returncode not in ok:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+        raise DiskImageError(errno.EIO, f"{argv[0]} failed ({done.returncode}): {tail[0]}")
+    return done
+
+
+def _create(image: Path, data: Path, size: int, uid: int) -> None:
+    """A sparse image holding what `data` holds, its root owned by the appspace uid."""
+    tmp = image.with_name(image.name + ".new")
+    tmp.unlink(missing_ok=True)
+    with open(tmp, "wb") as fh:
+        fh.truncate(size)
+    argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", f"root_owner={uid}:{uid}"]
+    has_files = data.is_dir() and any(data.iterdir())
+    if has_files:
+        argv += ["-d", str(data)]
+    try:
+        _run(*argv, str(tmp))
+    except DiskImageError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, image)  # only a complete image is ever used
+    if has_files:  # now in the image; the mount would hide (and keep paying for) the copies
+        for entry in data.iterdir():
+            mounts.remove_tree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _resize(image: Path, size: int) -> None:
+    """Offline: grow, or shrink when the data fits (resize2fs refuses otherwise)."""
+    current = image.stat().st_size
+    if current == size:
+        return
+    _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))
+    if size > current:
+        with open(image, "r+b") as fh:
+            fh.truncate(size)
+        _run("resize2fs", str(image))
+        return
+    try:
+        _run("resize2fs", str(image), f"{size // 1024}K")
+    except DiskImageError as exc:
+        log.warning(
+            "%s keeps %d MB: the data does not fit the lower quota (%s)", image, current // MB, exc
+        )
+        return
+    with open(image, "r+b") as fh:
+        fh.truncate(size)
+
+
+def attach(data_dir: str | Path, disk_mb: int, uid: int) -> None:
+    """Mount the appspace's image (created, resized, checked as needed) at `data_dir`."""
+    data = Path(data_dir)
+    if is_mounted(data):
+        detach(data)  # a leftover: mount afresh so a new size applies
+    image = image_path(data)
+    size = disk_mb * MB
+    data.mkdir(mode=0o700, exist_ok=True)
+    if image.exists() and data.is_dir() and any(data.iterdir()):
+        # The plain dir has data while the image is not mounted: a restore swapped it in
+        # while the appspace was stopped. It is the newer data: the image is rebuilt from it
+        # (the replaced image is kept as data.img.replaced until the next replacement).
+        os.replace(image, image.with_name(IMAGE_NAME + ".replaced"))
+    if not image.exists():
+        _create(image, data, size, uid)
+    else:
+        _resize(image, size)
+        _run("e2fsck", "-p", str(image), ok=(0, 1))  # replays the journal after a crash
+    os.chmod(image, 0o600)
+    _run("mount", "-o", "loop,nosuid,nodev", str(image), str(data))
+    try:
+        with contextlib.suppress(OSError):
+            (data / "lost+found").rmdir()  # e2fsck makes it again when it needs it
+        os.chown(data, uid, uid)
+        os.chmod(data, 0o700)
+    except OSError:
+        detach(data)
+        raise
+
+
+def detach(data_dir: str | Path) -> None:
+    """Unmount the image at `data_dir` (nothing mounted is fine)."""
+    data = Path(data_dir)
+    while is_mounted(data):
+        done = subprocess.run(["umount", str(data)], capture_output=True, timeout=_TIMEOUT)
+        if done.returncode != 0:
+            mounts.unmount(data)  # busy (a backup reading it): detach lazily
+
+
+def unmount_stale() -> None:
+    """Unmount every image a killed supervisor left mounted under appspaces/."""
+    base = os.path.realpath(layout.appspaces_dir()) + os.sep
+    with contextlib.suppress(OSError):
+        for point in sorted(_mount_points(), reverse=True):
+            if point.startswith(base) and os.path.basename(point) == "data":
+                log.warning("unmounting stale data image at %s", point)
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    detach(point)
+
+
+def usage(data_dir: str | Path) -> tuple[int, int] | None:
+    """(used, size) bytes of a mounted image, None when not mounted."""
+    if not is_mounted(data_dir):
+        return None
+    st = os.statvfs(data_dir)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
