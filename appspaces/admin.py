@@ -25,6 +25,7 @@ from appspaces.models import (
     Job,
 )
 from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
+from sandbox import diskimage
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -146,18 +147,20 @@ class AppspaceUserInline(admin.TabularInline):
 
 @admin.register(Appspace)
 class AppspaceAdmin(admin.ModelAdmin):
-    list_display = ("subdomain", "owner", "app", "app_version", "status", "data_readonly")
+    list_display = (
+        "subdomain", "owner", "app", "app_version", "status", "data_readonly", "disk_quota",
+    )  # fmt: skip
     list_filter = ("status", "data_readonly")
     search_fields = ("subdomain", "owner__email", "app__name", "public_id")
     list_select_related = ("owner", "app", "app_version")
     fields = (
         "public_id", "subdomain", "owner", "app", "app_version", "status", "status_reason",
-        "data_schema", "memory_mb", "cpu_percent", "disk_mb", "disk_bytes", "data_readonly",
-        "created",
+        "data_schema", "memory_mb", "cpu_percent", "disk_mb", "disk_quota", "disk_bytes",
+        "data_readonly", "created",
     )  # fmt: skip
     readonly_fields = (
         "public_id", "subdomain", "owner", "app", "app_version", "data_schema", "disk_bytes",
-        "data_readonly", "created",
+        "data_readonly", "created", "disk_quota",
     )  # fmt: skip
     inlines = [AppspaceUserInline, AllowlistEntryInline]
 
@@ -166,6 +169,13 @@ class AppspaceAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.display(description="disk quota")
+    def disk_quota(self, obj: Appspace) -> str:
+        """Which mechanism holds the quota (sandbox.diskimage): enforced or the fallback."""
+        if diskimage.mechanism(obj.data_path) == "image":
+            return f"enforced (ext4 image, {obj.disk_mb} MB)"
+        return f"measured (read-only above {obj.disk_mb} MB)"
 
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)

@@ -175,9 +175,21 @@ def unmount_stale() -> None:
                     detach(point)
 
 
-def usage(data_dir: str | Path) -> tuple[int, int] | None:
-    """(used, size) bytes of a mounted image, None when not mounted."""
-    if not is_mounted(data_dir):
+def mechanism(data_dir: str | Path) -> str:
+    """How this appspace's quota is held: "image" (the kernel refuses writes past it) or
+    "measured" (read-only above it, after the next measure)."""
+    from django.conf import settings
+
+    enabled = settings.DS_SANDBOX_DISK_IMAGES and image_path(data_dir).exists()
+    return "image" if enabled else "measured"
+
+
+def free_bytes(data_dir: str | Path) -> int | None:
+    """What the app can still write to its mounted image; None when none is mounted."""
+    try:
+        if not is_mounted(data_dir):
+            return None
+        st = os.statvfs(data_dir)
+    except OSError:
         return None
-    st = os.statvfs(data_dir)
-    return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize
+    return st.f_bavail * st.f_frsize
