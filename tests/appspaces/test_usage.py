@@ -302,8 +302,9 @@ def test_every_scheduled_task_is_a_registered_task():
 @pytest.mark.django_db
 def test_a_full_image_says_disk_full_and_the_admin_names_the_mechanism(alice, settings):
     """A real 8 MB image, mounted and filled from the host as the app would fill it."""
-    from appspaces.admin import AppspaceAdmin
     from django.contrib.admin.sites import site
+
+    from appspaces.admin import AppspaceAdmin
     from sandbox import diskimage
 
     if not diskimage.available()[0]:
