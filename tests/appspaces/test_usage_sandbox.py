@@ -10,6 +10,7 @@ import os
 import secrets
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -438,4 +439,5 @@ def test_an_image_stops_writes_at_the_quota_and_a_raised_quota_makes_room(
     assert image.stat().st_size == 60 * 1024 * 1024
     client.stop(str(appspace.public_id))
     real = os.path.realpath(data)
-    assert real not in [line.split()[1] for line in open("/proc/mounts")]
+    mounted = Path("/proc/mounts").read_text().splitlines()
+    assert real not in [line.split()[1] for line in mounted]
