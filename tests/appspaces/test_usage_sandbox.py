@@ -411,13 +411,14 @@ def test_it_applies_read_only_to_a_sandbox_frozen_by_a_backup_once_thawed(superv
 
 @pytest.mark.django_db
 def test_an_image_stops_writes_at_the_quota_and_a_raised_quota_makes_room(
-    start_supervisor, alice, django_capture_on_commit_callbacks
+    start_supervisor, alice, django_capture_on_commit_callbacks, settings
 ):
     from appspaces.lifecycle.control import appspace_limits_set
     from sandbox import diskimage
 
     if not diskimage.available()[0]:
         pytest.skip(diskimage.available()[1])
+    settings.DS_SANDBOX_DISK_IMAGES = True  # the panel and workers: same switch, same env
     client = start_supervisor(DS_SANDBOX_DISK_IMAGES="1").client
     appspace = appspace_for(alice, disk_mb=20)
     data = appspace.data_path
@@ -437,7 +438,14 @@ def test_an_image_stops_writes_at_the_quota_and_a_raised_quota_makes_room(
     assert (data / "keep.bin").read_bytes() == kept  # nothing lost on the way
     assert (data / "more.bin").stat().st_size == 30 * 1024 * 1024
     assert image.stat().st_size == 60 * 1024 * 1024
+    quota.appspace_measure_now(appspace=appspace)
+    appspace.refresh_from_db()
+    assert appspace.disk_bytes >= 30 * 1024 * 1024
     client.stop(str(appspace.public_id))
+    # Stopped, its data is in the unmounted image: the measure made while it ran stands.
+    tasks.disk_measure.run(appspace.pk)
+    appspace.refresh_from_db()
+    assert appspace.disk_bytes >= 30 * 1024 * 1024
     real = os.path.realpath(data)
     mounted = Path("/proc/mounts").read_text().splitlines()
     assert real not in [line.split()[1] for line in mounted]
