@@ -132,6 +132,10 @@ class Supervisor:
         try:
             diskimage.attach(data, spec.limits.disk_mb, spec.uid)
         except OSError as exc:
+            if diskimage.image_path(data).exists():
+                # Its data is in the image: starting on the empty dir under it would look like
+                # data loss to the app and its owner, and bury the image at the next start.
+                raise
             log.error("sandbox %s: no data image, measured quota only: %s", spec.id, exc)
             return False
         return True

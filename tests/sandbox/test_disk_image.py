@@ -145,3 +145,26 @@ def test_a_stale_image_mount_is_cleaned_at_the_next_start(image_supervisor, make
     image_supervisor()
     poll(lambda: not mounted(spec.data_dir))
     assert not any(Path(spec.data_dir).iterdir())  # the data is in the image, not under it
+
+
+def test_an_image_that_cannot_be_mounted_fails_the_start_instead_of_hiding_the_data(
+    image_supervisor, make_app, http_request
+):
+    from sandbox.protocol import SandboxStartFailed
+
+    supervisor = image_supervisor()
+    app = make_app({"app.ts": FILL_APP})
+    spec = app.spec(disk_mb=20)
+    keep = {"X-Dropserver-Route": "0"}
+    assert http_request(supervisor.client.ensure(spec), path="/keep", headers=keep)[0] == 200
+    supervisor.client.stop(spec.id)
+    image = diskimage.image_path(spec.data_dir)
+    with open(image, "r+b") as fh:  # wipe the superblocks: no fsck can recover this one
+        for offset in range(0, 20 * MB, 8 * MB):
+            fh.seek(offset)
+            fh.write(b"\0" * (1 << 20))
+    with pytest.raises(SandboxStartFailed):
+        supervisor.client.ensure(spec)
+    assert not mounted(spec.data_dir)
+    assert not any(Path(spec.data_dir).iterdir())  # nothing started on the empty dir
+    assert image.exists()
