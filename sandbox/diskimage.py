@@ -6,6 +6,8 @@ backups and the admin see). A write past the image's size fails with ENOSPC insi
 once, whatever the writer; no measure can lag behind it. Only root can mount: everything here
 runs in the supervisor.
 
+- `attach_for(spec)` / `detach_for(spec)`: what the supervisor calls around an appspace's
+  run (and a migration of its data); they decide whether the image applies at all.
 - `attach(data_dir, disk_mb, uid)`: create the image on first use (`mkfs.ext4 -d` copies what
   the plain data dir held, so an appspace that ran before the images existed, or whose data a
   restore swapped in while it was stopped, keeps its files), grow it offline when the quota was
@@ -30,9 +32,13 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+from django.conf import settings
+
 from sandbox import layout, mounts
+from sandbox.spec import SandboxSpec
 
 log = logging.getLogger("sandbox")
 
@@ -56,6 +62,39 @@ def available() -> tuple[bool, str]:
     if missing:
         return False, f"missing tools: {', '.join(missing)}"
     return True, ""
+
+
+def attach_for(spec: SandboxSpec, *, as_root: bool) -> bool:
+    """Mount the appspace's data image at its data dir (DS_SANDBOX_DISK_IMAGES); False when
+    the measured quota alone applies (off, no root or loop devices, or creating it failed)."""
+    data = Path(spec.data_dir) if spec.data_dir else None
+    if (
+        data is None
+        or not settings.DS_SANDBOX_DISK_IMAGES
+        or not spec.limits.disk_mb
+        or not as_root
+        or data.name != "data"
+        or data.parent.parent != layout.appspaces_dir()  # not a restore's staged copy
+    ):
+        return False
+    try:
+        attach(data, spec.limits.disk_mb, spec.uid)
+    except OSError as exc:
+        if image_path(data).exists():
+            # Its data is in the image: starting on the empty dir under it would look like
+            # data loss to the app and its owner, and bury the image at the next start.
+            raise
+        log.error("sandbox %s: no data image, measured quota only: %s", spec.id, exc)
+        return False
+    return True
+
+
+def detach_for(spec: SandboxSpec) -> None:
+    if spec.data_dir and settings.DS_SANDBOX_DISK_IMAGES:
+        try:
+            detach(spec.data_dir)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.error("sandbox %s: cannot unmount its data image: %s", spec.id, exc)
 
 
 def image_path(data_dir: str | Path) -> Path:
@@ -162,6 +201,25 @@ def detach(data_dir: str | Path) -> None:
         done = subprocess.run(["umount", str(data)], capture_output=True, timeout=_TIMEOUT)
         if done.returncode != 0:
             mounts.unmount(data)  # busy (a backup reading it): detach lazily
+    _wait_loop_released(image_path(data))
+
+
+def _loop_backs(image: Path) -> bool:
+    """Whether a loop device still has `image` as its backing file."""
+    target = os.path.realpath(image)
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        with contextlib.suppress(OSError):
+            if backing.read_text().strip().removesuffix(" (deleted)") == target:
+                return True
+    return False
+
+
+def _wait_loop_released(image: Path, timeout: float = 10.0) -> None:
+    """The kernel clears an autoclear loop device after the unmount returns (asynchronously):
+    e2fsck and resize2fs would see the image as in use until it has."""
+    deadline = time.monotonic() + timeout
+    while _loop_backs(image) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def unmount_stale() -> None:
@@ -178,8 +236,6 @@ def unmount_stale() -> None:
 def mechanism(data_dir: str | Path) -> str:
     """How this appspace's quota is held: "image" (the kernel refuses writes past it) or
     "measured" (read-only above it, after the next measure)."""
-    from django.conf import settings
-
     enabled = settings.DS_SANDBOX_DISK_IMAGES and image_path(data_dir).exists()
     return "image" if enabled else "measured"
 

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -117,35 +116,10 @@ class Supervisor:
         )
 
     def attach_data(self, spec: SandboxSpec) -> bool:
-        """Mount the appspace's data image at its data dir (DS_SANDBOX_DISK_IMAGES); False
-        when the measured quota alone applies (off, no root or loop devices, or it failed)."""
-        data = Path(spec.data_dir) if spec.data_dir else None
-        if (
-            data is None
-            or not settings.DS_SANDBOX_DISK_IMAGES
-            or not spec.limits.disk_mb
-            or not self.host.root
-            or data.name != "data"
-            or data.parent.parent != layout.appspaces_dir()  # not a restore's staged copy
-        ):
-            return False
-        try:
-            diskimage.attach(data, spec.limits.disk_mb, spec.uid)
-        except OSError as exc:
-            if diskimage.image_path(data).exists():
-                # Its data is in the image: starting on the empty dir under it would look like
-                # data loss to the app and its owner, and bury the image at the next start.
-                raise
-            log.error("sandbox %s: no data image, measured quota only: %s", spec.id, exc)
-            return False
-        return True
+        return diskimage.attach_for(spec, as_root=self.host.root)
 
     def detach_data(self, spec: SandboxSpec) -> None:
-        if spec.data_dir and settings.DS_SANDBOX_DISK_IMAGES:
-            try:
-                diskimage.detach(spec.data_dir)
-            except (OSError, subprocess.SubprocessError) as exc:
-                log.error("sandbox %s: cannot unmount its data image: %s", spec.id, exc)
+        diskimage.detach_for(spec)
 
     def running_with_data(self, data_dir: str) -> Instance | None:
         for inst in self.instances.values():
