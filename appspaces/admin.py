@@ -38,6 +38,7 @@ from appspaces.usage.counters import today
 from backups.models import Backup
 from backups.services import BackupError, backup_job_create
 from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
+from sandbox.walls import diskimage
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -165,7 +166,7 @@ class AppspaceAdmin(admin.ModelAdmin):
 
     list_display = (
         "subdomain", "owner", "app_and_version", "status", "disk", "quota_state", "cpu_today",
-        "last_backup",
+        "last_backup", "disk_quota",
     )  # fmt: skip
     list_filter = (
         "status",
@@ -178,12 +179,12 @@ class AppspaceAdmin(admin.ModelAdmin):
     actions = ["pause", "resume", "restart", "back_up_now"]
     fields = (
         "public_id", "subdomain", "owner", "app", "app_version", "status", "status_reason",
-        "data_schema", "memory_mb", "cpu_percent", "disk_mb", "disk_bytes", "data_readonly",
-        "created",
+        "data_schema", "memory_mb", "cpu_percent", "disk_mb", "disk_quota", "disk_bytes",
+        "data_readonly", "created",
     )  # fmt: skip
     readonly_fields = (
         "public_id", "subdomain", "owner", "app", "app_version", "data_schema", "disk_bytes",
-        "data_readonly", "created",
+        "data_readonly", "created", "disk_quota",
     )  # fmt: skip
     inlines = [AppspaceUserInline, AllowlistEntryInline]
 
@@ -258,6 +259,13 @@ class AppspaceAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.display(description="disk quota")
+    def disk_quota(self, obj: Appspace) -> str:
+        """Which mechanism holds the quota (sandbox.walls.diskimage): enforced or the fallback."""
+        if diskimage.mechanism(obj.data_path) == "image":
+            return f"enforced (ext4 image, {obj.disk_mb} MB)"
+        return f"measured (read-only above {obj.disk_mb} MB)"
 
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)

@@ -30,6 +30,7 @@ def appspace_limits(appspace: Appspace) -> Limits:
         io_write_mbps=appspace.io_write_mbps or settings.DS_APPSPACE_DEFAULT_IO_WRITE_MBPS,
         io_read_iops=settings.DS_APPSPACE_DEFAULT_IO_READ_IOPS,
         io_write_iops=settings.DS_APPSPACE_DEFAULT_IO_WRITE_IOPS,
+        disk_mb=appspace.disk_mb,
     )
 
 

@@ -1,5 +1,7 @@
 """Dropserver's own system checks (`manage.py check --deploy`).
 
+W002 (sandbox.walls.diskimage): the disk quota falls back to the measured one.
+
 W001: an app's script can set a cookie for the parent domain (`Domain=<DS_DOMAIN>`), and
 browsers send it to every sibling appspace, unless DS_DOMAIN is itself on the Public Suffix
 List, as public Sandstorm hosts (sandcats.io) do. The platform strips such cookies from app
@@ -74,3 +76,34 @@ def check_domain_on_public_suffix_list(app_configs=None, **kwargs):
             id="dropserver.W001",
         )
     ]
+
+
+def _measured_quota_warning(reason: str) -> Warning:
+    return Warning(
+        f"The disk quota is measured, not enforced by the kernel ({reason}).",
+        hint="Apps can write past their quota until the next measure (about a minute), "
+        "then their data becomes read-only. See docs/operations.md, 'Disk quota'.",
+        id="dropserver.W002",
+    )
+
+
+@register()
+def disk_images_check(app_configs, **kwargs):
+    """W002: images are asked for (DS_SANDBOX_DISK_IMAGES) but this host cannot loop-mount
+    (not root, no loop devices, no e2fsprogs): the measured quota is the only one."""
+    from sandbox.walls import diskimage
+
+    if not settings.DS_SANDBOX_DISK_IMAGES:
+        return []
+    usable, why = diskimage.available()
+    if usable:
+        return []
+    return [_measured_quota_warning(f"this host cannot loop-mount: {why}")]
+
+
+@register(deploy=True)
+def disk_images_off_check(app_configs, **kwargs):
+    """W002 under `check --deploy`: images are off, the measured quota is the only one."""
+    if settings.DS_SANDBOX_DISK_IMAGES:
+        return []
+    return [_measured_quota_warning("DS_SANDBOX_DISK_IMAGES is off")]

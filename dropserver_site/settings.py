@@ -483,6 +483,9 @@ DS_SANDBOXES_MEMORY_MB = env.int("DS_SANDBOXES_MEMORY_MB", default=0)
 DS_SANDBOXES_RESERVE_MB = env.int("DS_SANDBOXES_RESERVE_MB", default=1024)
 DS_SANDBOXES_CPU_PERCENT = env.int("DS_SANDBOXES_CPU_PERCENT", default=0)
 DS_SANDBOXES_PIDS = env.int("DS_SANDBOXES_PIDS", default=4096)
+# The kernel-enforced disk quota (sandbox.walls.diskimage): each appspace's data in a loop-mounted
+# ext4 image of its disk_mb. Off: the measured quota alone (appspaces.usage.quota).
+DS_SANDBOX_DISK_IMAGES = env.bool("DS_SANDBOX_DISK_IMAGES", default=False)
 
 # --- App packages ---------------------------------------------------------------------------
 # Limits for unpacking untrusted app packages (packages.extraction) and for the platform's

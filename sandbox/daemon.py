@@ -18,7 +18,7 @@ from typing import Any
 from sandbox import layout, protocol
 from sandbox.protocol import SandboxBadRequest, SandboxError
 from sandbox.supervisor import Supervisor
-from sandbox.walls import cgroups, mounts, preflight
+from sandbox.walls import cgroups, diskimage, mounts, preflight
 
 log = logging.getLogger("sandbox")
 
@@ -53,6 +53,7 @@ def cleanup_stale(host: preflight.HostCheck) -> None:
                 log.error("cannot remove stale cgroup %s: %s", name, exc)
     run = layout.run_dir()
     mounts.unmount_stale(run)  # socket-dir and warm tmpfs mounts
+    diskimage.unmount_stale()  # data images: mounted again at each appspace's next start
     for entry in run.iterdir():
         if entry.is_dir() and not entry.is_symlink() and entry.name != "etc":
             shutil.rmtree(entry, ignore_errors=True)

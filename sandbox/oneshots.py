@@ -122,6 +122,8 @@ class JobRunner:
         staged = mode == "warm" and sup.host.bwrap
         try:
             prepare.prepare_common(spec, as_root=as_root)
+            if mode == "migrate":
+                sup.attach_data(spec)  # the data the appspace runs on, not the dir under it
             if staged:
                 mounts.mount_warm_stage(spec, as_root=as_root)
             boost = max(spec.limits.cpu_percent, settings.DS_SANDBOX_START_CPU_PERCENT)
@@ -143,6 +145,8 @@ class JobRunner:
             self.running.pop(spec.id, None)
             with contextlib.suppress(OSError, cgroups.CgroupError):
                 cgroup.remove()
+            if mode == "migrate":
+                sup.detach_data(spec)
             if staged:
                 if outcome.get("ok"):
                     outcome = self._install_cache(spec, outcome, log_sink)

@@ -38,6 +38,7 @@ class Limits:
     io_write_mbps: int = 0
     io_read_iops: int = 0
     io_write_iops: int = 0
+    disk_mb: int = 0  # the data image's size (sandbox.walls.diskimage); 0: no image
 
     @classmethod
     def defaults(cls) -> Limits:
@@ -60,6 +61,7 @@ class Limits:
             "io_write_mbps": (0, 1 << 20),
             "io_read_iops": (0, 1 << 24),
             "io_write_iops": (0, 1 << 24),
+            "disk_mb": (0, 16 * 1024 * 1024),
         }
         for name, (low, high) in checks.items():
             value = getattr(self, name)

@@ -46,7 +46,7 @@ from sandbox.protocol import (
 )
 from sandbox.runner import ProcessExited, SandboxProcess, describe_exit
 from sandbox.spec import SandboxSpec, SpecError
-from sandbox.walls import cgroups, launcher, mounts, preflight, prepare
+from sandbox.walls import cgroups, diskimage, launcher, mounts, preflight, prepare
 
 log = logging.getLogger("sandbox")
 
@@ -148,6 +148,12 @@ class Supervisor:
             max_bytes=settings.DS_SANDBOX_LOG_MAX_BYTES,
             keep=settings.DS_SANDBOX_LOG_KEEP,
         )
+
+    def attach_data(self, spec: SandboxSpec) -> bool:
+        return diskimage.attach_for(spec, as_root=self.host.root)
+
+    def detach_data(self, spec: SandboxSpec) -> None:
+        diskimage.detach_for(spec)
 
     def running_with_data(self, data_dir: str) -> Instance | None:
         for inst in self.instances.values():
@@ -261,6 +267,7 @@ class Supervisor:
         files = prepare.StartFiles()
         try:
             prepare.prepare_common(spec, as_root=self.host.root)
+            self.attach_data(spec)
             mounts.mount_run_dir(spec, as_root=self.host.root)
             if self.host.bwrap and spec.allow_net:
                 launcher.write_sandbox_etc()
@@ -398,6 +405,7 @@ class Supervisor:
                 log.error("sandbox %s: cgroup cleanup failed: %s", inst.id, exc)
             inst.cgroup = None
         mounts.remove_run_dir(inst.id)
+        self.detach_data(inst.spec)
 
     async def _stop_locked(self, inst: Instance) -> None:
         proc = inst.process

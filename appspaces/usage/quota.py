@@ -18,6 +18,7 @@ from sandbox import usage as disk_usage
 from sandbox.client import SandboxClient
 from sandbox.instance import FROZEN, RUNNING, STARTING, STOPPING
 from sandbox.protocol import SandboxError, SandboxNotFound
+from sandbox.walls import diskimage
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,12 @@ def _apply(changed: list[Appspace], client: SandboxClient) -> None:
 
 def _measure(appspace: Appspace) -> tuple[disk_usage.DiskUsage | None, Appspace | None]:
     started = timezone.now()
+    if diskimage.mechanism(appspace.data_path) == "image" and not diskimage.is_mounted(
+        appspace.data_path
+    ):
+        # Stopped on a data image: the data is inside the unmounted image, and the dir under it
+        # is empty. The last measure (taken while it ran, when alone it could write) stands.
+        return None, None
     try:
         used = disk_usage.measure(appspace.data_path)
     except OSError as exc:  # TreeMoved included

@@ -12,6 +12,7 @@ from django.db.models import Max, Q, Sum
 from appspaces.models import Appspace, AppspaceUsageDay
 from appspaces.usage.counters import today
 from appspaces.usage.quota import MB
+from sandbox.walls import diskimage
 
 PERIODS = (("today", "Today", 1), ("week", "Last 7 days", 7), ("month", "Last 30 days", 30))
 SUMMED = ("cpu_seconds", "running_seconds", "io_read_bytes", "io_write_bytes")
@@ -35,6 +36,7 @@ def usage_summary(appspace: Appspace) -> dict[str, Any]:
         figures = {f: totals[f"{key}__{f}"] or 0 for f in (*SUMMED, *PEAKS)}
         periods.append({"key": key, "label": label, "days": days, **figures})
     quota = appspace.disk_mb * MB
+    free = diskimage.free_bytes(appspace.data_path)
     return {
         "periods": periods,
         **{p["key"]: p for p in periods},
@@ -46,6 +48,9 @@ def usage_summary(appspace: Appspace) -> dict[str, Any]:
         "disk_measured": appspace.disk_measured,
         "over_quota": appspace.disk_bytes > quota,
         "data_readonly": appspace.data_readonly,
+        "quota_mechanism": diskimage.mechanism(appspace.data_path),
+        # The image is full: the app's writes fail with ENOSPC (less than 1 MB left).
+        "disk_full": free is not None and free < MB,
         "resume_bytes": quota * settings.DS_USAGE_QUOTA_RESUME_PERCENT // 100,
         "disk_low_bytes": quota * 8 // 10,  # the meter turns amber from here
     }

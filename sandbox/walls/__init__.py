@@ -8,6 +8,7 @@ spawn              starting it: fork/exec with the cgroup joined before exec
 seccomp            compiles the allowlist into the BPF filter
 seccomp_allowlist  the one reviewed list of syscalls (and arguments) Deno may make
 seccomp_trace      `python -m sandbox.walls.seccomp_trace`: derive and re-check that list
-cgroups            CPU, memory and pids caps (cgroup v1 and v2 backends)
+cgroups            CPU, memory, pids and IO caps (cgroup v1 and v2 backends), the instance ceiling
+diskimage          the kernel-enforced disk quota: a loop-mounted ext4 image per appspace
 preflight          whether this host can run sandboxes safely (bubblewrap, cgroups, uids)
 """

@@ -298,3 +298,36 @@ def test_every_scheduled_task_is_a_registered_task():
         "backups.tasks.backups_sweep",
     } <= names
     assert names <= set(app.tasks)
+
+
+@pytest.mark.django_db
+def test_a_full_image_says_disk_full_and_the_admin_names_the_mechanism(alice, settings):
+    """A real 8 MB image, mounted and filled from the host as the app would fill it."""
+    from django.contrib.admin.sites import site
+
+    from appspaces.admin import AppspaceAdmin
+    from sandbox.walls import diskimage
+
+    if not diskimage.available()[0]:
+        pytest.skip(diskimage.available()[1])
+    settings.DS_SANDBOX_DISK_IMAGES = True
+    appspace = appspace_for(alice, disk_mb=8)
+    column = AppspaceAdmin(Appspace, site).disk_quota
+    assert column(appspace) == "measured (read-only above 8 MB)"  # no image yet
+    appspace.data_path.mkdir(parents=True)
+    diskimage.attach(appspace.data_path, 8, 200_777)
+    try:
+        html = render("appspaces/_usage.html", appspace, alice).replace("\xa0", " ")
+        assert "Disk full" not in html and "The quota is enforced" in html
+        with (
+            pytest.raises(OSError, match="No space left"),
+            open(appspace.data_path / "fill", "wb") as fh,
+        ):
+            while True:
+                fh.write(b"\0" * MB)
+                fh.flush()
+        html = render("appspaces/_usage.html", appspace, alice).replace("\xa0", " ")
+        assert "Disk full (quota 8 MB):" in html
+        assert column(appspace) == "enforced (ext4 image, 8 MB)"
+    finally:
+        diskimage.detach(appspace.data_path)

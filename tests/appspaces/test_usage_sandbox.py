@@ -10,6 +10,7 @@ import os
 import secrets
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -86,6 +87,13 @@ def _settings(settings):
     settings.DS_SANDBOX_UID_BASE = 500_000_000 + secrets.randbelow(10**6) * 1000
     settings.DS_GATEWAY_CACHE_TTL = 0.1  # the re-check after a read-only switch waits this
     settings.DS_USAGE_DISK_RUNNING_SECONDS = 3600  # collections here measure nothing
+
+
+@pytest.fixture
+def supervisor(start_supervisor):
+    """The measured quota (the fallback), whatever the environment says: these tests write past
+    the quota, which a data image would refuse at once (see the image test at the end)."""
+    return start_supervisor(DS_SANDBOX_DISK_IMAGES="0")
 
 
 def appspace_for(owner, *, disk_mb: int = 100, cpu_percent: int = 50) -> Appspace:
@@ -396,3 +404,48 @@ def test_it_applies_read_only_to_a_sandbox_frozen_by_a_backup_once_thawed(superv
     assert not Appspace.objects.get(pk=appspace.pk).usage_counters.get("respec")
     assert direct(client, appspace, APPEND, "/append?name=big.bin&kb=4", "POST")[0] == 507
     assert big.stat().st_size == 1100 * 1024
+
+
+# --- the kernel-enforced quota (sandbox.walls.diskimage) ---------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_image_stops_writes_at_the_quota_and_a_raised_quota_makes_room(
+    start_supervisor, alice, django_capture_on_commit_callbacks, settings
+):
+    from appspaces.lifecycle.control import appspace_limits_set
+    from sandbox.walls import diskimage
+
+    if not diskimage.available()[0]:
+        pytest.skip(diskimage.available()[1])
+    settings.DS_SANDBOX_DISK_IMAGES = True  # the panel and workers: same switch, same env
+    client = start_supervisor(DS_SANDBOX_DISK_IMAGES="1").client
+    appspace = appspace_for(alice, disk_mb=20)
+    data = appspace.data_path
+    assert call(client, appspace, WRITE, "/write?name=keep.bin&kb=64", "POST")[0] == 200
+    kept = (data / "keep.bin").read_bytes()
+    # As fast as it can, far past the quota: refused inside the app, which answers.
+    status, _, body = call(client, appspace, WRITE, "/write?name=big.bin&kb=40960", "POST")
+    assert status == 507, body
+    image = diskimage.image_path(data)
+    assert image.stat().st_blocks * 512 <= 20 * 1024 * 1024  # host side, never past the quota
+    assert call(client, appspace, SIZE, "/size?name=keep.bin")[::2] == (200, b"65536")
+    assert not appspace.data_readonly  # nothing to switch: the kernel held the line
+    # The owner's path to a bigger quota: the limits form calls this.
+    with django_capture_on_commit_callbacks(execute=True):
+        appspace_limits_set(appspace=appspace, memory_mb=256, cpu_percent=50, disk_mb=60)
+    assert call(client, appspace, WRITE, "/write?name=more.bin&kb=30720", "POST")[0] == 200
+    assert (data / "keep.bin").read_bytes() == kept  # nothing lost on the way
+    assert (data / "more.bin").stat().st_size == 30 * 1024 * 1024
+    assert image.stat().st_size == 60 * 1024 * 1024
+    quota.appspace_measure_now(appspace=appspace)
+    appspace.refresh_from_db()
+    assert appspace.disk_bytes >= 30 * 1024 * 1024
+    client.stop(str(appspace.public_id))
+    # Stopped, its data is in the unmounted image: the measure made while it ran stands.
+    tasks.disk_measure.run(appspace.pk)
+    appspace.refresh_from_db()
+    assert appspace.disk_bytes >= 30 * 1024 * 1024
+    real = os.path.realpath(data)
+    mounted = Path("/proc/mounts").read_text().splitlines()
+    assert real not in [line.split()[1] for line in mounted]
