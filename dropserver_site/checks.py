@@ -1,6 +1,8 @@
 """Dropserver's own system checks (`manage.py check --deploy`).
 
-W002 (sandbox.walls.diskimage): the disk quota falls back to the measured one.
+W002 (sandbox.walls.diskimage): disk images are asked for but this host cannot use them, so
+the disk quota falls back to the measured one. (Images are off by default until a stopped
+appspace can be backed up from its image; docs/operations.md says what that means.)
 
 W001: an app's script can set a cookie for the parent domain (`Domain=<DS_DOMAIN>`), and
 browsers send it to every sibling appspace, unless DS_DOMAIN is itself on the Public Suffix
@@ -99,11 +101,3 @@ def disk_images_check(app_configs, **kwargs):
     if usable:
         return []
     return [_measured_quota_warning(f"this host cannot loop-mount: {why}")]
-
-
-@register(deploy=True)
-def disk_images_off_check(app_configs, **kwargs):
-    """W002 under `check --deploy`: images are off, the measured quota is the only one."""
-    if settings.DS_SANDBOX_DISK_IMAGES:
-        return []
-    return [_measured_quota_warning("DS_SANDBOX_DISK_IMAGES is off")]

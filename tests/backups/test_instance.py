@@ -25,7 +25,6 @@ from tests.backups.conftest import fill, tree_hashes
 from tests.conftest import PASSWORD, make_user
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-DR_DB = "ds_instance_drill"
 
 
 def _admin_dsn(name: str = "postgres") -> str:
@@ -42,20 +41,22 @@ def second_instance(data_root, settings):
     """A fresh, empty instance: a new PostgreSQL database and a new DS_DATA_DIR."""
     if connection.vendor != "postgresql":
         pytest.skip("the drill's second instance is a PostgreSQL database")
+    # Named after this worker's test database, so two xdist workers never share it.
+    dr_db = f"{connection.settings_dict['NAME']}_drill"
     with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DR_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DR_DB}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{dr_db}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{dr_db}"')
     data = Path(tempfile.mkdtemp(prefix="data-dr-", dir=data_root))
     data.chmod(0o711)
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=_admin_dsn(DR_DB),
+        DATABASE_URL=_admin_dsn(dr_db),
         DS_DATA_DIR=str(data),
         DS_SANDBOX_UID_BASE=str(settings.DS_SANDBOX_UID_BASE),
     )
     yield env, data
     with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DR_DB}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{dr_db}" WITH (FORCE)')
 
 
 def manage(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -227,8 +228,9 @@ def test_a_damaged_snapshot_is_refused_before_anything_changes(
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert message in json.loads(result.stdout)["error"]
     # Nothing restored into the new DS_DATA_DIR (startup makes logs/, run/, secret_key).
-    assert not [p.name for p in new_data.iterdir() if p.name not in ("logs", "run", "secret_key")]
-    with psycopg.connect(_admin_dsn(DR_DB)) as conn:  # no table was created
+    runtime = ("logs", "run", "secret_key", "metrics")  # the process's own, not restored data
+    assert not [p.name for p in new_data.iterdir() if p.name not in runtime]
+    with psycopg.connect(env["DATABASE_URL"]) as conn:  # no table was created
         assert (
             conn.execute("select count(*) from pg_tables where schemaname='public'").fetchone()[0]
             == 0
@@ -304,7 +306,7 @@ def test_a_repository_that_cannot_give_the_snapshot_is_a_clear_error(
     assert expected in error.lower() or expected in error
     assert "drill pw" not in result.stdout + result.stderr
     assert not [p.name for p in new_data.iterdir() if p.name in ("apps", "appspaces", "backups")]
-    with psycopg.connect(_admin_dsn(DR_DB)) as conn:
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
         tables = conn.execute("select count(*) from pg_tables where schemaname='public'")
         assert tables.fetchone()[0] == 0
 
