@@ -305,6 +305,9 @@ _TASK_KINDS = {
     "appspaces.tasks.appspace_sandbox_refresh": ("celery", 5 * _MINUTE, 6 * _MINUTE),
 }
 CELERY_TASK_ROUTES = {name: {"queue": queue} for name, (queue, _, _) in _TASK_KINDS.items()}
+# Every queue a task can land on: a worker that must take all work (tests, a one-worker
+# deployment) consumes `--queues ",".join(DS_CELERY_QUEUES)`.
+DS_CELERY_QUEUES = sorted({CELERY_TASK_DEFAULT_QUEUE} | {q for q, _, _ in _TASK_KINDS.values()})
 CELERY_TASK_ANNOTATIONS = {
     name: {"soft_time_limit": soft, "time_limit": hard}
     for name, (_, soft, hard) in _TASK_KINDS.items()

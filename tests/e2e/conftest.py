@@ -104,7 +104,8 @@ def platform(e2e_dir, gateway_db, django_db_blocker) -> Iterator[Platform]:
             with open(logs["worker"], "wb") as out:
                 worker = subprocess.Popen(
                     [sys.executable, "-m", "celery", "-A", "dropserver_site", "worker",
-                     "--pool", "solo", "--without-heartbeat", "--without-gossip",
+                     "--pool", "solo", "--queues", ",".join(settings.DS_CELERY_QUEUES),
+                     "--without-heartbeat", "--without-gossip",
                      "--without-mingle", "--loglevel", "INFO"],
                     cwd=REPO, env=worker_env, stdout=out, stderr=subprocess.STDOUT,
                 )  # fmt: skip

@@ -57,8 +57,10 @@ def test_every_task_has_a_queue_a_worker_consumes_and_time_limits():
     consumed = set()
     for _, argv in worker_commands():
         consumed |= set(argv[argv.index("--queues") + 1].split(","))
+    assert consumed == set(settings.DS_CELERY_QUEUES)
     for name in ours:
         assert queue_of(name) in consumed, name
+        assert queue_of(name) in settings.DS_CELERY_QUEUES, name  # what one-worker setups take
         task = app.tasks[name]
         assert 0 < task.soft_time_limit < task.time_limit, name
 
