@@ -7,7 +7,7 @@ class AppspacesConfig(AppConfig):
 
     def ready(self) -> None:
         from appspaces import receivers
-        from appspaces.gateway import invalidation
+        from appspaces.gateway.state import invalidation
 
         receivers.connect()
         invalidation.connect()

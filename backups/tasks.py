@@ -44,7 +44,7 @@ def backups_verify() -> dict[str, int]:
 
 @shared_task
 def instance_backup_scheduled() -> str:
-    from backups.instance import instance_backup_due
+    from backups.instance.snapshot import instance_backup_due
 
     return instance_backup_due()
 

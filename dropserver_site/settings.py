@@ -20,7 +20,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from dropserver_site.hosts import is_dev_domain, normalize_host
-from dropserver_site.logs import logging_config
+from dropserver_site.observe.logs import logging_config
 from packages.hostnames import HostnameError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -246,8 +246,9 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Daphne processes `serve` runs on one shared listening socket (each is one event loop: one
-# core). Their caches stay coherent through the channel layer (appspaces/gateway/broadcast.py),
-# so without one (the embedded defaults) a single process serves, and changes apply at once.
+# core). Their caches stay coherent through the channel layer
+# (appspaces/gateway/state/broadcast.py), so without one (the embedded defaults) a single
+# process serves, and changes apply at once.
 DS_WEB_PROCESSES = env.int(
     "DS_WEB_PROCESSES", default=(os.cpu_count() or 1) if CHANNEL_LAYER_URL else 1
 )
@@ -703,7 +704,8 @@ DS_BACKUP_INSTANCE_DIR = env.str("DS_BACKUP_INSTANCE_DIR", default="")
 DS_BACKUP_INSTANCE_FRESH_MINUTES = env.int("DS_BACKUP_INSTANCE_FRESH_MINUTES", default=60)
 
 # --- Health -----------------------------------------------------------------------------------
-# Owned by dropserver_site/health.py (see docs/operations.md, "Health"): what /readyz requires.
+# Owned by dropserver_site/observe/health.py (see docs/operations.md, "Health"): what /readyz
+# requires.
 
 DS_READY_MIN_FREE_MB = env.int("DS_READY_MIN_FREE_MB", default=512)  # free under DS_DATA_DIR
 # /readyz fails when the panel host's certificate expires within this many days (0: expired).

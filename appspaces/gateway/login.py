@@ -22,8 +22,8 @@ from django.utils.encoding import iri_to_uri
 
 from appspaces.gateway import csp_reports, pages
 from appspaces.gateway.auth import RequestFacts, Visitor, open_url, same_origin_proven, visitor
-from appspaces.gateway.config import AppspaceConfig
 from appspaces.gateway.headers import appspace_cookie_name
+from appspaces.gateway.state.config import AppspaceConfig
 from appspaces.sharing import sessions as appspace_sessions
 
 PREFIX = "/.dropserver/"

@@ -19,7 +19,12 @@ from django.core.management import call_command
 from django.db import connection
 
 from appspaces.models import Appspace
-from backups.instance import InstanceError, instance_backup, instance_restore, read_manifest
+from backups.instance.snapshot import (
+    InstanceError,
+    instance_backup,
+    instance_restore,
+    read_manifest,
+)
 from backups.models import InstanceBackup
 from tests.backups.conftest import fill, tree_hashes
 from tests.conftest import PASSWORD, make_user

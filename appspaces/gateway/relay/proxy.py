@@ -20,12 +20,10 @@ import asyncio
 import errno
 import logging
 
-from appspaces.gateway import connections, pages, server_hooks
-from appspaces.gateway.config import AppspaceConfig, Member
+from appspaces.gateway import pages
 from appspaces.gateway.headers import filter_response_headers, forward_request_headers
-from appspaces.gateway.limits import limits
-from appspaces.gateway.runtime import Runtime
-from appspaces.gateway.upstream import (
+from appspaces.gateway.relay import server_hooks
+from appspaces.gateway.relay.upstream import (
     ConnectFailed,
     Connection,
     ConnectTimedOut,
@@ -33,6 +31,10 @@ from appspaces.gateway.upstream import (
     read_response,
     request_head,
 )
+from appspaces.gateway.state import connections
+from appspaces.gateway.state.config import AppspaceConfig, Member
+from appspaces.gateway.state.limits import limits
+from appspaces.gateway.state.runtime import Runtime
 from packages.routes import RouteMatch
 from sandbox import peer
 from sandbox.protocol import SandboxError, SandboxUnavailable
