@@ -75,18 +75,7 @@ async def handle(
     method = scope["method"]
     platform = config.platform_headers
 
-    async def page(status: int, text: tuple[str, str], headers=(), **context) -> None:
-        await pages.send_page(
-            send,
-            status,
-            title=text[0],
-            message=text[1],
-            host=host,
-            platform=platform,
-            headers=headers,
-            head_only=method == "HEAD",
-            **context,
-        )
+    page = pages.page_sender(send, host=host, platform=platform, method=method)
 
     if path == csp_reports.PATH:
         return await csp_reports.handle(scope, receive, send, config=config, facts=facts)

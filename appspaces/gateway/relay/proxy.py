@@ -74,17 +74,7 @@ async def proxy(
     platform = config.platform_headers
     lim = limits()
 
-    async def page(status: int, text: tuple[str, str], headers=()) -> None:
-        await pages.send_page(
-            send,
-            status,
-            title=text[0],
-            message=text[1],
-            host=host,
-            platform=platform,
-            headers=headers,
-            head_only=method == "HEAD",
-        )
+    page = pages.page_sender(send, host=host, platform=platform, method=method)
 
     spec = config.spec
     try:
