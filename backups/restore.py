@@ -23,12 +23,18 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from django.db import transaction
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 
-from appspaces.jobs import JobFailed, job_claim, job_finish, job_running, job_step
+from appspaces.jobs import (
+    JobFailed,
+    enqueue_on_commit,
+    job_claim,
+    job_finish,
+    job_running,
+    job_step,
+)
 from appspaces.models import Appspace, Job
 from appspaces.sandboxes import appspace_spec
 from backups.format.archive import archive_name, extract_archive, read_metadata, verify_archive
@@ -462,9 +468,7 @@ def restore_job_create(
         params=params,
     )
     if enqueue:
-        from backups.tasks import restore_run
-
-        transaction.on_commit(lambda: restore_run.delay(job.pk))
+        enqueue_on_commit("backups.tasks.restore_run", job.pk)
     return job
 
 

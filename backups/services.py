@@ -26,6 +26,7 @@ from django.utils import timezone
 from appspaces.jobs import (
     JobCancelled,
     JobFailed,
+    enqueue_on_commit,
     job_claim,
     job_finish,
     job_progress,
@@ -345,9 +346,7 @@ def backup_job_create(*, appspace: Appspace, kind: str = Backup.Kind.MANUAL, enq
         },
     )
     if enqueue:
-        from backups.tasks import backup_run
-
-        transaction.on_commit(lambda: backup_run.delay(job.pk))
+        enqueue_on_commit("backups.tasks.backup_run", job.pk)
     return job
 
 

@@ -21,6 +21,7 @@ from appspaces.jobs import (
     REQUEUED,
     JobCancelled,
     JobFailed,
+    enqueue_on_commit,
     job_claim,
     job_finish,
     job_running,
@@ -109,9 +110,7 @@ def appspace_create(
                 step="Waiting for a worker",
             )
             if enqueue:
-                from appspaces.tasks import appspace_create_task
-
-                transaction.on_commit(lambda: appspace_create_task.delay(job.pk))
+                enqueue_on_commit("appspaces.tasks.appspace_create_task", job.pk)
     except IntegrityError:
         raise SubdomainError(
             f"{name}.{settings.DS_DOMAIN} is taken; choose another name."

@@ -19,6 +19,7 @@ import uuid
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from appspaces.jobs import enqueue_on_commit
 from appspaces.models import AllowlistEntry, Appspace, BlockedConnection
 from packages.allowlist import (
     AllowlistError,
@@ -140,9 +141,7 @@ def suggestion_rows(suggested: dict) -> dict[str, list[dict]]:
 
 
 def _refresh_sandbox(appspace: Appspace) -> None:
-    from appspaces.tasks import appspace_sandbox_refresh
-
-    transaction.on_commit(lambda: appspace_sandbox_refresh.delay(appspace.pk), robust=True)
+    enqueue_on_commit("appspaces.tasks.appspace_sandbox_refresh", appspace.pk, robust=True)
 
 
 def allowlist_entry_add(

@@ -14,11 +14,18 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from appspaces.jobs import JobFailed, job_claim, job_finish, job_progress, job_running, job_step
+from appspaces.jobs import (
+    JobFailed,
+    enqueue_on_commit,
+    job_claim,
+    job_finish,
+    job_progress,
+    job_running,
+    job_step,
+)
 from appspaces.models import Appspace, Job
 from backups.models import Backup, OffsiteCheck
 from backups.offsite.restic import Repository, ResticError
@@ -64,9 +71,7 @@ def offsite_job_create(*, backup: Backup, enqueue: bool = True) -> Job | None:
         },
     )
     if enqueue:
-        from backups.tasks import offsite_upload
-
-        transaction.on_commit(lambda: offsite_upload.delay(job.pk))
+        enqueue_on_commit("backups.tasks.offsite_upload", job.pk)
     return job
 
 

@@ -5,6 +5,7 @@ started as `serve` starts them)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -63,6 +64,21 @@ def test_every_task_has_a_queue_a_worker_consumes_and_time_limits():
         assert queue_of(name) in settings.DS_CELERY_QUEUES, name  # what one-worker setups take
         task = app.tasks[name]
         assert 0 < task.soft_time_limit < task.time_limit, name
+
+
+def test_every_task_a_service_queues_by_name_exists():
+    """Services queue tasks by name (appspaces.jobs.enqueue): a misspelt name would only fail
+    when the work is queued, so every name in the code is checked against the registry."""
+    app.loader.import_default_modules()
+    pattern = re.compile(r"enqueue(?:_on_commit)?\(\s*\"([\w.]+)\"")
+    names = {
+        name
+        for folder in ("accounts", "appspaces", "backups", "dropserver_site")
+        for path in (BASE_DIR / folder).rglob("*.py")
+        for name in pattern.findall(path.read_text())
+    }
+    assert len(names) >= 8
+    assert names <= set(app.tasks), names - set(app.tasks)
 
 
 def test_periodic_runs_expire_within_their_period():
