@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from appspaces.models import Appspace
 from backups.models import Backup, BackupPolicy, InstanceBackup, OffsiteCheck
-from backups.retention import clamp_interval
+from backups.schedule import clamp_interval
 
 
 def health_rows(now=None) -> list[dict]:

@@ -40,7 +40,9 @@ from appspaces.sandboxes import appspace_spec
 from backups.format.archive import archive_name, extract_archive, read_metadata, verify_archive
 from backups.format.metadata import DATA, META_NAME, ArchiveError, Metadata
 from backups.models import Backup, backups_root
-from backups.services import MB, ensure_backups_dir, worker_name
+from backups.offsite.copies import offsite_fetch
+from backups.offsite.restic import ResticError
+from backups.store import MB, ensure_backups_dir, worker_name
 from packages.extraction import remove_tree
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxNotFound, SandboxUnavailable
@@ -519,8 +521,6 @@ def restore_job_run(*, job_id: int) -> str:
 def _offsite_fetch(job: Job, dest: Path) -> None:
     """Fetch an off-site snapshot's archive into `dest`; the restore then verifies it like an
     uploaded archive (untrusted: checked against this appspace, its size and its hashes)."""
-    from backups.offsite.copies import offsite_fetch
-    from backups.offsite.restic import ResticError
 
     job_step(job, "Fetching the archive from the off-site repository", 5)
     try:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
-from backups import retention, sweep
+from backups import retention, schedule, sweep, verification
+from backups.instance import snapshot
+from backups.offsite import copies
 from backups.restore import restore_job_run
 from backups.services import backup_job_run
 
@@ -22,7 +25,7 @@ def restore_run(job_id: int) -> str:
 
 @shared_task
 def backups_schedule() -> int:
-    return len(retention.backups_schedule())
+    return len(schedule.backups_schedule())
 
 
 @shared_task
@@ -37,26 +40,18 @@ def backups_sweep() -> dict[str, int]:
 
 @shared_task
 def backups_verify() -> dict[str, int]:
-    from backups.verification import backups_verify_due
-
-    return backups_verify_due()
+    return verification.backups_verify_due()
 
 
 @shared_task
 def instance_backup_scheduled() -> str:
-    from backups.instance.snapshot import instance_backup_due
-
-    return instance_backup_due()
+    return snapshot.instance_backup_due()
 
 
 @shared_task(bind=True, max_retries=None)
 def offsite_upload(self, job_id: int) -> str:
-    from django.conf import settings
-
-    from backups.offsite.copies import offsite_job_run
-
     retries = settings.DS_BACKUP_OFFSITE_RETRIES
-    state = offsite_job_run(job_id=job_id, final=self.request.retries >= retries)
+    state = copies.offsite_job_run(job_id=job_id, final=self.request.retries >= retries)
     if state == "retry":  # back off: 1, 2, 4, ... times DS_BACKUP_OFFSITE_RETRY_SECONDS
         delay = settings.DS_BACKUP_OFFSITE_RETRY_SECONDS * 2**self.request.retries
         raise self.retry(countdown=delay)
@@ -65,15 +60,11 @@ def offsite_upload(self, job_id: int) -> str:
 
 @shared_task
 def offsite_prune() -> int:
-    from backups.offsite.copies import offsite_catch_up, offsite_prune_all
-
-    offsite_catch_up()  # failed or interrupted copies are tried again first
-    return offsite_prune_all()
+    copies.offsite_catch_up()  # failed or interrupted copies are tried again first
+    return copies.offsite_prune_all()
 
 
 @shared_task
 def offsite_check() -> bool | None:
-    from backups.offsite.copies import offsite_check as check
-
-    result = check()
+    result = copies.offsite_check()
     return None if result is None else result.ok

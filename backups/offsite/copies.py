@@ -29,6 +29,7 @@ from appspaces.jobs import (
 from appspaces.models import Appspace, Job
 from backups.models import Backup, OffsiteCheck
 from backups.offsite.restic import Repository, ResticError
+from backups.store import backup_policy
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +175,6 @@ def offsite_retention(appspace: Appspace) -> None:
     """Forget (and prune) the appspace's snapshots by its backup policy, as local pruning
     does: scheduled backups by day and week (the newest always kept), pre-migration ones for
     keep_pre_migration_days, manual and imported ones never."""
-    from backups.services import backup_policy
-
     policy = backup_policy(appspace)
     repo = repository()
     base = f"appspace={appspace.public_id}"
