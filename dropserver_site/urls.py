@@ -15,6 +15,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("metrics", metrics_view),  # loopback or DS_METRICS_TOKEN only (dropserver_site/metrics.py)
+    path("", include("notices.urls")),  # before allauth's: /accounts/notices/
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
     path("", include(setup_urlpatterns)),  # accounts: the first-admin setup link
