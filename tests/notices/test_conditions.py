@@ -96,7 +96,8 @@ def test_a_newer_version_in_the_listing_then_installed(alice, bob):
     )
     evaluate()
     (listing,) = open_notices(alice, "app_update")
-    assert listing.key == f"app:{app.public_id}:2.0.0" and listing.title == "Notes 2.0.0 is available"
+    assert listing.key == f"app:{app.public_id}:2.0.0"
+    assert listing.title == "Notes 2.0.0 is available"
     assert listing.path == reverse("app_detail", args=[app.public_id])
     assert not open_notices(bob, "app_update")
 

@@ -8,7 +8,6 @@ Email through Django's locmem backend here; tests/notices/test_smtp.py goes thro
 from __future__ import annotations
 
 import pytest
-from django.conf import settings
 from django.core import mail
 from django.test import Client
 from django.urls import reverse
