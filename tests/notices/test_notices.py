@@ -153,3 +153,17 @@ def test_a_failed_email_is_sent_by_the_next_pass(alice, settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     assert evaluate()["emails"] == 1
     assert len(sent_to(alice.email)) == 1
+
+
+def test_the_task_runs_a_pass_and_admins_see_every_notice(alice, admin_user, settings):
+    from notices.tasks import notices_evaluate
+
+    space = make_space(alice)
+    failing_backup(space, settings)
+    result = notices_evaluate.apply().get()
+    assert result["opened"] == 2 and result["emails"] == 2
+    listing = page(admin_user, "/admin/notices/notice/")
+    assert f"The last backup of {space.subdomain} failed" in listing
+    staff = Client(HTTP_HOST=settings.DS_PANEL_HOST)
+    staff.force_login(admin_user)
+    assert staff.get("/admin/notices/notice/add/").status_code == 403
