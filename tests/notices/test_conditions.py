@@ -12,8 +12,9 @@ import pytest
 from django.conf import settings
 from django.core import mail
 from django.urls import reverse
+from django.utils import timezone
 
-from appspaces.models import App, AppVersion, NetworkRequest
+from appspaces.models import App, Appspace, AppVersion, NetworkRequest
 from appspaces.network.approvals import blocked_connection_dismiss, blocked_connections_record
 from appspaces.network.requests import (
     app_request_record,
@@ -23,7 +24,8 @@ from appspaces.network.requests import (
 from appspaces.sandboxes import appspace_spec
 from appspaces.usage.quota import appspace_disk_measure
 from backups.models import Backup, InstanceBackup, OffsiteCheck
-from backups.services import backup_create
+from backups.services import backup_create, backup_policy
+from backups.verification import backup_verify
 from dropserver_site.edge.caddy import storage_dir
 from notices.models import Notice
 from tests.appspaces.appspace_fixtures import make_appspace, make_version, own_uids  # noqa: F401
@@ -36,6 +38,52 @@ pytestmark = pytest.mark.django_db
 
 def open_notices(user, kind: str) -> list[Notice]:
     return list(Notice.objects.open().filter(recipient=user, kind=kind).order_by("key"))
+
+
+def test_overdue_backups_of_active_appspaces_with_backups_on(alice, admin_user):
+    space = make_space(alice)
+    paused = make_space(alice, status=Appspace.Status.PAUSED)
+    switched_off = make_space(alice)
+    policy = backup_policy(switched_off)
+    policy.enabled = False
+    policy.save()
+    old = timezone.now() - dt.timedelta(days=3)
+    Appspace.objects.filter(pk__in=[space.pk, paused.pk, switched_off.pk]).update(created=old)
+    evaluate()
+    (notice,) = open_notices(alice, "backup_failed")
+    assert notice.key == f"appspace:{space.public_id}"
+    assert notice.title == f"The backups of {space.subdomain} are overdue"
+    assert "every 24 h; the last backup was never." in notice.detail
+    assert not open_notices(admin_user, "admin_backups")  # overdue is not a failure
+
+    backup = backup_create(appspace=space, kind=Backup.Kind.SCHEDULED)
+    Backup.objects.filter(pk=backup.pk).update(created=old)
+    evaluate()
+    (same,) = open_notices(alice, "backup_failed")
+    assert same.pk == notice.pk and f"made {old:%Y-%m-%d %H:%M} UTC" in same.detail
+    backup_create(appspace=space, kind=Backup.Kind.SCHEDULED)
+    evaluate()
+    assert not open_notices(alice, "backup_failed")
+
+
+def test_a_damaged_archive_found_by_verification(alice, admin_user):
+    space = make_space(alice)
+    backup = backup_create(appspace=space, kind=Backup.Kind.MANUAL)
+    with open(backup.path, "r+b") as archive:  # a block the disk lost
+        archive.seek(backup.path.stat().st_size // 2)
+        archive.write(b"\0" * 64)
+    assert backup_verify(backup=backup)
+    evaluate()
+    (notice,) = open_notices(alice, "backup_failed")
+    assert notice.title == f"A backup of {space.subdomain} is damaged"
+    (admin,) = open_notices(admin_user, "admin_backups")
+    assert "1 damaged archive(s)" in admin.title
+    backup_create(appspace=space, kind=Backup.Kind.MANUAL)
+    backup.path.unlink()
+    backup.delete()
+    evaluate()
+    assert not open_notices(alice, "backup_failed")
+    assert not open_notices(admin_user, "admin_backups")
 
 
 def test_over_quota_from_the_measured_disk(alice, admin_user):
