@@ -24,6 +24,12 @@ from notices.models import Notice, NoticePreference
 log = logging.getLogger(__name__)
 
 
+def _one_line(text: str, limit: int) -> str:
+    """A title as an email subject can carry it: no control characters, no line breaks (an app
+    name comes from its manifest), within the column's length."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:limit]
+
+
 def _wanted(kind: Kind, conditions: list[Condition], staff: list[int]) -> dict:
     """(recipient id, key) -> condition; a condition for "every admin" fans out to staff."""
     wanted: dict[tuple[int, str], Condition] = {}
@@ -44,7 +50,7 @@ def _open(kind: str, user_id: int, condition: Condition, now: datetime) -> None:
                 recipient_id=user_id,
                 kind=kind,
                 key=condition.key,
-                title=condition.title[:300],
+                title=_one_line(condition.title, 300),
                 detail=condition.detail,
                 path=condition.path,
                 first_seen=now,
@@ -67,7 +73,7 @@ def kind_apply(kind: Kind, conditions: list[Condition], now: datetime, staff: li
         else:
             Notice.objects.filter(pk=notice.pk).update(
                 last_seen=now,
-                title=condition.title[:300],
+                title=_one_line(condition.title, 300),
                 detail=condition.detail,
                 path=condition.path,
             )

@@ -282,3 +282,17 @@ def test_a_crash_loop_in_the_supervisor(alice, start_supervisor, http_request):
     start_supervisor()
     evaluate()
     assert not open_notices(alice, "crash_loop")
+
+
+def test_an_app_name_cannot_add_mail_headers(alice):
+    space = make_space(alice)
+    App.objects.filter(pk=space.app_id).update(
+        name="Notes\r\nBcc: mallory@example.com\x07",
+        listing_url="https://apps.example.org/notes.json",
+        listing_latest_version="2.0.0",
+    )
+    evaluate()
+    (message,) = mail.outbox
+    assert message.to == [alice.email] and not message.bcc
+    assert message.subject == "[Dropserver] Notes Bcc: mallory@example.com 2.0.0 is available"
+    assert "Bcc" not in str(message.message()).split("\n\n", 1)[0].replace(message.subject, "")
