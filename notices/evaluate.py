@@ -65,18 +65,21 @@ def kind_apply(kind: Kind, conditions: list[Condition], now: datetime, staff: li
     wanted = _wanted(kind, conditions, staff)
     open_now = {(n.recipient_id, n.key): n for n in Notice.objects.open().filter(kind=kind.name)}
     opened = resolved = 0
+    still: list[int] = []
     for (user_id, key), condition in wanted.items():
         notice = open_now.get((user_id, key))
         if notice is None:
             _open(kind.name, user_id, condition, now)
             opened += 1
-        else:
+            continue
+        text = (_one_line(condition.title, 300), condition.detail, condition.path)
+        if text == (notice.title, notice.detail, notice.path):
+            still.append(notice.pk)
+        else:  # the same condition, described anew (more requests waiting, less disk free)
             Notice.objects.filter(pk=notice.pk).update(
-                last_seen=now,
-                title=_one_line(condition.title, 300),
-                detail=condition.detail,
-                path=condition.path,
+                last_seen=now, title=text[0], detail=text[1], path=text[2]
             )
+    Notice.objects.filter(pk__in=still).update(last_seen=now)
     gone = [n.pk for pair, n in open_now.items() if pair not in wanted]
     if gone:
         resolved = Notice.objects.filter(pk__in=gone, resolved_at__isnull=True).update(
