@@ -6,7 +6,7 @@ class AppspacesConfig(AppConfig):
     verbose_name = "Apps and appspaces"
 
     def ready(self) -> None:
-        from appspaces import receivers
+        from appspaces import notices, receivers  # noqa: F401 (notices registers its kinds)
         from appspaces.gateway.state import invalidation
 
         receivers.connect()

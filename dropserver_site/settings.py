@@ -159,6 +159,7 @@ INSTALLED_APPS = [
     "appspaces",
     "sandbox",
     "backups",
+    "notices",
     "dropserver_site",  # platform-wide management commands (serve)
 ]
 
@@ -302,6 +303,7 @@ _TASK_KINDS = {
     "backups.tasks.backups_schedule": ("housekeeping", 5 * _MINUTE, 6 * _MINUTE),
     "backups.tasks.backups_prune": ("housekeeping", 10 * _MINUTE, 12 * _MINUTE),
     "backups.tasks.backups_sweep": ("housekeeping", 5 * _MINUTE, 6 * _MINUTE),
+    "notices.tasks.notices_evaluate": ("housekeeping", 3 * _MINUTE, 4 * _MINUTE),
     "appspaces.tasks.listing_refresh": ("celery", 5 * _MINUTE, 6 * _MINUTE),
     "appspaces.tasks.appspace_sandbox_refresh": ("celery", 5 * _MINUTE, 6 * _MINUTE),
 }
@@ -331,6 +333,16 @@ EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
 EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or str(DS_DATA_DIR / "mail")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=f"Dropserver <noreply@{DS_DOMAIN}>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# --- Notices ----------------------------------------------------------------------------------
+# Owned by notices/ (see docs/operations.md, "Notifications"): what needs someone's attention,
+# shown in the panel until resolved and emailed once, then reminded while it stays true.
+
+DS_NOTICE_EVALUATE_SECONDS = env.float("DS_NOTICE_EVALUATE_SECONDS", default=300.0)
+DS_NOTICE_REMIND_HOURS = env.float("DS_NOTICE_REMIND_HOURS", default=24.0)
+# Admins are told when the free space under DS_DATA_DIR falls below this (well above
+# DS_READY_MIN_FREE_MB, where /readyz fails, so there is time to act).
+DS_NOTICE_MIN_FREE_MB = env.int("DS_NOTICE_MIN_FREE_MB", default=2048)
 
 # --- Accounts (django-allauth) --------------------------------------------------------------
 
@@ -749,6 +761,11 @@ CELERY_BEAT_SCHEDULE = {
     "backups-sweep": {"task": "backups.tasks.backups_sweep", "schedule": 60.0},
     "backups-verify": {"task": "backups.tasks.backups_verify", "schedule": 6 * 3600.0},
     "backups-instance": {"task": "backups.tasks.instance_backup_scheduled", "schedule": 900.0},
+    # Notices
+    "notices-evaluate": {
+        "task": "notices.tasks.notices_evaluate",
+        "schedule": DS_NOTICE_EVALUATE_SECONDS,
+    },
 }
 # A run beat sent that no worker took within one period is dropped, not piled up behind a stall.
 for _entry in CELERY_BEAT_SCHEDULE.values():

@@ -39,6 +39,7 @@ from appspaces.network.approvals import (
     suggestion_rows,
 )
 from appspaces.network.requests import request_rows
+from appspaces.notices import subject as appspace_subject
 from appspaces.sharing.users import appspace_invitations_pending
 from appspaces.views.appspace_forms import (
     AllowlistAddForm,
@@ -49,6 +50,7 @@ from appspaces.views.appspace_forms import (
 )
 from backups.models import Backup
 from backups.views.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
+from notices.views import shown_for
 from packages.allowlist import AllowlistError
 from sandbox.protocol import SandboxError
 
@@ -191,6 +193,7 @@ def render_appspace(
     }
     context = {
         "appspace": appspace,
+        "notices": shown_for(request.user, appspace_subject(appspace)),
         "state": run_state(appspace, sandboxes),
         "members": [
             {"member": m, "permissions": [names.get(k, k) for k in m.permissions]}

@@ -13,6 +13,7 @@ from appspaces.lifecycle.version_change import upgrade_available
 from appspaces.models import Appspace, AppspaceUser, Job
 from appspaces.views.apps import apps_with_versions, installs_in_progress
 from backups.models import Backup
+from notices.views import shown_for
 from sandbox.protocol import SandboxError
 
 DASHBOARD_APPS = 8
@@ -51,6 +52,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         .prefetch_related("app__versions")
     )
     context = {
+        "notices": shown_for(user),
         "appspace_rows": _appspace_rows(mine, sandboxes),
         "shared": AppspaceUser.objects.filter(user=user)
         .exclude(appspace__owner=user)
