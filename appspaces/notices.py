@@ -8,7 +8,7 @@ appspace runs an older version than one installed; an appspace keeps crashing or
 problem. To admins: any appspace backup or off-site copy failed, the off-site integrity check
 or the last whole-instance backup failed.
 
-Registered with notices.kinds when the appspaces app is ready (AppspacesConfig.ready).
+Registered with accounts.notices.kinds when the appspaces app is ready (AppspacesConfig.ready).
 Keys start with "appspace:<public id>" for what an appspace's page shows.
 """
 
@@ -23,11 +23,11 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.notices.kinds import ADMINS, CheckUnavailable, Condition, register
 from appspaces.installs.versions import app_update_available, parse_version
 from appspaces.models import App, Appspace, BlockedConnection, NetworkRequest
 from backups.models import Backup, BackupPolicy, InstanceBackup, OffsiteCheck
 from backups.schedule import clamp_interval
-from notices.kinds import ADMINS, CheckUnavailable, Condition, register
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError
 

@@ -159,7 +159,6 @@ INSTALLED_APPS = [
     "appspaces",
     "sandbox",
     "backups",
-    "notices",
     "dropserver_site",  # platform-wide management commands (serve)
 ]
 
@@ -303,7 +302,7 @@ _TASK_KINDS = {
     "backups.tasks.backups_schedule": ("housekeeping", 5 * _MINUTE, 6 * _MINUTE),
     "backups.tasks.backups_prune": ("housekeeping", 10 * _MINUTE, 12 * _MINUTE),
     "backups.tasks.backups_sweep": ("housekeeping", 5 * _MINUTE, 6 * _MINUTE),
-    "notices.tasks.notices_evaluate": ("housekeeping", 3 * _MINUTE, 4 * _MINUTE),
+    "accounts.tasks.notices_evaluate": ("housekeeping", 3 * _MINUTE, 4 * _MINUTE),
     "appspaces.tasks.listing_refresh": ("celery", 5 * _MINUTE, 6 * _MINUTE),
     "appspaces.tasks.appspace_sandbox_refresh": ("celery", 5 * _MINUTE, 6 * _MINUTE),
 }
@@ -763,7 +762,7 @@ CELERY_BEAT_SCHEDULE = {
     "backups-instance": {"task": "backups.tasks.instance_backup_scheduled", "schedule": 900.0},
     # Notices
     "notices-evaluate": {
-        "task": "notices.tasks.notices_evaluate",
+        "task": "accounts.tasks.notices_evaluate",
         "schedule": DS_NOTICE_EVALUATE_SECONDS,
     },
 }

@@ -16,7 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # loopback or DS_METRICS_TOKEN only (dropserver_site/observe/metrics.py)
     path("metrics", metrics_view),
-    path("", include("notices.urls")),  # before allauth's: /accounts/notices/
+    path("", include("accounts.notices.urls")),  # before allauth's: /accounts/notices/
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
     path("", include(setup_urlpatterns)),  # accounts: the first-admin setup link

@@ -12,6 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.notices.views import shown_for
 from accounts.upload_gate import accepts_upload
 from appspaces.access import get_app_version_for_owner, get_appspace_for_owner
 from appspaces.allowances import summary as allowance_summary
@@ -50,7 +51,6 @@ from appspaces.views.appspace_forms import (
 )
 from backups.models import Backup
 from backups.views.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
-from notices.views import shown_for
 from packages.allowlist import AllowlistError
 from sandbox.protocol import SandboxError
 

@@ -7,13 +7,13 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
 from accounts.models import Invitation
+from accounts.notices.views import shown_for
 from appspaces.allowances import totals as allowance_totals
 from appspaces.lifecycle.control import run_state, sandbox_states
 from appspaces.lifecycle.version_change import upgrade_available
 from appspaces.models import Appspace, AppspaceUser, Job
 from appspaces.views.apps import apps_with_versions, installs_in_progress
 from backups.models import Backup
-from notices.views import shown_for
 from sandbox.protocol import SandboxError
 
 DASHBOARD_APPS = 8

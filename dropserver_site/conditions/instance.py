@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from django.conf import settings
 from django.urls import reverse
 
+from accounts.notices.kinds import ADMINS, Condition, register
 from dropserver_site.edge.certs import panel_certificate_renewal
-from notices.kinds import ADMINS, Condition, register
 
 MB = 1024 * 1024
 

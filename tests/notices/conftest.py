@@ -18,10 +18,10 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
+from accounts.notices.evaluate import notices_evaluate
 from appspaces.models import Job
 from backups.models import Backup
 from backups.services import backup_create, backup_job_create, backup_job_run
-from notices.evaluate import notices_evaluate
 from tests.backups.conftest import create_appspace, fill
 from tests.sandbox.fixtures import (  # noqa: F401 (fixtures)
     http_request,

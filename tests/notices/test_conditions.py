@@ -14,6 +14,7 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.notices.models import Notice
 from appspaces.models import App, Appspace, AppVersion, NetworkRequest
 from appspaces.network.approvals import blocked_connection_dismiss, blocked_connections_record
 from appspaces.network.requests import (
@@ -28,7 +29,6 @@ from backups.services import backup_create
 from backups.store import backup_policy
 from backups.verification import backup_verify
 from dropserver_site.edge.caddy import storage_dir
-from notices.models import Notice
 from tests.appspaces.appspace_fixtures import make_appspace, make_version, own_uids  # noqa: F401
 from tests.notices.conftest import evaluate, make_space, page
 from tests.sandbox.fixtures import poll

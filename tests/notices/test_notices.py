@@ -12,7 +12,7 @@ from django.core import mail
 from django.test import Client
 from django.urls import reverse
 
-from notices.models import Notice, NoticePreference
+from accounts.notices.models import Notice, NoticePreference
 from tests.notices.conftest import evaluate, failing_backup, good_backup, make_space, page
 
 pytestmark = pytest.mark.django_db
@@ -156,14 +156,14 @@ def test_a_failed_email_is_sent_by_the_next_pass(alice, settings):
 
 
 def test_the_task_runs_a_pass_and_admins_see_every_notice(alice, admin_user, settings):
-    from notices.tasks import notices_evaluate
+    from accounts.tasks import notices_evaluate
 
     space = make_space(alice)
     failing_backup(space, settings)
     result = notices_evaluate.apply().get()
     assert result["opened"] == 2 and result["emails"] == 2
-    listing = page(admin_user, "/admin/notices/notice/")
+    listing = page(admin_user, "/admin/accounts/notice/")
     assert f"The last backup of {space.subdomain} failed" in listing
     staff = Client(HTTP_HOST=settings.DS_PANEL_HOST)
     staff.force_login(admin_user)
-    assert staff.get("/admin/notices/notice/add/").status_code == 403
+    assert staff.get("/admin/accounts/notice/add/").status_code == 403

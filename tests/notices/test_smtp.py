@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from notices.models import Notice
+from accounts.notices.models import Notice
 from tests.notices.conftest import evaluate, failing_backup, make_space
 
 pytestmark = pytest.mark.django_db

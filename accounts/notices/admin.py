@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from notices.models import Notice
+from accounts.notices.models import Notice
 
 
 @admin.register(Notice)

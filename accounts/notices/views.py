@@ -17,8 +17,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from notices.kinds import ADMINS, kind_label, kinds_for
-from notices.models import Notice, NoticePreference
+from accounts.notices.kinds import ADMINS, kind_label, kinds_for
+from accounts.notices.models import Notice, NoticePreference
 
 
 def shown_for(user, subject: str | None = None) -> list[dict]:

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from notices import views
+from accounts.notices import views
 
 urlpatterns = [
     path("accounts/notices/", views.notice_settings, name="notice_settings"),

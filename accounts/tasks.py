@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from notices.evaluate import notices_evaluate as evaluate
+from accounts.notices.evaluate import notices_evaluate as evaluate
 
 
 @shared_task

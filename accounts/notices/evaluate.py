@@ -17,9 +17,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from notices.kinds import ADMINS, CheckUnavailable, Condition, Kind, kinds
-from notices.mail import send_digest
-from notices.models import Notice, NoticePreference
+from accounts.notices.kinds import ADMINS, CheckUnavailable, Condition, Kind, kinds
+from accounts.notices.mail import send_digest
+from accounts.notices.models import Notice, NoticePreference
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 from django.urls import reverse
 
-from notices.models import Notice
+from accounts.notices.models import Notice
 
 PREFIX = "[Dropserver] "
 
