@@ -115,12 +115,12 @@ class Relay:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         try:
+            if _peer_uid(writer) != self.expected_uid:
+                return  # not the sandbox: say nothing
             if task is not None:
                 if len(self.active) >= MAX_CONNECTIONS:
                     raise Refused(503, "too many requests through the relay at once")
                 self.active.add(task)
-            if _peer_uid(writer) != self.expected_uid:
-                return  # not the sandbox: say nothing
             await self._relay(reader, writer)
         except Refused as exc:
             self.refused += 1

@@ -169,6 +169,13 @@ createApp({
         const q = await ctx.request.json();
         try {
           if (q.raw !== undefined) {
+            // `hold` connections that never finish their request head, open meanwhile.
+            const held = [];
+            for (let i = 0; i < (q.hold ?? 0); i++) {
+              const c = await Deno.connect({ transport: "unix", path: "/run/ds/relay.sock" });
+              await c.write(new TextEncoder().encode("GET http://"));
+              held.push(c);
+            }
             const conn = await Deno.connect({ transport: "unix", path: "/run/ds/relay.sock" });
             await conn.write(new TextEncoder().encode(q.raw));
             const chunks = [];
@@ -179,6 +186,7 @@ createApp({
               chunks.push(buf.slice(0, n));
             }
             conn.close();
+            held.forEach((c) => c.close());
             return json({ raw: await new Blob(chunks).text() });
           }
           if (q.connect !== undefined) {

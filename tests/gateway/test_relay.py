@@ -207,16 +207,23 @@ def test_only_the_sandbox_may_use_its_relay(stack, pair):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(10)
         sock.connect(str(path))
-        sock.sendall(
-            f"GET {stack.url(b, '/echo')} HTTP/1.1\r\nx-relay-test: {token}\r\n\r\n".encode()
-        )
+        request = f"GET {stack.url(b, '/echo')} HTTP/1.1\r\nx-relay-test: {token}\r\n\r\n"
         try:
+            sock.sendall(request.encode())
             answer = sock.recv(100)
-        except ConnectionResetError:  # closed with our request unread
+        except (BrokenPipeError, ConnectionResetError):  # closed before or after our request
             answer = b""
     assert answer == b""
     assert outbound(stack, a, url=stack.url(b, "/"))["status"] == 200  # still serves A
     assert seen_lines(stack, b, token) == []
+
+
+def test_a_sandbox_holds_at_most_sixteen_relay_connections(stack, pair):
+    a, b = pair
+    raw = f"GET {stack.url(b, '/')} HTTP/1.1\r\n\r\n"
+    assert outbound(stack, a, raw=raw, hold=15)["raw"].startswith("HTTP/1.1 200 ")
+    assert outbound(stack, a, raw=raw, hold=16)["raw"].startswith("HTTP/1.1 503 ")
+    assert outbound(stack, a, raw=raw)["raw"].startswith("HTTP/1.1 200 ")  # freed again
 
 
 def test_only_appspace_hosts_of_this_instance_are_allowlisted_this_way(stack, pair):
