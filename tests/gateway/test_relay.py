@@ -21,7 +21,11 @@ from django.conf import settings
 from django.test import override_settings
 
 from appspaces.models import AllowlistEntry
-from appspaces.network.approvals import allowlist_entry_add
+from appspaces.network.approvals import (
+    allowlist_entry_add,
+    blocked_connections_pull,
+    blocked_rows,
+)
 from appspaces.sandboxes import appspace_spec, parse_server_entry
 from packages.allowlist import AllowlistError
 from sandbox import layout
@@ -141,6 +145,15 @@ def test_the_rest_stays_refused(stack, pair):
         ):
             got = outbound(stack, a, url=url)
             assert "NotCapable" in got.get("error", ""), (url, got)
+        # The owner sees the refused attempts: another appspace can be allowed with one click
+        # (it would go through the relay), the panel and the addresses never.
+        blocked_connections_pull(appspace=a)
+        with override_settings(DS_PUBLIC_PORT=stack.port):
+            rows = {(r["blocked"].host, r["blocked"].port): r for r in blocked_rows(a)}
+        assert rows[(stack.host(c), stack.port)]["entry"] == f"{stack.host(c)}:{stack.port}"
+        assert "panel" in rows[(settings.DS_PANEL_HOST, stack.port)]["refused"]
+        assert rows[("127.0.0.1", stack.port)]["refused"]
+        assert rows[("127.0.0.1", other)]["refused"]
         for target in (
             {"hostname": "127.0.0.1", "port": other},
             {"hostname": "127.0.0.1", "port": stack.port},
