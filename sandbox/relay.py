@@ -91,11 +91,10 @@ class Relay:
         self.ports = {80, 443, spec.relay_public_port}
         self.server: asyncio.AbstractServer | None = None
         self.active: set[asyncio.Task] = set()
-        self.refused = 0
-        self.relayed = 0
 
     async def start(self, *, owner: tuple[int, int] | None) -> None:
-        """Bind the socket (root's, group the sandbox's, 0660) before the sandbox starts."""
+        """Bind the socket (root's, group the sandbox's, 0660) before the sandbox starts: the
+        run dir is the uid's, but no process of that uid exists yet to swap the path."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         self.server = await asyncio.start_unix_server(
@@ -123,7 +122,6 @@ class Relay:
                 self.active.add(task)
             await self._relay(reader, writer)
         except Refused as exc:
-            self.refused += 1
             await _answer(writer, exc.status, exc.reason)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
@@ -154,7 +152,6 @@ class Relay:
         try:
             up_writer.write("\r\n".join(head).encode("latin-1"))
             await _copy_exactly(reader, up_writer, length)
-            self.relayed += 1
             await _copy_response(up_reader, writer)
         finally:
             up_writer.close()
