@@ -34,12 +34,12 @@ from appspaces.models import (
     FreedSubdomain,
     Job,
 )
-from appspaces.sandboxes import publish_users
+from appspaces.sandboxes import parse_server_entry, publish_users
 from appspaces.tasks import appspace_sandbox_refresh
 from appspaces.usage.counters import today
 from backups.models import Backup
 from backups.services import BackupError, backup_job_create
-from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
+from packages.allowlist import AllowlistError, parse_browser_origin
 from sandbox.walls import diskimage
 
 

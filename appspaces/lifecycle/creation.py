@@ -36,10 +36,10 @@ from appspaces.lifecycle.control import (
 )
 from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
 from appspaces.models import AllowlistEntry, Appspace, AppVersion, Job
-from appspaces.sandboxes import appspace_spec, publish_users
+from appspaces.sandboxes import appspace_spec, parse_server_entry, publish_users
 from backups.models import Backup
 from backups.restore import RestoreError, backup_import
-from packages.allowlist import parse_browser_origin, parse_server_entry
+from packages.allowlist import parse_browser_origin
 from sandbox import layout
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxUnavailable

@@ -21,13 +21,13 @@ from django.utils import timezone
 
 from appspaces.jobs import enqueue_on_commit
 from appspaces.models import AllowlistEntry, Appspace, BlockedConnection
+from appspaces.sandboxes import parse_server_entry
 from packages.allowlist import (
     AllowlistError,
     BrowserOrigin,
     ServerEntry,
     normalize_hostname,
     parse_browser_origin,
-    parse_server_entry,
 )
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxNotFound
@@ -49,6 +49,12 @@ class RiskyEntry(AllowlistError):
 
 
 def describe_server_entry(entry: ServerEntry) -> str:
+    if entry.instance:
+        return (
+            f"The app's server code may send requests to the appspace at {entry.host}, through "
+            "this server's gateway, as an anonymous visitor: that appspace's own access rules "
+            "apply (its public pages, or a credential its app gives out)."
+        )
     if entry.is_ip:
         where = f"the address {entry.host}"
     elif entry.wildcard:

@@ -26,7 +26,8 @@ from appspaces.network.approvals import (
     describe_server_entry,
     server_entry_warnings,
 )
-from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
+from appspaces.sandboxes import parse_server_entry
+from packages.allowlist import AllowlistError, parse_browser_origin
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError
 
