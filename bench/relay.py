@@ -1,4 +1,4 @@
-"""Relay benchmark: what the relay between appspaces (sandbox/relay.py) adds to one request.
+"""Relay benchmark: what the relay between appspaces (sandbox/walls/relay.py) adds to one request.
 
 Baseline: a fresh TCP connection per request to a tiny upstream that answers and closes (as
 Daphne does for the relay's `Connection: close`). Relayed: the same request in absolute form
@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sandbox.relay import Relay
 from sandbox.spec import SandboxSpec
+from sandbox.walls.relay import Relay
 
 SECONDS = float(os.environ.get("BENCH_RELAY_SECONDS", "2"))
 HOST = "b.example.test"

@@ -10,10 +10,10 @@ from typing import Any
 
 from sandbox import layout
 from sandbox.output import AskedTable, BlockedTable, LogSink
-from sandbox.relay import Relay
 from sandbox.runner import SandboxProcess
 from sandbox.spec import SandboxSpec
 from sandbox.walls import cgroups
+from sandbox.walls.relay import Relay
 
 STOPPED, STARTING, RUNNING, STOPPING, FROZEN, CRASHED, PROBLEM = (
     "stopped",

@@ -28,7 +28,7 @@ SANDBOX_DENO = "/usr/bin/deno"
 HARNESS_DIR = Path(__file__).resolve().parent / "harness"
 USERS_FILE = "users.json"
 SOCKET_NAME = "http.sock"
-RELAY_NAME = "relay.sock"  # served by the supervisor (sandbox.relay): appspace hosts only
+RELAY_NAME = "relay.sock"  # served by the supervisor (sandbox.walls.relay): appspace hosts only
 
 
 def data_dir() -> Path:

@@ -79,7 +79,7 @@ class SandboxSpec:
     Deno gets no write grant on it; the app still reads its data and serves requests.
 
     `relay_hosts` (appspace hosts of this instance, `name` or `name:port`): the app reaches
-    them through the supervisor's relay (`sandbox.relay`), which sends each request to the
+    them through the supervisor's relay (`sandbox.walls.relay`), which sends each request to the
     platform's gateway at `relay_upstream` (`ip:port`) with `Host: name[:relay_public_port]`,
     as an anonymous client. They never open the network in general.
 

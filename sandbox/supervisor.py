@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from sandbox import layout, relay
+from sandbox import layout
 from sandbox.instance import (
     CRASHED,
     FROZEN,
@@ -46,7 +46,7 @@ from sandbox.protocol import (
 )
 from sandbox.runner import ProcessExited, SandboxProcess, describe_exit
 from sandbox.spec import SandboxSpec, SpecError
-from sandbox.walls import cgroups, diskimage, launcher, mounts, preflight, prepare
+from sandbox.walls import cgroups, diskimage, launcher, mounts, preflight, prepare, relay
 
 log = logging.getLogger("sandbox")
 

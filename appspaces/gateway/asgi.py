@@ -22,7 +22,7 @@ from appspaces.gateway.auth import (
     public_scheme,
     unavailable,
 )
-from appspaces.gateway.relay import proxy, static, websocket
+from appspaces.gateway.forward import proxy, static, websocket
 from appspaces.gateway.state import broadcast, connections
 from appspaces.gateway.state.cache import MISSING
 from appspaces.gateway.state.config import configs

@@ -11,9 +11,9 @@ import pytest
 from django.test import override_settings
 
 from packages.allowlist import AllowlistError, InstanceHosts, parse_server_entry
-from sandbox.relay import Refused, parse_head, pinned_host
 from sandbox.spec import Limits, SandboxSpec, SpecError
 from sandbox.walls import launcher
+from sandbox.walls.relay import Refused, parse_head, pinned_host
 
 HOSTS = {"b.example.test"}
 PORTS = {80, 443, 8000}

@@ -11,7 +11,7 @@ import time
 
 from django.conf import settings
 
-from appspaces.gateway.relay.upstream import Pool
+from appspaces.gateway.forward.upstream import Pool
 from appspaces.gateway.state.limits import limits
 from sandbox import layout
 from sandbox.client import AsyncSandboxClient

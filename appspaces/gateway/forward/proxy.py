@@ -21,9 +21,8 @@ import errno
 import logging
 
 from appspaces.gateway import pages
-from appspaces.gateway.headers import filter_response_headers, forward_request_headers
-from appspaces.gateway.relay import server_hooks
-from appspaces.gateway.relay.upstream import (
+from appspaces.gateway.forward import server_hooks
+from appspaces.gateway.forward.upstream import (
     ConnectFailed,
     Connection,
     ConnectTimedOut,
@@ -31,6 +30,7 @@ from appspaces.gateway.relay.upstream import (
     read_response,
     request_head,
 )
+from appspaces.gateway.headers import filter_response_headers, forward_request_headers
 from appspaces.gateway.state import connections
 from appspaces.gateway.state.config import AppspaceConfig, Member
 from appspaces.gateway.state.limits import limits

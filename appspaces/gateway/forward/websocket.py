@@ -35,9 +35,9 @@ from appspaces.gateway.auth import (
     public_scheme,
     request_target,
 )
+from appspaces.gateway.forward import server_hooks
+from appspaces.gateway.forward.proxy import RECONNECT_DELAYS
 from appspaces.gateway.headers import forward_request_headers
-from appspaces.gateway.relay import server_hooks
-from appspaces.gateway.relay.proxy import RECONNECT_DELAYS
 from appspaces.gateway.state import connections
 from appspaces.gateway.state.config import configs
 from appspaces.gateway.state.limits import limits

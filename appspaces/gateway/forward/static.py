@@ -21,8 +21,8 @@ from pathlib import Path
 from django.conf import settings
 
 from appspaces.gateway import pages
+from appspaces.gateway.forward import server_hooks
 from appspaces.gateway.headers import Header
-from appspaces.gateway.relay import server_hooks
 from packages.routes import WILDCARD, RouteMatch, static_file
 
 READ_CHUNK = 256 * 1024
