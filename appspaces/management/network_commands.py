@@ -10,7 +10,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from appspaces.models import Appspace, BlockedConnection, NetworkRequest
-from appspaces.network.approvals import blocked_connections_pull, blocked_entry_text
+from appspaces.network.blocked import blocked_connections_pull, blocked_entry_text
 from appspaces.sandboxes import parse_server_entry
 from packages.allowlist import AllowlistError, parse_browser_origin
 from sandbox.protocol import SandboxError

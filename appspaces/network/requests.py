@@ -19,11 +19,11 @@ from django.utils import timezone
 
 from appspaces.models import AllowlistEntry, Appspace, NetworkRequest
 from appspaces.network.approvals import (
-    _server_entries,
     allowlist_entry_add,
     browser_origin_warnings,
     describe_browser_origin,
     describe_server_entry,
+    server_entries,
     server_entry_warnings,
 )
 from appspaces.sandboxes import parse_server_entry
@@ -156,7 +156,7 @@ def app_requests_pull(*, appspace: Appspace, client: SandboxClient) -> int:
 def request_rows(appspace: Appspace, *, dismissed: bool = False) -> list[dict]:
     """Pending (or dismissed) requests, explained, with why one cannot be allowed."""
     rows = []
-    server = _server_entries(appspace)
+    server = server_entries(appspace)
     for req in appspace.network_requests.filter(dismissed=dismissed):
         row = {"request": req, "description": "", "warnings": [], "refused": ""}
         try:

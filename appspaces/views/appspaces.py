@@ -33,12 +33,8 @@ from appspaces.lifecycle.creation import appspace_create
 from appspaces.lifecycle.subdomains import SubdomainError
 from appspaces.lifecycle.version_change import upgrade_available
 from appspaces.models import App, Appspace, Job
-from appspaces.network.approvals import (
-    allowlist_rows,
-    blocked_connections_pull,
-    blocked_rows,
-    suggestion_rows,
-)
+from appspaces.network.approvals import allowlist_rows, suggestion_rows
+from appspaces.network.blocked import blocked_connections_pull, blocked_rows
 from appspaces.network.requests import request_rows
 from appspaces.notices import subject as appspace_subject
 from appspaces.sharing.users import appspace_invitations_pending

@@ -21,11 +21,8 @@ from django.conf import settings
 from django.test import override_settings
 
 from appspaces.models import AllowlistEntry
-from appspaces.network.approvals import (
-    allowlist_entry_add,
-    blocked_connections_pull,
-    blocked_rows,
-)
+from appspaces.network.approvals import allowlist_entry_add
+from appspaces.network.blocked import blocked_connections_pull, blocked_rows
 from appspaces.sandboxes import appspace_spec, parse_server_entry
 from packages.allowlist import AllowlistError
 from sandbox import layout

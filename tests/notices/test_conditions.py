@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.notices.models import Notice
 from appspaces.models import App, Appspace, AppVersion, NetworkRequest
-from appspaces.network.approvals import blocked_connection_dismiss, blocked_connections_record
+from appspaces.network.blocked import blocked_connection_dismiss, blocked_connections_record
 from appspaces.network.requests import (
     app_request_record,
     browser_report_record,
