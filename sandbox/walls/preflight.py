@@ -16,7 +16,7 @@ from pathlib import Path
 from django.conf import settings
 
 from sandbox import layout
-from sandbox.walls import cgroups, launcher, seccomp
+from sandbox.walls import cgroups, delegation, launcher, seccomp
 
 log = logging.getLogger("sandbox")
 
@@ -67,8 +67,7 @@ def check_host() -> HostCheck:
         )
     backend: cgroups.CgroupBackend | None = None
     try:
-        parent = f"{settings.DS_SANDBOX_CGROUP_PARENT.strip('/')}/{layout.instance_name()}"
-        backend = cgroups.probe(parent, ceiling=instance_ceiling())
+        backend = cgroup_backend()
     except (cgroups.CgroupError, OSError) as exc:
         problems.append(str(exc))
     deno: str | None = None
@@ -89,6 +88,17 @@ def check_host() -> HostCheck:
         unsafe_dev=settings.DS_SANDBOX_UNSAFE_DEV,
         seccomp_filter=seccomp_filter,
     )
+
+
+def cgroup_backend() -> cgroups.CgroupBackend:
+    """The cgroups sandboxes of this instance get: the instance group at the top of each
+    hierarchy, or below the supervisor's own cgroup when it is delegated to it (systemd)."""
+    parent = f"{settings.DS_SANDBOX_CGROUP_PARENT.strip('/')}/{layout.instance_name()}"
+    bases = delegation.bases() if settings.DS_SANDBOX_CGROUP_DELEGATED else None
+    backend = cgroups.probe(parent, ceiling=instance_ceiling(), bases=bases)
+    if bases is not None:
+        log.info("sandbox cgroups go below the supervisor's delegated cgroup %s", bases)
+    return backend
 
 
 def warn_ipv6_only_resolver(resolv_conf: Path = Path("/etc/resolv.conf")) -> bool:
