@@ -82,7 +82,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
     for path in sorted([root, *root.rglob("*")]):
         st = path.lstat()
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-        found[str(path.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, digest)
+        rel = str(path.relative_to(root))
+        found[rel] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, digest)
     return found
 
 

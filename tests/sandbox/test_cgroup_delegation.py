@@ -69,7 +69,9 @@ def test_v2_a_supervisor_already_in_its_leaf_still_uses_its_units_group():
     }
 
 
-def test_v2_the_supervisor_leaves_its_delegated_group_before_handing_out_controllers(fake_v2):
+def test_v2_the_supervisor_leaves_its_delegated_group_before_handing_out_controllers(
+    fake_v2,  # noqa: F811 (the fixture imported above)
+):
     root, writes = fake_v2
     unit = root / "system.slice" / "ds.service"
     unit.mkdir(parents=True)

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from dropserver_site.management.commands.serve_web import prune_metrics
 from tests.sandbox.fixtures import poll
