@@ -15,16 +15,22 @@ from tests.site.processes import free_port
 from tests.site.test_serve import BASE_DIR, embedded_env
 
 
-@pytest.fixture
-def served_tls(request, ds_data_dir):
+def internal_tls_env(data_dir) -> tuple[dict[str, str], tuple[int, int, int]]:
+    """Embedded defaults with DS_TLS=internal on free loopback ports: (env, (http, https, web))."""
     http_port, https_port, web_port = free_port(), free_port(), free_port()
-    env = embedded_env(ds_data_dir, http_port)
+    env = embedded_env(data_dir, http_port)
     env.update(
         DS_TLS="internal",
         DS_HTTPS_PORT=str(https_port),
         DS_WEB_PORT=str(web_port),
         DS_BIND="127.0.0.1",
     )
+    return env, (http_port, https_port, web_port)
+
+
+@pytest.fixture
+def served_tls(request, ds_data_dir):
+    env, (http_port, https_port, web_port) = internal_tls_env(ds_data_dir)
     env.update(getattr(request, "param", {}))
     manage = [sys.executable, str(BASE_DIR / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)

@@ -14,21 +14,15 @@ import sys
 
 from dropserver_site.management.commands.serve_web import prune_metrics
 from tests.sandbox.fixtures import poll
-from tests.site.processes import descendants, free_port
-from tests.site.test_serve import BASE_DIR, embedded_env
+from tests.site.conftest import internal_tls_env
+from tests.site.processes import descendants
+from tests.site.test_serve import BASE_DIR
 from tests.site.tls import client_context, http_get, https_get
 
 
 def test_serve_web_runs_the_web_and_the_edge_and_nothing_else(ds_data_dir):
-    http_port, https_port, web_port = free_port(), free_port(), free_port()
-    env = embedded_env(ds_data_dir, http_port)
-    env.update(
-        DS_TLS="internal",
-        DS_HTTPS_PORT=str(https_port),
-        DS_WEB_PORT=str(web_port),
-        DS_BIND="127.0.0.1",
-        DS_WEB_PROCESSES="2",
-    )
+    env, (http_port, https_port, _) = internal_tls_env(ds_data_dir)
+    env["DS_WEB_PROCESSES"] = "2"
     manage = [sys.executable, str(BASE_DIR / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
     # A leftover metrics file of a process that is gone, and one of a live process (ours).
