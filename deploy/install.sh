@@ -148,6 +148,8 @@ if [[ $PIP -eq 1 ]]; then
     rm -f "$VENV"/.dropserver-lock-*
     touch "$stamp"
   fi
+  # The units cannot write __pycache__ (ProtectSystem=strict): compile the code now, once.
+  "$PYTHON" -m compileall -q -x '/(\.venv|examples|tests|bench)/' "$APP_DIR" >/dev/null || true
 fi
 [[ -x $PYTHON ]] || die "no Python at $PYTHON (drop --no-pip, or pass --venv)"
 
