@@ -276,3 +276,23 @@ def test_the_worker_units_run_the_commands_serve_runs(fresh_root, settings):
         assert shlex.split(exec_start) == [
             str(PYTHON) if arg == sys.executable else arg for arg in expected[worker]
         ], unit_name
+
+
+def test_systemd_rates_the_unprivileged_units_exposure_low(fresh_root):
+    """`systemd-analyze security` scores 0 (locked down) to 10 (exposed); these were 3.3-3.4."""
+    assert install(fresh_root, "--domain", "example.org").returncode == 0
+    for name in UNPRIVILEGED:
+        result = subprocess.run(
+            [
+                "systemd-analyze",
+                "security",
+                "--offline=yes",
+                fresh_root / "etc/systemd/system" / name,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        match = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
+        assert match, result.stdout + result.stderr
+        assert float(match.group(1)) <= 4.0, (name, match.group(1))
