@@ -93,7 +93,8 @@ def test_v2_the_supervisor_leaves_its_delegated_group_before_handing_out_control
 def unit_cgroups():
     """Cgroups standing in for a unit's delegated ones (name random per run, not a test id)."""
     name = f"ds-test-unit-{uuid.uuid4().hex[:10]}"
-    dirs = [CGROUP_ROOT / c / name for c in SYSTEMD_V1]
+    # Co-mounted controllers (cpu,cpuacct on many hosts) share one directory.
+    dirs = sorted({(CGROUP_ROOT / c).resolve() / name for c in SYSTEMD_V1})
     for d in dirs:
         d.mkdir()
     yield name, dirs
