@@ -35,6 +35,9 @@ APP_DIR=$(dirname "$HERE")
 
 DOMAIN="" EMAIL="" TLS="" CERT="" KEY="" ROOT="" RUN_AS=dropserver
 DATA_DIR=/var/lib/dropserver VENV="$APP_DIR/.venv"
+# The Celery workers still need root (docs/security.md, "What still needs root"); they run in
+# DS_RUN_AS's group. Set to "$RUN_AS" once the supervisor does their root work for them.
+WORKER_USER=root
 ENV_DIR=/etc/dropserver UNIT_DIR=/etc/systemd/system BIN=/usr/local/bin/dropserver-manage
 APT=1 PIP=1 SYSTEMD=1 MIGRATE=1 RESTART=0
 UNITS=(dropserver.target dropserver-sandboxd.service dropserver-web.service
@@ -160,7 +163,8 @@ render() {  # render TEMPLATE TARGET MODE: write only when the content differs
   target=$(at "$2")
   tmp=$(mktemp)  # outside the target's directory, which stays untouched when nothing changed
   sed -e "s|@APP_DIR@|$APP_DIR|g" -e "s|@PYTHON@|$PYTHON|g" -e "s|@USER@|$RUN_AS|g" \
-      -e "s|@ENV_FILE@|$ENV_FILE|g" -e "s|@DATA_DIR@|$DATA_DIR|g" "$1" >"$tmp"
+      -e "s|@WORKER_USER@|$WORKER_USER|g" -e "s|@ENV_FILE@|$ENV_FILE|g" \
+      -e "s|@DATA_DIR@|$DATA_DIR|g" "$1" >"$tmp"
   if ! cmp -s "$tmp" "$target" || [[ $(stat -c '%a %u %g' "$target") != "${3#0} 0 0" ]]; then
     install -D -m "$3" -o 0 -g 0 "$tmp" "$target"
     changed=1
