@@ -8,8 +8,6 @@ reads from the host where the sandbox's processes are.
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,19 +15,14 @@ import pytest
 from sandbox import layout
 from sandbox.protocol import SandboxHostUnsafe
 from sandbox.walls import cgroups, delegation
-from tests.sandbox.fixtures import HELLO_APP, poll
+from tests.sandbox.fixtures import (
+    CGROUP_ROOT,
+    HELLO_APP,
+    JOIN_CGROUPS,
+    SYSTEMD_V1,
+    unit_cgroup,
+)
 from tests.sandbox.test_cgroups_v2 import fake_v2  # noqa: F401 (a fake cgroupfs: this host is v1)
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-SYSTEMD_V1 = ("memory", "cpu", "cpuacct", "pids", "blkio")  # what Delegate=yes hands over on v1
-# Runs the supervisor's command after moving this shell into the cgroups named in the
-# environment (what systemd does for a unit before it execs ExecStart=).
-JOIN_CGROUPS = [
-    "sh",
-    "-c",
-    'for d in $DS_TEST_JOIN; do echo $$ > "$d/cgroup.procs"; done; exec "$@"',
-    "join-cgroups",
-]
 
 SYSTEMD_V1_SELF = """\
 12:freezer:/
@@ -91,27 +84,8 @@ def test_v2_the_supervisor_leaves_its_delegated_group_before_handing_out_control
 
 @pytest.fixture
 def unit_cgroups():
-    """Cgroups standing in for a unit's delegated ones (name random per run, not a test id)."""
-    name = f"ds-test-unit-{uuid.uuid4().hex[:10]}"
-    # Co-mounted controllers (cpu,cpuacct on many hosts) share one directory.
-    dirs = sorted({(CGROUP_ROOT / c).resolve() / name for c in SYSTEMD_V1})
-    for d in dirs:
-        d.mkdir()
-    yield name, dirs
-    for d in dirs:
-        for sub in sorted(d.glob("**/"), key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                poll(lambda s=sub: _gone(s), timeout=5)
-
-
-def _gone(path: Path) -> bool:
-    try:
-        path.rmdir()
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False
-    return True
+    with unit_cgroup() as (name, dirs):
+        yield name, dirs
 
 
 def _procs(path: Path) -> set[int]:
