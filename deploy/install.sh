@@ -84,10 +84,13 @@ at() { printf '%s%s' "$ROOT" "$1"; }  # a path of the installed system, under --
 # The existing environment file wins: a second run never changes the instance's settings.
 current() { sed -n "s/^$1=//p" "$(at "$ENV_FILE")" 2>/dev/null | tail -n 1; }
 if [[ -f $(at "$ENV_FILE") ]]; then
-  existing=$(current DS_DOMAIN)
-  [[ -z $DOMAIN || $DOMAIN == "$existing" ]] || die "$ENV_FILE already says DS_DOMAIN=$existing;
-edit it (then restart dropserver.target) to move the instance to $DOMAIN"
-  DOMAIN=$existing
+  for pair in "DS_DOMAIN:$DOMAIN" "DS_TLS:$TLS" "DS_ACME_EMAIL:$EMAIL" "DS_TLS_CERT:$CERT" "DS_TLS_KEY:$KEY"; do
+    key=${pair%%:*} asked=${pair#*:} existing=$(current "${pair%%:*}")
+    [[ -z $asked || $asked == "$existing" ]] || die "$ENV_FILE already says $key=$existing;
+edit it, then restart dropserver.target, to change it"
+  done
+  DOMAIN=$(current DS_DOMAIN) TLS=$(current DS_TLS)
+  CERT=$(current DS_TLS_CERT) KEY=$(current DS_TLS_KEY)
 fi
 [[ -n $DOMAIN ]] || die "--domain is required (the domain whose wildcard points at this host)"
 [[ $DOMAIN =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$ && $DOMAIN == *.* ]] || die "--domain $DOMAIN is not a domain name"

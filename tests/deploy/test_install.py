@@ -185,12 +185,26 @@ def test_bad_options_are_refused_with_a_reason_and_install_nothing(fresh_root, a
     assert "dropserver:" not in (fresh_root / "etc/passwd").read_text()
 
 
-def test_another_domain_on_an_installed_instance_is_refused(fresh_root):
-    assert install(fresh_root, "--domain", "example.org").returncode == 0
-    result = install(fresh_root, "--domain", "other.example")
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["--domain", "other.example"], "DS_DOMAIN=example.org"),
+        (["--tls", "internal"], "DS_TLS=acme"),
+        (["--email", "new@example.org"], "DS_ACME_EMAIL=admin@example.org"),
+    ],
+    ids=["domain", "tls", "email"],
+)
+def test_other_settings_on_an_installed_instance_are_refused(fresh_root, args, says):
+    first = install(fresh_root, "--domain", "example.org", "--email", "admin@example.org")
+    assert first.returncode == 0
+    before = snapshot(fresh_root)
+    result = install(fresh_root, *args)
     assert result.returncode != 0
-    assert "already says DS_DOMAIN=example.org" in result.stderr
-    assert env_file(fresh_root)["DS_DOMAIN"] == "example.org"
+    assert f"/etc/dropserver/env already says {says};" in result.stderr
+    assert snapshot(fresh_root) == before
+    # The same values again are no change at all.
+    same = install(fresh_root, "--domain", "example.org", "--tls", "acme")
+    assert same.returncode == 0, same.stderr
 
 
 def test_tls_files_and_off_write_their_settings(fresh_root, tmp_path):
@@ -212,6 +226,9 @@ def test_tls_files_and_off_write_their_settings(fresh_root, tmp_path):
         "/etc/ssl/example.org.pem",
         "/etc/ssl/example.org.key",
     )
+    again = install(fresh_root)
+    assert again.returncode == 0, again.stderr
+    assert env_file(fresh_root) == env
     other = tmp_path / "other"
     shutil.copytree(fresh_root, other, symlinks=True)
     shutil.rmtree(other / "etc/dropserver")
