@@ -33,11 +33,7 @@ APP_DIR=$(dirname "$HERE")
 # shellcheck source=deploy/lib/user.sh
 . "$HERE/lib/user.sh"
 
-DOMAIN="" EMAIL="" TLS="" CERT="" KEY="" ROOT="" RUN_AS=dropserver
-DATA_DIR=/var/lib/dropserver VENV="$APP_DIR/.venv"
-# The Celery workers still need root (docs/security.md, "What still needs root"); they run in
-# DS_RUN_AS's group. Set to "$RUN_AS" once the supervisor does their root work for them.
-WORKER_USER=root
+DOMAIN="" EMAIL="" TLS="" CERT="" KEY="" ROOT="" RUN_AS="" DATA_DIR="" VENV="$APP_DIR/.venv"
 ENV_DIR=/etc/dropserver UNIT_DIR=/etc/systemd/system BIN=/usr/local/bin/dropserver-manage
 APT=1 PIP=1 SYSTEMD=1 MIGRATE=1 RESTART=0
 UNITS=(dropserver.target dropserver-sandboxd.service dropserver-web.service
@@ -70,8 +66,6 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ $(id -u) -eq 0 ]] || die "run it as root (sudo): it creates a user, directories and units"
-[[ $RUN_AS =~ ^[a-z_][a-z0-9_-]*$ ]] || die "--user $RUN_AS is not a valid user name"
-[[ $DATA_DIR == /* && $VENV == /* ]] || die "--data-dir and --venv must be absolute paths"
 case $APP_DIR in
   /root|/root/*|/home/*) die "the checkout is under $APP_DIR, which $RUN_AS cannot read and the
 units hide (ProtectHome=): clone it into /opt/dropserver and run install.sh from there" ;;
@@ -84,14 +78,22 @@ at() { printf '%s%s' "$ROOT" "$1"; }  # a path of the installed system, under --
 # The existing environment file wins: a second run never changes the instance's settings.
 current() { sed -n "s/^$1=//p" "$(at "$ENV_FILE")" 2>/dev/null | tail -n 1; }
 if [[ -f $(at "$ENV_FILE") ]]; then
-  for pair in "DS_DOMAIN:$DOMAIN" "DS_TLS:$TLS" "DS_ACME_EMAIL:$EMAIL" "DS_TLS_CERT:$CERT" "DS_TLS_KEY:$KEY"; do
+  for pair in "DS_DOMAIN:$DOMAIN" "DS_TLS:$TLS" "DS_ACME_EMAIL:$EMAIL" "DS_TLS_CERT:$CERT" \
+              "DS_TLS_KEY:$KEY" "DS_DATA_DIR:$DATA_DIR" "DS_RUN_AS:$RUN_AS"; do
     key=${pair%%:*} asked=${pair#*:} existing=$(current "${pair%%:*}")
     [[ -z $asked || $asked == "$existing" ]] || die "$ENV_FILE already says $key=$existing;
 edit it, then restart dropserver.target, to change it"
   done
   DOMAIN=$(current DS_DOMAIN) TLS=$(current DS_TLS)
   CERT=$(current DS_TLS_CERT) KEY=$(current DS_TLS_KEY)
+  DATA_DIR=$(current DS_DATA_DIR) RUN_AS=$(current DS_RUN_AS)
 fi
+RUN_AS=${RUN_AS:-dropserver} DATA_DIR=${DATA_DIR:-/var/lib/dropserver}
+# The Celery workers still need root (docs/security.md, "What still needs root"); they run in
+# DS_RUN_AS's group. Set to "$RUN_AS" once the supervisor does their root work for them.
+WORKER_USER=root
+[[ $RUN_AS =~ ^[a-z_][a-z0-9_-]*$ ]] || die "--user $RUN_AS is not a valid user name"
+[[ $DATA_DIR == /* && $VENV == /* ]] || die "--data-dir and --venv must be absolute paths"
 [[ -n $DOMAIN ]] || die "--domain is required (the domain whose wildcard points at this host)"
 [[ $DOMAIN =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$ && $DOMAIN == *.* ]] || die "--domain $DOMAIN is not a domain name"
 TLS=${TLS:-acme}

@@ -331,3 +331,18 @@ def test_systemd_rates_the_hardened_units_exposure(fresh_root, name, most):
     match = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= most, match.group(1)
+
+
+def test_a_second_run_keeps_the_user_and_data_dir_of_the_first(fresh_root):
+    first = install(
+        fresh_root, "--domain", "example.org", "--user", "dsweb", "--data-dir", "/srv/ds"
+    )
+    assert first.returncode == 0, first.stderr
+    uid, gid = user_ids(fresh_root, "dsweb")
+    assert (fresh_root / "srv/ds").stat().st_uid == uid
+    assert unit(fresh_root, "dropserver-web.service")["ReadWritePaths"] == ["/srv/ds"]
+    assert unit(fresh_root, "dropserver-web.service")["User"] == ["dsweb"]
+    before = snapshot(fresh_root)
+    assert install(fresh_root).returncode == 0
+    assert snapshot(fresh_root) == before
+    assert not (fresh_root / "var/lib/dropserver").exists()
