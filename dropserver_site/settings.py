@@ -470,6 +470,9 @@ DS_SANDBOX_BWRAP = env.str("DS_SANDBOX_BWRAP", default="/usr/bin/bwrap")
 DS_SANDBOX_DENO = env.str("DS_SANDBOX_DENO", default="")  # empty: the `deno` PyPI package's binary
 DS_SANDBOX_UID_BASE = env.int("DS_SANDBOX_UID_BASE", default=200000)
 DS_SANDBOX_CGROUP_PARENT = env.str("DS_SANDBOX_CGROUP_PARENT", default="dropserver")
+# Set by the supervisor's systemd unit (Delegate=yes): sandbox cgroups go below the unit's own
+# cgroup instead of at the top of each hierarchy (sandbox/walls/delegation.py).
+DS_SANDBOX_CGROUP_DELEGATED = env.bool("DS_SANDBOX_CGROUP_DELEGATED", default=False)
 # Development only: run without bubblewrap/cgroups/root when they are missing. Logged loudly.
 DS_SANDBOX_UNSAFE_DEV = env.bool("DS_SANDBOX_UNSAFE_DEV", default=False)
 DS_SANDBOX_MAX_RUNNING = env.int("DS_SANDBOX_MAX_RUNNING", default=32)

@@ -9,8 +9,9 @@ seccomp            compiles the allowlist into the BPF filter
 seccomp_allowlist  the one reviewed list of syscalls (and arguments) Deno may make
 seccomp_trace      `python -m sandbox.walls.seccomp_trace`: derive and re-check that list
 cgroups            CPU, memory, pids and IO caps (cgroup v1 and v2 backends), the instance ceiling
+delegation         where sandbox cgroups go for a supervisor with a delegated cgroup (systemd)
 diskimage          the kernel-enforced disk quota: a loop-mounted ext4 image per appspace
-preflight          whether this host can run sandboxes safely (bubblewrap, cgroups, uids)
+preflight          whether this host can run sandboxes safely (bubblewrap, cgroups, uids, Deno)
 relay              the one door out to this instance's appspaces: a per-sandbox socket that
                    carries plain requests to the gateway, as an anonymous visitor's
 """

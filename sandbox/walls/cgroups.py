@@ -10,6 +10,11 @@ writes the new process into the group's `cgroup.procs` files between fork and ex
 
 Longer than most modules on purpose: the v1 and v2 backends answer one interface side by
 side, so a change to a limit is made (and reviewed) for both at once.
+
+Where the instance group lives: at the top of each hierarchy (`/dropserver/<instance>`), or,
+when the supervisor runs in a cgroup subtree delegated to it (systemd `Delegate=yes`,
+`sandbox.walls.delegation`), below its own cgroup (`<own>/dropserver/<instance>`); the
+backends take that base per hierarchy and are otherwise the same.
 """
 
 from __future__ import annotations
@@ -256,13 +261,21 @@ class V1Cgroup:
 class V1Backend:
     version = "v1"
 
-    def __init__(self, mounts: dict[str, Path], parent: str, ceiling: CgroupLimits | None = None):
+    def __init__(
+        self,
+        mounts: dict[str, Path],
+        parent: str,
+        ceiling: CgroupLimits | None = None,
+        bases: dict[str, str] | None = None,
+    ):
         self.mounts = mounts  # controller -> hierarchy mount point
         self.parent = parent.strip("/")
         self.ceiling = ceiling
+        # controller -> the cgroup `parent` is created under ("/": the hierarchy's top)
+        self.bases = {c: (bases or {}).get(c, "/").strip("/") for c in mounts}
 
     def _parent_dirs(self) -> dict[str, Path]:
-        return {c: m / self.parent for c, m in self.mounts.items()}
+        return {c: m / self.bases[c] / self.parent for c, m in self.mounts.items()}
 
     def _ensure_parents(self) -> None:
         for ctrl, path in self._parent_dirs().items():
@@ -332,6 +345,20 @@ class V1Backend:
 
 
 # --- cgroup v2: the unified hierarchy --------------------------------------------------------
+
+
+def _leave_delegated_top(top: Path) -> None:
+    """cgroup v2 lets a group hand controllers to its children only while it holds no process
+    itself: the supervisor moves out of its delegated cgroup into a `supervisor` leaf, as
+    systemd asks of delegated services."""
+    procs = (top / "cgroup.procs").read_text().split()
+    if not procs:
+        return
+    leaf = top / "supervisor"
+    leaf.mkdir(exist_ok=True)
+    for pid in procs:
+        with contextlib.suppress(ProcessLookupError):
+            _write(leaf / "cgroup.procs", pid)
 
 
 class V2Cgroup:
@@ -408,20 +435,25 @@ class V2Cgroup:
 class V2Backend:
     version = "v2"
 
-    def __init__(self, root: Path, parent: str, ceiling: CgroupLimits | None = None):
+    def __init__(
+        self, root: Path, parent: str, ceiling: CgroupLimits | None = None, base: str = "/"
+    ):
         self.root = root
-        self.parent_path = root / parent.strip("/")
+        self.top = root / base.strip("/")  # the supervisor's delegated cgroup, or the root
+        self.parent_path = self.top / parent.strip("/")
         self.ceiling = ceiling
 
     def _ensure_parents(self) -> set[str]:
         """Create each level down to the instance group, delegating controllers level by level."""
-        available = set((self.root / "cgroup.controllers").read_text().split())
+        available = set((self.top / "cgroup.controllers").read_text().split())
         wanted = [c for c in ("memory", "cpu", "pids", "io") if c in available]
         missing = [c for c in V2_REQUIRED if c not in available]
         if missing:
-            raise CgroupError(f"cgroup v2 controllers missing at {self.root}: {missing}")
-        level = self.root
-        for part in self.parent_path.relative_to(self.root).parts:
+            raise CgroupError(f"cgroup v2 controllers missing at {self.top}: {missing}")
+        if self.top != self.root:
+            _leave_delegated_top(self.top)
+        level = self.top
+        for part in self.parent_path.relative_to(self.top).parts:
             enabled = set((level / "cgroup.subtree_control").read_text().split())
             for ctrl in wanted:
                 if ctrl not in enabled:
@@ -505,10 +537,15 @@ def _cgroup_mounts(mountinfo: str) -> tuple[dict[str, Path], list[Path]]:
 
 
 def probe(
-    parent: str, mountinfo: str | None = None, ceiling: CgroupLimits | None = None
+    parent: str,
+    mountinfo: str | None = None,
+    ceiling: CgroupLimits | None = None,
+    bases: dict[str, str] | None = None,
 ) -> CgroupBackend:
     """The backend this host supports, or CgroupError saying what is missing. `ceiling`: the
-    limits of the instance group (all sandboxes together).
+    limits of the instance group (all sandboxes together). `bases`: hierarchy ("" for v2, else
+    a v1 controller) -> the cgroup to create `parent` under, for a delegated supervisor
+    (`sandbox.walls.delegation.bases`); by default the top of each hierarchy.
 
     A v2 mount with the memory controller wins (pure v2 host). Hybrid hosts mount an empty v2
     hierarchy next to the v1 controllers; there the v1 controllers are what limits anything.
@@ -523,12 +560,13 @@ def probe(
                 raise CgroupError(
                     f"cgroup v2 at {root} is not writable: run the supervisor as root"
                 )
-            return V2Backend(root, parent, ceiling)
+            return V2Backend(root, parent, ceiling, (bases or {}).get("", "/"))
     missing = [c for c in V1_REQUIRED if c not in v1]
     if not missing:
         if not all(os.access(v1[c], os.W_OK) for c in V1_REQUIRED):
             raise CgroupError("cgroup v1 hierarchies are not writable: run the supervisor as root")
-        return V1Backend({c: v1[c] for c in V1_CONTROLLERS if c in v1}, parent, ceiling)
+        mounts = {c: v1[c] for c in V1_CONTROLLERS if c in v1}
+        return V1Backend(mounts, parent, ceiling, bases)
     raise CgroupError(
         "No usable cgroups: need cgroup v2 with the memory, cpu and pids controllers, or cgroup v1 "
         f"with {', '.join(V1_REQUIRED)} (missing: {', '.join(missing)}). Boot with cgroups "

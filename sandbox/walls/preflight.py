@@ -16,7 +16,7 @@ from pathlib import Path
 from django.conf import settings
 
 from sandbox import layout
-from sandbox.walls import cgroups, launcher, seccomp
+from sandbox.walls import cgroups, delegation, launcher, seccomp
 
 log = logging.getLogger("sandbox")
 
@@ -46,13 +46,8 @@ class HostCheck:
 
 def check_host() -> HostCheck:
     problems: list[str] = []
-    bwrap = Path(settings.DS_SANDBOX_BWRAP)
-    has_bwrap = bwrap.is_file() and os.access(bwrap, os.X_OK)
-    if not has_bwrap:
-        problems.append(
-            f"bubblewrap not found at {bwrap}: install it (apt-get install -y bubblewrap) "
-            "or set DS_SANDBOX_BWRAP"
-        )
+    if bwrap_problem := missing_bwrap():
+        problems.append(bwrap_problem)
     seccomp_filter: seccomp.Filter | None = None
     try:
         seccomp_filter = seccomp.build()
@@ -67,21 +62,14 @@ def check_host() -> HostCheck:
         )
     backend: cgroups.CgroupBackend | None = None
     try:
-        parent = f"{settings.DS_SANDBOX_CGROUP_PARENT.strip('/')}/{layout.instance_name()}"
-        backend = cgroups.probe(parent, ceiling=instance_ceiling())
+        backend = cgroup_backend()
     except (cgroups.CgroupError, OSError) as exc:
         problems.append(str(exc))
-    deno: str | None = None
-    try:
-        candidate = launcher.deno_path()
-        if Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            deno = candidate
-        else:
-            problems.append(f"Deno at {candidate} is missing or not executable")
-    except Exception as exc:  # the `deno` package missing or broken
-        problems.append(f"Deno not found ({exc}): pip install -r requirements/base.txt")
+    deno, deno_problem = find_deno()
+    if deno_problem:
+        problems.append(deno_problem)
     return HostCheck(
-        bwrap=has_bwrap,
+        bwrap=bwrap_problem is None,
         cgroup_backend=backend,
         root=root,
         deno=deno,
@@ -89,6 +77,39 @@ def check_host() -> HostCheck:
         unsafe_dev=settings.DS_SANDBOX_UNSAFE_DEV,
         seccomp_filter=seccomp_filter,
     )
+
+
+def missing_bwrap() -> str | None:
+    bwrap = Path(settings.DS_SANDBOX_BWRAP)
+    if bwrap.is_file() and os.access(bwrap, os.X_OK):
+        return None
+    return (
+        f"bubblewrap not found at {bwrap}: install it (apt-get install -y bubblewrap) "
+        "or set DS_SANDBOX_BWRAP"
+    )
+
+
+def find_deno() -> tuple[str | None, str | None]:
+    """(the Deno binary sandboxes run, None) or (None, what is wrong)."""
+    try:
+        candidate = launcher.deno_path()
+    except Exception as exc:  # the `deno` package missing or broken
+        return None, f"Deno not found ({exc}): pip install -r requirements/base.txt"
+    if Path(candidate).is_file() and os.access(candidate, os.X_OK):
+        return candidate, None
+    return None, f"Deno at {candidate} is missing or not executable"
+
+
+def cgroup_backend() -> cgroups.CgroupBackend:
+    """The cgroups sandboxes of this instance get: the instance group at the top of each
+    hierarchy, or below the supervisor's own cgroup when it is delegated to it (systemd)."""
+    parent = f"{settings.DS_SANDBOX_CGROUP_PARENT.strip('/')}/{layout.instance_name()}"
+    bases = delegation.bases() if settings.DS_SANDBOX_CGROUP_DELEGATED else None
+    backend = cgroups.probe(parent, ceiling=instance_ceiling(), bases=bases)
+    if bases is not None:
+        own = bases.get("memory", bases.get(""))
+        log.info("sandbox cgroups go below the supervisor's delegated cgroup %s", own)
+    return backend
 
 
 def warn_ipv6_only_resolver(resolv_conf: Path = Path("/etc/resolv.conf")) -> bool:

@@ -23,6 +23,9 @@ Fixtures (all bound to the per-test DS_DATA_DIR of tests/conftest.py):
   to prove from the host that a sandbox did not reach it (`Listener(host, port)` for others).
 - `net_lab` (tests/sandbox/netlab.py; this package's conftest imports it): two private network
   namespaces, a fake DNS server and a supervisor inside them, for IPv6 and DNS checks.
+- `unit_cgroup()` (a context manager) -> (name, dirs): cgroups standing in for a systemd unit's
+  delegated ones; start a process inside them with `JOIN_CGROUPS` as its command prefix and
+  `DS_TEST_JOIN=" ".join(dirs)` in its environment.
 """
 
 from __future__ import annotations
@@ -76,6 +79,36 @@ def poll(check: Callable[[], object], timeout: float = 10.0, interval: float = 0
 
 def unique_uid() -> int:
     return next(_uids)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SYSTEMD_V1 = ("memory", "cpu", "cpuacct", "pids", "blkio")  # what Delegate=yes hands over on v1
+# Runs a command after moving this shell into the cgroups named in DS_TEST_JOIN (what systemd
+# does for a unit before it execs ExecStart=).
+JOIN_CGROUPS = [
+    "sh",
+    "-c",
+    'for d in $DS_TEST_JOIN; do echo $$ > "$d/cgroup.procs"; done; exec "$@"',
+    "join-cgroups",
+]
+
+
+@contextlib.contextmanager
+def unit_cgroup() -> Iterator[tuple[str, list[Path]]]:
+    """Cgroups standing in for a unit's delegated ones, in the hierarchies systemd delegates on
+    v1 (not freezer); removed afterwards, once empty. The name is random per run (not a test id)."""
+    name = f"ds-test-unit-{uuid.uuid4().hex[:10]}"
+    # Co-mounted controllers (cpu,cpuacct on many hosts) share one directory.
+    dirs = sorted({(CGROUP_ROOT / c).resolve() / name for c in SYSTEMD_V1})
+    for d in dirs:
+        d.mkdir()
+    try:
+        yield name, dirs
+    finally:
+        for d in dirs:
+            for sub in sorted(d.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(OSError, AssertionError):
+                    poll(lambda s=sub: _try_rmdir(s), timeout=5)
 
 
 @dataclass

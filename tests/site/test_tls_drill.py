@@ -3,10 +3,12 @@
 uses the setup link over https, installs Notes (the CLI, as an admin scripting it would),
 opens the appspace on its own https host, its WebSocket (wss) connects, and http redirects.
 
-Twice: on `localhost` (names resolve to loopback by themselves), and on `drill.test`, a domain
-that puts settings in production mode (secret key required, secure cookies, SSL redirect),
-resolved to 127.0.0.1 by Chromium's host resolver rules (no /etc/hosts edit: Caddy and the
-internal CA resolve nothing, and the test's own clients connect to 127.0.0.1)."""
+Three times: on `localhost` (names resolve to loopback by themselves), and on `drill.test`, a
+domain that puts settings in production mode (secret key required, secure cookies, SSL
+redirect), resolved to 127.0.0.1 by Chromium's host resolver rules (no /etc/hosts edit: Caddy
+and the internal CA resolve nothing, and the test's own clients connect to 127.0.0.1); the
+third on `drill.test` again with the platform run as the systemd units run it, one process per
+unit and the supervisor in a delegated cgroup (tests/site/units.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import pytest
 
 from packages.build import build_package
 from packages.extraction import ExtractionLimits
+from tests.site.conftest import AS_UNITS
 from tests.site.test_serve import BASE_DIR
 
 pytestmark = [pytest.mark.browser, pytest.mark.sandbox]
@@ -58,7 +61,10 @@ PRODUCTION = {"DS_DOMAIN": "drill.test", "SECRET_KEY": "drill-" + "k" * 60}
 
 
 @pytest.mark.parametrize(
-    "served_tls", [{}, PRODUCTION], indirect=True, ids=["localhost", "production-domain"]
+    "served_tls",
+    [{}, PRODUCTION, {**PRODUCTION, AS_UNITS: True}],
+    indirect=True,
+    ids=["localhost", "production-domain", "production-as-units"],
 )
 def test_the_platform_over_https_in_chromium(served_tls, tmp_path):
     proc, (http_port, https_port, _), root, output, env = served_tls
