@@ -6,4 +6,4 @@ class SandboxConfig(AppConfig):
     verbose_name = "Sandbox"
 
     def ready(self) -> None:
-        from sandbox import checks  # noqa: F401 (registers the preflight for check --deploy)
+        from sandbox.walls import checks  # noqa: F401 (registers the preflight for check --deploy)

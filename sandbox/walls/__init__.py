@@ -12,6 +12,7 @@ cgroups            CPU, memory, pids and IO caps (cgroup v1 and v2 backends), th
 delegation         where sandbox cgroups go for a supervisor with a delegated cgroup (systemd)
 diskimage          the kernel-enforced disk quota: a loop-mounted ext4 image per appspace
 preflight          whether this host can run sandboxes safely (bubblewrap, cgroups, uids, Deno)
+checks             the same, as `manage.py check --deploy` messages (ids S001-S008)
 relay              the one door out to this instance's appspaces: a per-sandbox socket that
                    carries plain requests to the gateway, as an anonymous visitor's
 """

@@ -1,5 +1,5 @@
-"""The sandbox preflight in `manage.py check --deploy` (sandbox/checks.py): clean on this host,
-and each way a host can fail gives its own id and a message that says what to do."""
+"""The sandbox preflight in `manage.py check --deploy` (sandbox/walls/checks.py): clean on this
+host, and each way a host can fail gives its own id and a message that says what to do."""
 
 from __future__ import annotations
 
