@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -53,8 +54,16 @@ class DiskImageError(OSError):
     """The image could not be created, checked, resized or mounted."""
 
 
+def enabled() -> bool:
+    """Whether appspace data goes into images: DS_SANDBOX_DISK_IMAGES when set (0: never),
+    else (the default) wherever this host can loop-mount."""
+    wanted = settings.DS_SANDBOX_DISK_IMAGES
+    return available()[0] if wanted is None else bool(wanted)
+
+
+@functools.cache
 def available() -> tuple[bool, str]:
-    """(usable, why not) for this host."""
+    """(usable, why not) for this host (asked once per process: the host does not change)."""
     if os.geteuid() != 0:
         return False, "the supervisor is not root (only root can loop-mount)"
     if not os.path.exists("/dev/loop-control"):
@@ -71,7 +80,7 @@ def attach_for(spec: SandboxSpec, *, as_root: bool) -> bool:
     data = Path(spec.data_dir) if spec.data_dir else None
     if (
         data is None
-        or not settings.DS_SANDBOX_DISK_IMAGES
+        or not enabled()
         or not spec.limits.disk_mb
         or not as_root
         or data.name != "data"
@@ -91,7 +100,7 @@ def attach_for(spec: SandboxSpec, *, as_root: bool) -> bool:
 
 
 def detach_for(spec: SandboxSpec) -> None:
-    if spec.data_dir and settings.DS_SANDBOX_DISK_IMAGES:
+    if spec.data_dir and enabled():
         try:
             detach(spec.data_dir)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -237,8 +246,7 @@ def unmount_stale() -> None:
 def mechanism(data_dir: str | Path) -> str:
     """How this appspace's quota is held: "image" (the kernel refuses writes past it) or
     "measured" (read-only above it, after the next measure)."""
-    enabled = settings.DS_SANDBOX_DISK_IMAGES and image_path(data_dir).exists()
-    return "image" if enabled else "measured"
+    return "image" if enabled() and image_path(data_dir).exists() else "measured"
 
 
 def free_bytes(data_dir: str | Path) -> int | None:
