@@ -559,6 +559,10 @@ class Supervisor:
 
         await asyncio.gather(*(stop(i) for i in self.instances.values()), return_exceptions=True)
         await self.jobs.shutdown()
+        for data_dir in list(self.data_holds):  # held by callers that did not release them
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                diskimage.detach(data_dir)
+        self.data_holds.clear()
         for inst in self.instances.values():
             inst.log.close()
 

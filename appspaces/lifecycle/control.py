@@ -83,6 +83,7 @@ def limit_bounds() -> dict[str, LimitBounds]:
         ),
     }  # fmt: skip
 
+
 IO_LIMITS = ("io_read_mbps", "io_write_mbps", "io_read_iops", "io_write_iops")
 
 
