@@ -98,7 +98,5 @@ def disk_images_check(app_configs, **kwargs):
 
     if settings.DS_SANDBOX_DISK_IMAGES is False:
         return []
-    usable, why = diskimage.available()
-    if usable:
-        return []
-    return [_measured_quota_warning(f"this host cannot loop-mount: {why}")]
+    why = diskimage.measured_because()
+    return [_measured_quota_warning(why)] if why else []

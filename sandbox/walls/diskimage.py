@@ -61,6 +61,14 @@ def enabled() -> bool:
     return available()[0] if wanted is None else bool(wanted)
 
 
+def measured_because() -> str:
+    """Why the measured quota holds instead of the images ("" when the images are used)."""
+    if settings.DS_SANDBOX_DISK_IMAGES is False:
+        return "switched off (DS_SANDBOX_DISK_IMAGES=0)"
+    usable, why = available()
+    return "" if usable else f"this host cannot loop-mount: {why}"
+
+
 @functools.cache
 def available() -> tuple[bool, str]:
     """(usable, why not) for this host (asked once per process: the host does not change)."""
@@ -190,6 +198,7 @@ def attach(data_dir: str | Path, disk_mb: int, uid: int) -> None:
     if not image.exists():
         _create(image, data, size, uid)
     else:
+        _require_released(image)
         _resize(image, size)
         _run("e2fsck", "-p", str(image), ok=(0, 1))  # replays the journal after a crash
     os.chmod(image, 0o600)
@@ -230,6 +239,16 @@ def _wait_loop_released(image: Path, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while _loop_backs(image) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def _require_released(image: Path) -> None:
+    """An image whose filesystem is still alive somewhere (a lazy unmount, a sandbox's mount
+    namespace not yet torn down) must not be checked or resized under it, nor mounted again:
+    `mount -o loop` would reuse its loop device and the kernel the live filesystem, with its
+    old size. Wait for it, then refuse (the start fails and is retried)."""
+    _wait_loop_released(image, timeout=30.0)
+    if _loop_backs(image):
+        raise DiskImageError(errno.EBUSY, f"{image} is still in use by a loop device")
 
 
 def unmount_stale() -> None:
