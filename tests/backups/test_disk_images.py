@@ -110,3 +110,46 @@ def test_deleting_an_appspace_whose_image_a_dead_worker_left_mounted(
     trash_empty()
     assert not path.exists()
     assert not any(str(path) in line for line in Path("/proc/mounts").read_text().splitlines())
+
+
+POISON_APP = """
+import { createApp } from "@dropserver/app";
+try { Deno.statSync("/data/poison"); throw new Error("poisoned"); }
+catch (e) { if (e.message === "poisoned") throw e; }
+createApp({ routes: [
+  { method: "POST", path: "/poison", auth: "public", handler: async (ctx) => {
+      await Deno.writeTextFile(`${ctx.dataPath}/poison`, "x");
+      await Deno.writeTextFile(`${ctx.dataPath}/keep.txt`, "v1");
+      return new Response("poisoned"); } },
+  { method: "POST", path: "/cure", auth: "public", handler: async (ctx) => {
+      await Deno.remove(`${ctx.dataPath}/poison`);
+      await Deno.writeTextFile(`${ctx.dataPath}/keep.txt`, "v2");
+      return new Response("cured"); } },
+] });
+"""
+
+
+def test_a_restore_the_app_cannot_start_on_puts_the_old_image_back(
+    alice, make_appspace, supervisor, http_request
+):
+    from backups.restore import RestoreError
+
+    if not diskimage.enabled():
+        pytest.skip(f"no data images on this host: {diskimage.available()[1]}")
+    appspace = make_appspace(alice, app_files={"app.ts": POISON_APP}, disk_mb=20)
+    sock = supervisor.client.ensure(appspace_spec(appspace))
+    assert _route(sock, http_request, 0)[2] == b"poisoned"  # only read at the next start
+    backup = backup_create(appspace=appspace, kind=Backup.Kind.MANUAL)
+    assert _route(sock, http_request, 1)[2] == b"cured"
+    supervisor.client.stop(str(appspace.public_id))
+
+    with pytest.raises(RestoreError, match="would not start"):
+        backup_restore(appspace=appspace, backup=backup)
+
+    assert not mounted(appspace.data_path)
+    assert not list(appspace.path.glob(".previous-*")) and not list(appspace.path.glob(".rest*"))
+    with appspace_data_held(appspace) as in_image:
+        assert in_image
+        assert (appspace.data_path / "keep.txt").read_text() == "v2"
+        assert not (appspace.data_path / "poison").exists()
+    supervisor.client.restart(appspace_spec(appspace))  # forget the crash: it runs again
