@@ -153,3 +153,15 @@ def test_a_restore_the_app_cannot_start_on_puts_the_old_image_back(
         assert (appspace.data_path / "keep.txt").read_text() == "v2"
         assert not (appspace.data_path / "poison").exists()
     supervisor.client.restart(appspace_spec(appspace))  # forget the crash: it runs again
+
+
+def test_an_instance_backup_holds_a_stopped_image_backed_appspaces_data(stopped, tmp_path):
+    from backups.instance import instance_backup
+
+    appspace, saved = stopped
+    manifest = instance_backup(tmp_path / "snapshot")
+    (entry,) = [e for e in manifest["appspaces"] if e["public_id"] == str(appspace.public_id)]
+    meta = verify_archive(tmp_path / "snapshot" / entry["archive"])
+    assert {f.path: f.sha256 for f in meta.files} == saved
+    assert not manifest["warnings"]
+    assert not mounted(appspace.data_path)
