@@ -218,3 +218,17 @@ def test_a_hold_without_an_image_leaves_the_folder_alone(start_supervisor, make_
     assert supervisor.client.data_release(spec) == {"holds": 0}
     assert Path(spec.data_dir, "plain.txt").read_text() == "plain"
     assert not diskimage.image_path(spec.data_dir).exists()
+
+
+def test_a_hold_refuses_specs_that_name_no_appspace_data(supervisor, make_app):
+    from sandbox.protocol import SandboxBadRequest
+
+    app = make_app({"app.ts": FILL_APP})
+    with pytest.raises(SandboxBadRequest, match="needs a data_dir"):
+        supervisor.client.data_hold(app.job_spec())  # an install job's spec: no data
+    hostile = {**app.spec(disk_mb=20).to_json(), "data_dir": "/etc"}
+    with pytest.raises(SandboxBadRequest, match="data_dir"):
+        supervisor.client.data_hold(hostile)
+    with pytest.raises(SandboxBadRequest, match="data_dir"):
+        supervisor.client.data_release(hostile, everyone=True)
+    assert not mounted("/etc")
