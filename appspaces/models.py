@@ -126,6 +126,9 @@ class Appspace(models.Model):
     # Disk bandwidth in MB/s (appspaces/sandboxes.py); empty: DS_APPSPACE_DEFAULT_IO_*_MBPS.
     io_read_mbps = models.PositiveIntegerField(null=True, blank=True)
     io_write_mbps = models.PositiveIntegerField(null=True, blank=True)
+    # Disk operations per second; empty: DS_APPSPACE_DEFAULT_IO_*_IOPS.
+    io_read_iops = models.PositiveIntegerField(null=True, blank=True)
+    io_write_iops = models.PositiveIntegerField(null=True, blank=True)
     created = models.DateTimeField(default=timezone.now)
     # Bumped on every change the gateway caches (status, routes, allowlist, users).
     config_version = models.PositiveIntegerField(default=1)

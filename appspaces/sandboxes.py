@@ -6,13 +6,19 @@ installs, migrations and backups agree on uid, directories, allowlist and limits
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from django.conf import settings
 
 from appspaces.models import AllowlistEntry, Appspace, AppVersion, Job
 from packages.allowlist import AllowlistError, InstanceHosts, ServerEntry
 from packages.allowlist import parse_server_entry as parse_any_server_entry
 from sandbox import layout
+from sandbox.client import SandboxClient
+from sandbox.protocol import SandboxError, SandboxUnavailable
 from sandbox.spec import Limits, SandboxSpec
+from sandbox.walls import diskimage
 
 # Install-time sandboxes (app-init, cache warming) get uids far above any appspace's, one
 # per job, so two concurrent installs never share a uid either.
@@ -29,8 +35,8 @@ def appspace_limits(appspace: Appspace) -> Limits:
         heap_mb=min(defaults.heap_mb, appspace.memory_mb * 3 // 4),
         io_read_mbps=appspace.io_read_mbps or settings.DS_APPSPACE_DEFAULT_IO_READ_MBPS,
         io_write_mbps=appspace.io_write_mbps or settings.DS_APPSPACE_DEFAULT_IO_WRITE_MBPS,
-        io_read_iops=settings.DS_APPSPACE_DEFAULT_IO_READ_IOPS,
-        io_write_iops=settings.DS_APPSPACE_DEFAULT_IO_WRITE_IOPS,
+        io_read_iops=appspace.io_read_iops or settings.DS_APPSPACE_DEFAULT_IO_READ_IOPS,
+        io_write_iops=appspace.io_write_iops or settings.DS_APPSPACE_DEFAULT_IO_WRITE_IOPS,
         disk_mb=appspace.disk_mb,
     )
 
@@ -92,6 +98,61 @@ def appspace_spec(appspace: Appspace, *, version: AppVersion | None = None) -> S
         relay_upstream=gateway_address() if relay_hosts else "",
         relay_public_port=settings.DS_PUBLIC_PORT if relay_hosts else 0,
     )
+
+
+class DataUnavailable(SandboxError):
+    """The appspace's data is in an image that cannot be mounted now (no supervisor)."""
+
+    code = "unavailable"
+
+
+@contextlib.contextmanager
+def appspace_data_held(appspace: Appspace, client: SandboxClient | None = None) -> Iterator[bool]:
+    """The appspace's data at `appspace.data_path` for the body, running or not.
+
+    With a data image (`sandbox.walls.diskimage`) the data is inside it, and the folder under it
+    is an empty mount point while nothing runs: the supervisor keeps the image mounted until the
+    body ends (`data_hold` / `data_release`). Yields whether an image is mounted there. Raises
+    DataUnavailable when the data is in an image and the supervisor cannot mount it: reading
+    the empty folder would back up (or measure) nothing."""
+    spec = appspace_spec(appspace)
+    own = client is None
+    client = client or SandboxClient()
+    try:
+        try:
+            held = client.data_hold(spec)
+        except SandboxError as exc:
+            path = appspace.data_path
+            if diskimage.image_path(path).exists() and not diskimage.is_mounted(path):
+                raise DataUnavailable(
+                    f"The appspace's data could not be made readable ({exc.message})."
+                ) from None
+            if not isinstance(exc, SandboxUnavailable):
+                raise
+            yield False  # no supervisor and no image: the folder is the data
+            return
+        try:
+            yield bool(held.get("mounted"))
+        finally:
+            with contextlib.suppress(SandboxError):
+                client.data_release(spec)
+    finally:
+        if own:
+            client.close()
+
+
+def appspace_data_released(appspace: Appspace, client: SandboxClient | None = None) -> None:
+    """Before the data is swapped or deleted: every hold dropped, the image unmounted (unless
+    a sandbox runs on it: stop it first). No supervisor: nothing is mounted by it."""
+    own = client is None
+    client = client or SandboxClient()
+    try:
+        client.data_release(appspace_spec(appspace), everyone=True)
+    except SandboxUnavailable:
+        pass
+    finally:
+        if own:
+            client.close()
 
 
 def install_spec(job: Job, *, app_id: str, version: str, entrypoint: str) -> SandboxSpec:

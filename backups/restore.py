@@ -36,7 +36,7 @@ from appspaces.jobs import (
     job_step,
 )
 from appspaces.models import Appspace, Job
-from appspaces.sandboxes import appspace_spec
+from appspaces.sandboxes import appspace_data_released, appspace_spec
 from backups.format.archive import archive_name, extract_archive, read_metadata, verify_archive
 from backups.format.metadata import DATA, META_NAME, ArchiveError, Metadata
 from backups.models import Backup, backups_root
@@ -46,6 +46,7 @@ from backups.store import MB, ensure_backups_dir, worker_name
 from packages.extraction import remove_tree
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxNotFound, SandboxUnavailable
+from sandbox.walls import diskimage
 
 log = logging.getLogger(__name__)
 RENAME_EXCHANGE = 2
@@ -268,16 +269,23 @@ class _Restore:
         appspace = self.appspace
         sandbox_id = str(appspace.public_id)
         _stop(client, sandbox_id)
+        appspace_data_released(appspace, client)  # no data image mounted on data/ now
         live = appspace.data_path
         if not live.exists():
             live.mkdir(mode=0o700)
         exchange(self.stage / DATA, live)
+        # With a data image (sandbox.walls.diskimage) the replaced data is in it, not in the
+        # folder: it goes aside too, and the next mount makes a new image of the restored data.
+        image = diskimage.image_path(live)
+        if image.exists():
+            os.rename(image, self.stage / diskimage.IMAGE_NAME)
         Appspace.objects.filter(pk=appspace.pk).update(data_schema=schema)
         # A sandbox started in between would still have the replaced folder mounted.
         _stop(client, sandbox_id)
         previous = appspace.path / f".previous-{timezone.now():%Y%m%dT%H%M%S}-{self.token}"
         os.rename(self.stage, previous)
-        if not self.start and not any((previous / DATA).iterdir()):
+        replaced = any((previous / DATA).iterdir()) or (previous / diskimage.IMAGE_NAME).exists()
+        if not self.start and not replaced:
             remove_tree(previous)  # nothing was replaced (an import): nothing to keep
         return previous
 
@@ -290,7 +298,12 @@ class _Restore:
             return  # no supervisor now: the sweep drops `previous` once the appspace has run
         except SandboxError as exc:
             _stop(client, str(appspace.public_id))
+            appspace_data_released(appspace, client)
             exchange(previous / DATA, appspace.data_path)
+            image = diskimage.image_path(appspace.data_path)
+            image.unlink(missing_ok=True)  # made of the restored data by the start
+            if (previous / diskimage.IMAGE_NAME).exists():
+                os.rename(previous / diskimage.IMAGE_NAME, image)
             Appspace.objects.filter(pk=appspace.pk).update(data_schema=self.old_schema)
             remove_tree(previous)
             raise RestoreError(

@@ -33,6 +33,7 @@ from appspaces.jobs import (
     job_step,
 )
 from appspaces.models import Appspace, Job
+from appspaces.sandboxes import DataUnavailable, appspace_data_held
 from backups.format.archive import archive_name, hash_files, verify_archive, write_archive
 from backups.format.metadata import ArchiveError, Metadata
 from backups.models import Backup, BackupPolicy
@@ -233,7 +234,11 @@ def _make(backup: Backup, appspace: Appspace, report: Reporter) -> None:
     report.step("Copying the data", 5)
     quiescer = Quiescer(str(appspace.public_id))
     try:
-        snap = take_snapshot(appspace.data_path, staging, quiescer, tick=report.beat)
+        # A stopped appspace's data image is mounted for the copy (the folder is empty under it).
+        with appspace_data_held(appspace, quiescer.client):
+            snap = take_snapshot(appspace.data_path, staging, quiescer, tick=report.beat)
+    except DataUnavailable as exc:
+        raise BackupError(f"{exc} Nothing was backed up; try again shortly.") from None
     finally:
         quiescer.client.close()
     report.step("Checking the files", 30)

@@ -91,13 +91,12 @@ def _measured_quota_warning(reason: str) -> Warning:
 
 @register()
 def disk_images_check(app_configs, **kwargs):
-    """W002: images are asked for (DS_SANDBOX_DISK_IMAGES) but this host cannot loop-mount
-    (not root, no loop devices, no e2fsprogs): the measured quota is the only one."""
+    """W002: images are wanted (DS_SANDBOX_DISK_IMAGES unset, the default, or on) but this host
+    cannot loop-mount (not root, no loop devices, no e2fsprogs): the measured quota is the only
+    one. Switched off on purpose (DS_SANDBOX_DISK_IMAGES=0): no warning."""
     from sandbox.walls import diskimage
 
-    if not settings.DS_SANDBOX_DISK_IMAGES:
+    if settings.DS_SANDBOX_DISK_IMAGES is False:
         return []
-    usable, why = diskimage.available()
-    if usable:
-        return []
-    return [_measured_quota_warning(f"this host cannot loop-mount: {why}")]
+    why = diskimage.measured_because()
+    return [_measured_quota_warning(why)] if why else []

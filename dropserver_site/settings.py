@@ -501,9 +501,18 @@ DS_SANDBOXES_MEMORY_MB = env.int("DS_SANDBOXES_MEMORY_MB", default=0)
 DS_SANDBOXES_RESERVE_MB = env.int("DS_SANDBOXES_RESERVE_MB", default=1024)
 DS_SANDBOXES_CPU_PERCENT = env.int("DS_SANDBOXES_CPU_PERCENT", default=0)
 DS_SANDBOXES_PIDS = env.int("DS_SANDBOXES_PIDS", default=4096)
+# Disk IO of all sandboxes together on the block device under DS_DATA_DIR (MB/s, operations/s;
+# blkio.throttle on the parent cgroup in v1, io.max in v2). 0: no ceiling.
+DS_SANDBOXES_IO_READ_MBPS = env.int("DS_SANDBOXES_IO_READ_MBPS", default=0)
+DS_SANDBOXES_IO_WRITE_MBPS = env.int("DS_SANDBOXES_IO_WRITE_MBPS", default=0)
+DS_SANDBOXES_IO_READ_IOPS = env.int("DS_SANDBOXES_IO_READ_IOPS", default=0)
+DS_SANDBOXES_IO_WRITE_IOPS = env.int("DS_SANDBOXES_IO_WRITE_IOPS", default=0)
 # The kernel-enforced disk quota (sandbox.walls.diskimage): each appspace's data in a loop-mounted
-# ext4 image of its disk_mb. Off: the measured quota alone (appspaces.usage.quota).
-DS_SANDBOX_DISK_IMAGES = env.bool("DS_SANDBOX_DISK_IMAGES", default=False)
+# ext4 image of its disk_mb. Unset (None): on where the host can loop-mount (root, loop devices,
+# e2fsprogs), else the measured quota (appspaces.usage.quota) with check W002. 0: measured only.
+DS_SANDBOX_DISK_IMAGES = (
+    env.bool("DS_SANDBOX_DISK_IMAGES") if os.environ.get("DS_SANDBOX_DISK_IMAGES") else None
+)
 
 # --- App packages ---------------------------------------------------------------------------
 # Limits for unpacking untrusted app packages (packages.extraction) and for the platform's
@@ -641,6 +650,8 @@ DS_APPSPACE_MAX_IO_READ_MBPS = env.int("DS_APPSPACE_MAX_IO_READ_MBPS", default=5
 DS_APPSPACE_MAX_IO_WRITE_MBPS = env.int("DS_APPSPACE_MAX_IO_WRITE_MBPS", default=200)
 DS_APPSPACE_DEFAULT_IO_READ_IOPS = env.int("DS_APPSPACE_DEFAULT_IO_READ_IOPS", default=2000)
 DS_APPSPACE_DEFAULT_IO_WRITE_IOPS = env.int("DS_APPSPACE_DEFAULT_IO_WRITE_IOPS", default=1000)
+DS_APPSPACE_MAX_IO_READ_IOPS = env.int("DS_APPSPACE_MAX_IO_READ_IOPS", default=10000)
+DS_APPSPACE_MAX_IO_WRITE_IOPS = env.int("DS_APPSPACE_MAX_IO_WRITE_IOPS", default=5000)
 # Longest a migration may run in the sandbox (creation, and a change of version).
 DS_APPSPACE_MIGRATE_TIMEOUT = env.float("DS_APPSPACE_MIGRATE_TIMEOUT", default=300.0)
 # The tail of an appspace's log shown on its page.

@@ -24,6 +24,7 @@ from sandbox.spec import SandboxSpec
 
 Spec = SandboxSpec | dict[str, Any]
 MARGIN = 5.0  # seconds on top of the supervisor's own time limits
+DATA_HOLD_WAIT = 600.0  # a data hold may first create or check a large image (mkfs, e2fsck)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,13 @@ class SandboxClient:
     def network_requests(self, sandbox_id: str) -> list[dict[str, Any]]:
         """What the app asked for with requestNetwork(): [{kind, value, reason, at}]."""
         return self.call("network_requests", sandbox=sandbox_id)
+
+    def data_hold(self, spec: Spec) -> dict[str, Any]:
+        """Mount the appspace's data image until `data_release` ({mounted, holds})."""
+        return self.call("data_hold", spec=_spec_json(spec), wait=DATA_HOLD_WAIT)
+
+    def data_release(self, spec: Spec, *, everyone: bool = False) -> dict[str, Any]:
+        return self.call("data_release", spec=_spec_json(spec), everyone=everyone)
 
     def run_once(
         self,

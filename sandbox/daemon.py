@@ -162,6 +162,10 @@ class ControlServer:
             return sup.blocked(request.get("sandbox"))
         if op == "network_requests":
             return sup.network_requests(request.get("sandbox"))
+        if op == "data_hold":
+            return sup.data_hold(request.get("spec"))
+        if op == "data_release":
+            return sup.data_release(request.get("spec"), request.get("everyone", False))
         if op == "run_once":
             return await sup.jobs.run_once(
                 request.get("spec"),

@@ -27,6 +27,8 @@ OPS = (
     "blocked",
     "network_requests",
     "run_once",
+    "data_hold",
+    "data_release",
 )
 
 

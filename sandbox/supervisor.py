@@ -57,6 +57,7 @@ class Supervisor:
         self.instances: dict[str, Instance] = {}
         self.jobs = JobRunner(self)
         self._tasks: set[asyncio.Task] = set()
+        self.data_holds: dict[str, int] = {}  # data dir -> callers working on it (data_hold)
 
     # --- helpers shared with jobs -------------------------------------------------------------
 
@@ -150,10 +151,51 @@ class Supervisor:
         )
 
     def attach_data(self, spec: SandboxSpec) -> bool:
+        if self.data_holds.get(spec.data_dir or "") and diskimage.is_mounted(spec.data_dir):
+            # Mounted for a backup or restore of the stopped appspace: start on that mount (a
+            # changed quota applies at the next start with nothing held).
+            return True
         return diskimage.attach_for(spec, as_root=self.host.root)
 
     def detach_data(self, spec: SandboxSpec) -> None:
-        diskimage.detach_for(spec)
+        if not self.data_holds.get(spec.data_dir or ""):
+            diskimage.detach_for(spec)
+
+    # --- data holds: a stopped appspace's image mounted while the platform works on it ------
+
+    def data_hold(self, raw_spec: Any) -> dict:
+        """Mount the appspace's data image (if it has one) until the matching `data_release`:
+        backups, restores and disk measures of a stopped appspace read and write its data at
+        the usual path. Synchronous on purpose: no start or stop interleaves with the mount."""
+        spec = _parse_spec(raw_spec)
+        if spec.data_dir is None:
+            raise SandboxBadRequest("data_hold needs a data_dir")
+        held = self.data_holds.get(spec.data_dir, 0)
+        if not held and not self._data_in_use(spec):
+            try:
+                diskimage.attach_for(spec, as_root=self.host.root)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise SandboxUnavailable(f"cannot mount the data of {spec.id}: {exc}") from None
+        self.data_holds[spec.data_dir] = held + 1
+        return {"mounted": diskimage.is_mounted(spec.data_dir), "holds": held + 1}
+
+    def data_release(self, raw_spec: Any, everyone: Any = False) -> dict:
+        """One hold fewer (`everyone`: all of them, before the data is deleted or swapped); the
+        image is unmounted with the last hold unless a sandbox or job runs on it."""
+        spec = _parse_spec(raw_spec)
+        if spec.data_dir is None:
+            raise SandboxBadRequest("data_release needs a data_dir")
+        left = 0 if everyone is True else max(self.data_holds.get(spec.data_dir, 0) - 1, 0)
+        if left:
+            self.data_holds[spec.data_dir] = left
+        else:
+            self.data_holds.pop(spec.data_dir, None)
+            if not self._data_in_use(spec):
+                diskimage.detach_for(spec)
+        return {"holds": left}
+
+    def _data_in_use(self, spec: SandboxSpec) -> bool:
+        return self.is_active(spec.id) or self.jobs.busy_with(spec)
 
     def running_with_data(self, data_dir: str) -> Instance | None:
         for inst in self.instances.values():
@@ -524,6 +566,10 @@ class Supervisor:
 
         await asyncio.gather(*(stop(i) for i in self.instances.values()), return_exceptions=True)
         await self.jobs.shutdown()
+        for data_dir in list(self.data_holds):  # held by callers that did not release them
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                diskimage.detach(data_dir)
+        self.data_holds.clear()
         for inst in self.instances.values():
             inst.log.close()
 

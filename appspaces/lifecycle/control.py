@@ -19,7 +19,7 @@ from accounts.models import Invitation
 from appspaces.allowances import AllowanceError, check_appspace, owner_lock
 from appspaces.jobs import enqueue
 from appspaces.models import Appspace, Job, data_dir
-from appspaces.sandboxes import appspace_spec
+from appspaces.sandboxes import appspace_data_released, appspace_spec
 from backups.models import Backup, appspace_backups_dir
 from packages.extraction import remove_tree
 from sandbox import layout
@@ -73,7 +73,18 @@ def limit_bounds() -> dict[str, LimitBounds]:
             "io_write_mbps", "Disk writes", "MB/s", 1, s.DS_APPSPACE_MAX_IO_WRITE_MBPS,
             s.DS_APPSPACE_DEFAULT_IO_WRITE_MBPS,
         ),
+        "io_read_iops": LimitBounds(
+            "io_read_iops", "Disk read operations", "per second", 1,
+            s.DS_APPSPACE_MAX_IO_READ_IOPS, s.DS_APPSPACE_DEFAULT_IO_READ_IOPS,
+        ),
+        "io_write_iops": LimitBounds(
+            "io_write_iops", "Disk write operations", "per second", 1,
+            s.DS_APPSPACE_MAX_IO_WRITE_IOPS, s.DS_APPSPACE_DEFAULT_IO_WRITE_IOPS,
+        ),
     }  # fmt: skip
+
+
+IO_LIMITS = ("io_read_mbps", "io_write_mbps", "io_read_iops", "io_write_iops")
 
 
 def limit_check(name: str, value: int | None) -> int:
@@ -238,6 +249,8 @@ def appspace_limits_set(
     disk_mb: int,
     io_read_mbps: int | None = None,
     io_write_mbps: int | None = None,
+    io_read_iops: int | None = None,
+    io_write_iops: int | None = None,
 ):
     """New limits (within the admin's bounds and the owner's allowance, checked under a lock of
     the owner's row); a running sandbox is restarted with them. IO limits: None is the
@@ -245,9 +258,10 @@ def appspace_limits_set(
     memory_mb = limit_check("memory_mb", memory_mb)
     cpu_percent = limit_check("cpu_percent", cpu_percent)
     disk_mb = limit_check("disk_mb", disk_mb)
+    given = (io_read_mbps, io_write_mbps, io_read_iops, io_write_iops)
     io = {
         name: None if value is None else limit_check(name, value)
-        for name, value in (("io_read_mbps", io_read_mbps), ("io_write_mbps", io_write_mbps))
+        for name, value in zip(IO_LIMITS, given, strict=True)
     }
     with transaction.atomic():
         owner_lock(appspace.owner)
@@ -256,10 +270,9 @@ def appspace_limits_set(
         except AllowanceError as exc:
             raise AppspaceError(str(exc)) from None
         appspace.memory_mb, appspace.cpu_percent, appspace.disk_mb = memory_mb, cpu_percent, disk_mb
-        appspace.io_read_mbps, appspace.io_write_mbps = io["io_read_mbps"], io["io_write_mbps"]
-        appspace.save(
-            update_fields=["memory_mb", "cpu_percent", "disk_mb", "io_read_mbps", "io_write_mbps"]
-        )
+        for name, value in io.items():
+            setattr(appspace, name, value)
+        appspace.save(update_fields=["memory_mb", "cpu_percent", "disk_mb", *IO_LIMITS])
     appspace.touch_config()
     transaction.on_commit(lambda: sandbox_refresh(appspace))
 
@@ -283,6 +296,10 @@ def appspace_delete(*, appspace: Appspace, keep_backups: bool) -> None:
     if busy_jobs(appspace).exists():
         raise AppspaceError("A backup or restore of this appspace is under way; try again after.")
     sandbox_stop(appspace)
+    try:
+        appspace_data_released(appspace)  # its data image unmounted: the files can go
+    except SandboxError as exc:
+        log.warning("appspace %s: data image not released: %s", appspace.public_id, exc)
     with transaction.atomic():
         locked = Appspace.objects.select_for_update().get(pk=appspace.pk)
         backups = Backup.objects.filter(appspace=locked)

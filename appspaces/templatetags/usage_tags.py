@@ -1,6 +1,6 @@
 """Template tags of the usage cards: `{% appspace_usage appspace as usage %}`, the 30-day
-charts `{% appspace_usage_charts appspace %}`, and plain-words filters for durations and
-shares."""
+charts `{% appspace_usage_charts appspace %}`, plain-words filters for durations and shares,
+and `{% disk_quota_fallback as why %}` (why disk quotas are measured, for the admin)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from django import template
 from appspaces.models import Appspace
 from appspaces.usage import charts
 from appspaces.usage.summary import usage_summary
+from sandbox.walls import diskimage
 
 register = template.Library()
 
@@ -19,6 +20,13 @@ register = template.Library()
 def appspace_usage(appspace: Appspace) -> dict[str, Any]:
     """The figures of `appspaces.usage.summary.usage_summary` (one query)."""
     return usage_summary(appspace)
+
+
+@register.simple_tag
+def disk_quota_fallback() -> str:
+    """Why appspaces' disk quotas are measured rather than enforced ("" when enforced): the
+    notice on the admin's index page (the same reason as `check`'s dropserver.W002)."""
+    return diskimage.measured_because()
 
 
 @register.simple_tag

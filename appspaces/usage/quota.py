@@ -3,8 +3,10 @@ quota (writable again once use falls to DS_USAGE_QUOTA_RESUME_PERCENT of it)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import os
 
 from django.conf import settings
 from django.db import transaction
@@ -12,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from appspaces.models import Appspace
-from appspaces.sandboxes import appspace_spec
+from appspaces.sandboxes import appspace_data_held, appspace_spec
 from appspaces.usage.counters import add_to_day
 from sandbox import usage as disk_usage
 from sandbox.client import SandboxClient
@@ -116,17 +118,19 @@ def _apply(changed: list[Appspace], client: SandboxClient) -> None:
         sandbox_respec(appspace, client)
 
 
-def _measure(appspace: Appspace) -> tuple[disk_usage.DiskUsage | None, Appspace | None]:
+def _measure(
+    appspace: Appspace, *, force: bool = False
+) -> tuple[disk_usage.DiskUsage | None, Appspace | None]:
     started = timezone.now()
-    if diskimage.mechanism(appspace.data_path) == "image" and not diskimage.is_mounted(
-        appspace.data_path
-    ):
-        # Stopped on a data image: the data is inside the unmounted image, and the dir under it
-        # is empty. The last measure (taken while it ran, when alone it could write) stands.
-        return None, None
+    path = appspace.data_path
     try:
-        used = disk_usage.measure(appspace.data_path)
-    except OSError as exc:  # TreeMoved included
+        if diskimage.mechanism(path) == "image" and not diskimage.is_mounted(path):
+            used = _measure_image(appspace, started, force=force)
+            if used is None:
+                return None, None
+        else:
+            used = disk_usage.measure(path)
+    except (OSError, SandboxError) as exc:  # TreeMoved and DataUnavailable included
         log.warning("cannot measure the data of %s: %s", appspace.public_id, exc)
         return None, None
     _store_disk(appspace.pk, used, started)
@@ -137,13 +141,32 @@ def _measure(appspace: Appspace) -> tuple[disk_usage.DiskUsage | None, Appspace 
     return used, changed
 
 
+def _measure_image(
+    appspace: Appspace, started: dt.datetime, *, force: bool
+) -> disk_usage.DiskUsage | None:
+    """A stopped appspace's data image, mounted for the walk (`appspace_data_held`); None when
+    it did not change since the last measure (its file's mtime: only a mount writes to it)."""
+    image = diskimage.image_path(appspace.data_path)
+    measured = appspace.disk_measured
+    if not force and measured is not None and image.stat().st_mtime <= measured.timestamp():
+        return None
+    with appspace_data_held(appspace):
+        used = disk_usage.measure(appspace.data_path)
+    # The check and unmount around the walk wrote to the image: not a change of its data.
+    with contextlib.suppress(OSError):
+        os.utime(image, (started.timestamp(), started.timestamp()))
+    return used
+
+
 def appspace_disk_measure(
-    *, appspace: Appspace, client: SandboxClient | None = None
+    *, appspace: Appspace, client: SandboxClient | None = None, force: bool = False
 ) -> disk_usage.DiskUsage | None:
     """Measure the data dir now, store it, and apply the quota (restarting a running sandbox
     when its data turns read-only or writable). None if the tree kept moving or cannot be
-    read. Blocks for the walk: call it from a task or a sync view, never on an event loop."""
-    used, changed = _measure(appspace)
+    read. A stopped appspace's data image is mounted for it (when it changed since the last
+    measure, or `force`). Blocks for the walk: call it from a task or a sync view, never on an
+    event loop."""
+    used, changed = _measure(appspace, force=force)
     if changed is not None:
         _apply([changed], client or SandboxClient())
     return used
@@ -151,7 +174,7 @@ def appspace_disk_measure(
 
 def appspace_measure_now(*, appspace: Appspace) -> disk_usage.DiskUsage | None:
     """The panel's "measure now" (after the owner freed space): the periodic measure, now."""
-    return appspace_disk_measure(appspace=appspace)
+    return appspace_disk_measure(appspace=appspace, force=True)
 
 
 def appspace_quota_check(*, appspace: Appspace) -> bool:

@@ -43,11 +43,12 @@ class LimitsForm(forms.Form):
             self.fields[name] = _limit_field(name)
 
 
-IO_FIELDS = ("io_read_mbps", "io_write_mbps")
+IO_FIELDS = ("io_read_mbps", "io_write_mbps", "io_read_iops", "io_write_iops")
 
 
 class AppspaceLimitsForm(LimitsForm):
-    """The limits form on an appspace's page: also its disk bandwidth (empty: the default)."""
+    """The limits form on an appspace's page: also its disk bandwidth and operations per second
+    (empty: the default)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -218,6 +218,8 @@ def render_appspace(
                 "disk_mb": appspace.disk_mb,
                 "io_read_mbps": appspace.io_read_mbps,
                 "io_write_mbps": appspace.io_write_mbps,
+                "io_read_iops": appspace.io_read_iops,
+                "io_write_iops": appspace.io_write_iops,
             }
         ),
         "jobs": jobs,

@@ -78,6 +78,36 @@ def throttle_device(path: str | Path) -> str | None:
     return dev
 
 
+def _v1_io_files(blkio: Path, limits: tuple[IoLimit, ...]) -> list[tuple[Path, str]]:
+    """blkio.throttle.{read,write}_{bps,iops}_device lines (0: not written, no limit)."""
+    files = []
+    for io in limits:
+        for kind, value in (
+            ("read_bps", io.read_bps),
+            ("write_bps", io.write_bps),
+            ("read_iops", io.read_iops),
+            ("write_iops", io.write_iops),
+        ):
+            if value:
+                files.append((blkio / f"blkio.throttle.{kind}_device", f"{io.device} {value}"))
+    return files
+
+
+def _v2_io_files(group: Path, limits: tuple[IoLimit, ...]) -> list[tuple[Path, str]]:
+    """One io.max line per device (0: "max")."""
+    files = []
+    for io in limits:
+        if io.any():
+            values = zip(
+                ("rbps", "wbps", "riops", "wiops"),
+                (io.read_bps, io.write_bps, io.read_iops, io.write_iops),
+                strict=True,
+            )
+            text = " ".join(f"{k}={v or 'max'}" for k, v in values)
+            files.append((group / "io.max", f"{io.device} {text}"))
+    return files
+
+
 def _set_ceiling(files: list[tuple[Path, str]]) -> None:
     """Write the instance ceiling; a value the kernel refuses (e.g. a memory limit below what
     the sandboxes use right now) is logged and the old one stays."""
@@ -293,6 +323,8 @@ class V1Backend:
                 (dirs["cpu"] / "cpu.cfs_quota_us", str(CFS_PERIOD_US * c.cpu_percent // 100)),
                 (dirs["pids"] / "pids.max", str(c.pids)),
             ]
+            if "blkio" in dirs:
+                files += _v1_io_files(dirs["blkio"], c.io)
             _set_ceiling(files)
 
     def create(self, name: str, limits: CgroupLimits) -> V1Cgroup:
@@ -311,17 +343,8 @@ class V1Backend:
         _write(dirs["cpu"] / "cpu.cfs_quota_us", str(CFS_PERIOD_US * limits.cpu_percent // 100))
         _write(dirs["pids"] / "pids.max", str(limits.pids))
         if "blkio" in dirs:
-            for io in limits.io:
-                for kind, value in (
-                    ("read_bps", io.read_bps),
-                    ("write_bps", io.write_bps),
-                    ("read_iops", io.read_iops),
-                    ("write_iops", io.write_iops),
-                ):
-                    if value:
-                        _write(
-                            dirs["blkio"] / f"blkio.throttle.{kind}_device", f"{io.device} {value}"
-                        )
+            for path, value in _v1_io_files(dirs["blkio"], limits.io):
+                _write(path, value)
         _write(dirs["freezer"] / "freezer.state", "THAWED")
         return V1Cgroup(name, dirs)
 
@@ -472,6 +495,7 @@ class V2Backend:
                     (level / "memory.max", str(c.memory_bytes)),
                     (level / "cpu.max", f"{quota} {CFS_PERIOD_US}"),
                     (level / "pids.max", str(c.pids)),
+                    *(_v2_io_files(level, c.io) if "io" in wanted else []),
                 ]
             )
         return set(wanted)
@@ -487,15 +511,8 @@ class V2Backend:
         _write(path / "cpu.max", f"{quota} {CFS_PERIOD_US}")
         _write(path / "pids.max", str(limits.pids))
         if "io" in controllers:
-            for io in limits.io:
-                if io.any():
-                    values = zip(
-                        ("rbps", "wbps", "riops", "wiops"),
-                        (io.read_bps, io.write_bps, io.read_iops, io.write_iops),
-                        strict=True,
-                    )
-                    text = " ".join(f"{k}={v or 'max'}" for k, v in values)
-                    _write(path / "io.max", f"{io.device} {text}")
+            for file, value in _v2_io_files(path, limits.io):
+                _write(file, value)
         if "memory" in controllers and (path / "memory.oom.group").exists():
             _write(path / "memory.oom.group", "1")  # an OOM takes the whole sandbox down
         return V2Cgroup(name, path)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -53,8 +54,24 @@ class DiskImageError(OSError):
     """The image could not be created, checked, resized or mounted."""
 
 
+def enabled() -> bool:
+    """Whether appspace data goes into images: DS_SANDBOX_DISK_IMAGES when set (0: never),
+    else (the default) wherever this host can loop-mount."""
+    wanted = settings.DS_SANDBOX_DISK_IMAGES
+    return available()[0] if wanted is None else bool(wanted)
+
+
+def measured_because() -> str:
+    """Why the measured quota holds instead of the images ("" when the images are used)."""
+    if settings.DS_SANDBOX_DISK_IMAGES is False:
+        return "switched off (DS_SANDBOX_DISK_IMAGES=0)"
+    usable, why = available()
+    return "" if usable else f"this host cannot loop-mount: {why}"
+
+
+@functools.cache
 def available() -> tuple[bool, str]:
-    """(usable, why not) for this host."""
+    """(usable, why not) for this host (asked once per process: the host does not change)."""
     if os.geteuid() != 0:
         return False, "the supervisor is not root (only root can loop-mount)"
     if not os.path.exists("/dev/loop-control"):
@@ -71,7 +88,7 @@ def attach_for(spec: SandboxSpec, *, as_root: bool) -> bool:
     data = Path(spec.data_dir) if spec.data_dir else None
     if (
         data is None
-        or not settings.DS_SANDBOX_DISK_IMAGES
+        or not enabled()
         or not spec.limits.disk_mb
         or not as_root
         or data.name != "data"
@@ -91,7 +108,7 @@ def attach_for(spec: SandboxSpec, *, as_root: bool) -> bool:
 
 
 def detach_for(spec: SandboxSpec) -> None:
-    if spec.data_dir and settings.DS_SANDBOX_DISK_IMAGES:
+    if spec.data_dir and enabled():
         try:
             detach(spec.data_dir)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -181,6 +198,7 @@ def attach(data_dir: str | Path, disk_mb: int, uid: int) -> None:
     if not image.exists():
         _create(image, data, size, uid)
     else:
+        _require_released(image)
         _resize(image, size)
         _run("e2fsck", "-p", str(image), ok=(0, 1))  # replays the journal after a crash
     os.chmod(image, 0o600)
@@ -223,6 +241,16 @@ def _wait_loop_released(image: Path, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def _require_released(image: Path) -> None:
+    """An image whose filesystem is still alive somewhere (a lazy unmount, a sandbox's mount
+    namespace not yet torn down) must not be checked or resized under it, nor mounted again:
+    `mount -o loop` would reuse its loop device and the kernel the live filesystem, with its
+    old size. Wait for it, then refuse (the start fails and is retried)."""
+    _wait_loop_released(image, timeout=30.0)
+    if _loop_backs(image):
+        raise DiskImageError(errno.EBUSY, f"{image} is still in use by a loop device")
+
+
 def unmount_stale() -> None:
     """Unmount every image a killed supervisor left mounted under appspaces/."""
     base = os.path.realpath(layout.appspaces_dir()) + os.sep
@@ -237,8 +265,7 @@ def unmount_stale() -> None:
 def mechanism(data_dir: str | Path) -> str:
     """How this appspace's quota is held: "image" (the kernel refuses writes past it) or
     "measured" (read-only above it, after the next measure)."""
-    enabled = settings.DS_SANDBOX_DISK_IMAGES and image_path(data_dir).exists()
-    return "image" if enabled else "measured"
+    return "image" if enabled() and image_path(data_dir).exists() else "measured"
 
 
 def free_bytes(data_dir: str | Path) -> int | None:

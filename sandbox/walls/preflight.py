@@ -155,4 +155,27 @@ def instance_ceiling() -> cgroups.CgroupLimits:
         memory_bytes=memory_mb * 1024 * 1024,
         cpu_percent=cpu_percent,
         pids=settings.DS_SANDBOXES_PIDS,
+        io=_ceiling_io(),
     )
+
+
+def _ceiling_io() -> tuple[cgroups.IoLimit, ...]:
+    """DS_SANDBOXES_IO_* on the block device under DS_DATA_DIR (none set, or no block device
+    there: no IO ceiling)."""
+    s, mb = settings, 1024 * 1024
+    values = (
+        s.DS_SANDBOXES_IO_READ_MBPS * mb,
+        s.DS_SANDBOXES_IO_WRITE_MBPS * mb,
+        s.DS_SANDBOXES_IO_READ_IOPS,
+        s.DS_SANDBOXES_IO_WRITE_IOPS,
+    )
+    if not any(values):
+        return ()
+    try:
+        device = cgroups.throttle_device(layout.data_dir())
+    except OSError:
+        device = None
+    if device is None:
+        log.warning("no block device under %s: no IO ceiling for the sandboxes", layout.data_dir())
+        return ()
+    return (cgroups.IoLimit(device, *values),)

@@ -121,3 +121,19 @@ def test_the_admin_index_links_the_dropserver_pages(admin_user):
     assert reverse("admin:backup_health") in page and reverse("instance_usage") in page
     health = admin_client(admin_user).get(reverse("admin:backup_health")).content.decode()
     assert 'class="breadcrumbs"' in health and "Backup health" in health  # the admin's look
+
+
+def test_the_admin_index_says_when_disk_quotas_are_only_measured(admin_user, settings, monkeypatch):
+    from sandbox.walls import diskimage
+
+    client = admin_client(admin_user)
+    monkeypatch.setattr(diskimage, "available", lambda: (True, ""))
+    settings.DS_SANDBOX_DISK_IMAGES = None  # the default, on a host that can loop-mount
+    assert 'id="disk-quota-fallback"' not in client.get(reverse("admin:index")).content.decode()
+    monkeypatch.setattr(diskimage, "available", lambda: (False, "no /dev/loop-control"))
+    page = client.get(reverse("admin:index")).content.decode()
+    assert 'id="disk-quota-fallback"' in page and "no /dev/loop-control" in page
+    monkeypatch.setattr(diskimage, "available", lambda: (True, ""))
+    settings.DS_SANDBOX_DISK_IMAGES = False
+    page = client.get(reverse("admin:index")).content.decode()
+    assert "switched off (DS_SANDBOX_DISK_IMAGES=0)" in page

@@ -442,7 +442,7 @@ def test_an_image_stops_writes_at_the_quota_and_a_raised_quota_makes_room(
     appspace.refresh_from_db()
     assert appspace.disk_bytes >= 30 * 1024 * 1024
     client.stop(str(appspace.public_id))
-    # Stopped, its data is in the unmounted image: the measure made while it ran stands.
+    # Stopped, its data is in the unmounted image: the measure holds it mounted for the walk.
     tasks.disk_measure.run(appspace.pk)
     appspace.refresh_from_db()
     assert appspace.disk_bytes >= 30 * 1024 * 1024

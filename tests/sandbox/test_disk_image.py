@@ -169,3 +169,66 @@ def test_an_image_that_cannot_be_mounted_fails_the_start_instead_of_hiding_the_d
     assert not mounted(spec.data_dir)
     assert not any(Path(spec.data_dir).iterdir())  # nothing started on the empty dir
     assert image.exists()
+
+
+def test_a_hold_mounts_a_stopped_appspaces_image_until_released(
+    image_supervisor, make_app, http_request
+):
+    """data_hold / data_release: what backups, restores and measures of a stopped appspace ask
+    for, so they see its data at the usual path instead of the empty folder under the image."""
+    supervisor = image_supervisor()
+    client = supervisor.client
+    app = make_app({"app.ts": FILL_APP})
+    spec = app.spec(disk_mb=20)
+    keep, read = {"X-Dropserver-Route": "0"}, {"X-Dropserver-Route": "3"}
+    assert http_request(client.ensure(spec), path="/keep", headers=keep)[0] == 200
+    client.stop(spec.id)
+    assert not mounted(spec.data_dir) and not any(Path(spec.data_dir).iterdir())
+
+    assert client.data_hold(spec) == {"mounted": True, "holds": 1}
+    assert Path(spec.data_dir, "keep.txt").read_text() == "kept"
+    assert client.data_hold(spec)["holds"] == 2  # a second caller: mounted once
+    # A start while held runs on that mount; its stop leaves it to the holders.
+    assert http_request(client.ensure(spec), path="/read", headers=read)[2] == b"kept"
+    client.stop(spec.id)
+    assert mounted(spec.data_dir)
+    assert client.data_release(spec) == {"holds": 1}
+    assert mounted(spec.data_dir)
+    assert client.data_release(spec) == {"holds": 0}
+    assert not mounted(spec.data_dir)
+    assert not any(Path(spec.data_dir).iterdir())  # the data went back into the image
+
+    # A hold whose caller died is dropped by `everyone` (before a delete or a restore swap),
+    # but never unmounts a running sandbox's data.
+    client.data_hold(spec)
+    sock = client.ensure(spec)
+    assert client.data_release(spec, everyone=True) == {"holds": 0}
+    assert mounted(spec.data_dir)
+    assert http_request(sock, path="/read", headers=read)[2] == b"kept"
+    client.stop(spec.id)
+    assert not mounted(spec.data_dir)
+
+
+def test_a_hold_without_an_image_leaves_the_folder_alone(start_supervisor, make_app):
+    supervisor = start_supervisor(DS_SANDBOX_DISK_IMAGES="0")
+    spec = make_app({"app.ts": FILL_APP}).spec(disk_mb=20)
+    Path(spec.data_dir).mkdir(parents=True, exist_ok=True)
+    Path(spec.data_dir, "plain.txt").write_text("plain")
+    assert supervisor.client.data_hold(spec) == {"mounted": False, "holds": 1}
+    assert supervisor.client.data_release(spec) == {"holds": 0}
+    assert Path(spec.data_dir, "plain.txt").read_text() == "plain"
+    assert not diskimage.image_path(spec.data_dir).exists()
+
+
+def test_a_hold_refuses_specs_that_name_no_appspace_data(supervisor, make_app):
+    from sandbox.protocol import SandboxBadRequest
+
+    app = make_app({"app.ts": FILL_APP})
+    with pytest.raises(SandboxBadRequest, match="needs a data_dir"):
+        supervisor.client.data_hold(app.job_spec())  # an install job's spec: no data
+    hostile = {**app.spec(disk_mb=20).to_json(), "data_dir": "/etc"}
+    with pytest.raises(SandboxBadRequest, match="data_dir"):
+        supervisor.client.data_hold(hostile)
+    with pytest.raises(SandboxBadRequest, match="data_dir"):
+        supervisor.client.data_release(hostile, everyone=True)
+    assert not mounted("/etc")

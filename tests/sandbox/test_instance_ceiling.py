@@ -50,3 +50,37 @@ def test_the_default_ceiling_leaves_the_reserve_and_half_a_core(settings):
     assert ceiling.memory_bytes == max(total_mb - 1024, 256) * 1024 * 1024
     assert ceiling.cpu_percent == max(len(os.sched_getaffinity(0)) * 100 - 50, 50)
     assert ceiling.pids == settings.DS_SANDBOXES_PIDS
+
+
+def test_the_parent_cgroup_holds_the_io_ceiling(start_supervisor, make_app, http_request):
+    """DS_SANDBOXES_IO_* on the block device under DS_DATA_DIR, read back from the parent."""
+    from django.conf import settings
+
+    from sandbox.walls import cgroups
+
+    device = cgroups.throttle_device(settings.DS_DATA_DIR)
+    if device is None:
+        pytest.skip("DS_DATA_DIR has no block device here (tmpfs, overlay)")
+    supervisor = start_supervisor(
+        DS_SANDBOXES_IO_READ_MBPS=300,
+        DS_SANDBOXES_IO_WRITE_MBPS=120,
+        DS_SANDBOXES_IO_READ_IOPS=9000,
+        DS_SANDBOXES_IO_WRITE_IOPS=4000,
+    )
+    status, _, body = http_request(supervisor.client.ensure(make_app({"app.ts": HELLO_APP}).spec()))
+    assert (status, body) == (200, b"hello")
+    dirs = supervisor.cgroup_dirs()
+    mb = 1024 * 1024
+    if any((d / "io.max").exists() for d in dirs):  # cgroup v2
+        assert _file(dirs, "io.max").split() == [
+            device,
+            f"rbps={300 * mb}",
+            f"wbps={120 * mb}",
+            "riops=9000",
+            "wiops=4000",
+        ]
+    else:
+        assert _file(dirs, "blkio.throttle.read_bps_device").split() == [device, str(300 * mb)]
+        assert _file(dirs, "blkio.throttle.write_bps_device").split() == [device, str(120 * mb)]
+        assert _file(dirs, "blkio.throttle.read_iops_device").split() == [device, "9000"]
+        assert _file(dirs, "blkio.throttle.write_iops_device").split() == [device, "4000"]

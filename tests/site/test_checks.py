@@ -47,8 +47,21 @@ def test_w002_says_when_asked_for_images_cannot_be_used(settings):
     from sandbox.walls import diskimage
 
     settings.DS_SANDBOX_DISK_IMAGES = False
-    assert disk_images_check(None) == []  # the documented default: the measured quota
-    settings.DS_SANDBOX_DISK_IMAGES = True
-    # On this host (root, loop devices, e2fsprogs) the images work: nothing to warn about.
+    assert disk_images_check(None) == []  # switched off on purpose: nothing to warn about
     usable, _ = diskimage.available()
-    assert [w.id for w in disk_images_check(None)] == ([] if usable else ["dropserver.W002"])
+    for wanted in (None, True):  # None: unset, the default (wherever the host can)
+        settings.DS_SANDBOX_DISK_IMAGES = wanted
+        assert diskimage.enabled() is usable
+        # On this host (root, loop devices, e2fsprogs) the images work: nothing to warn about.
+        assert [w.id for w in disk_images_check(None)] == ([] if usable else ["dropserver.W002"])
+
+
+def test_w002_when_the_host_cannot_loop_mount_and_the_images_fall_back(settings, monkeypatch):
+    from dropserver_site.checks import disk_images_check
+    from sandbox.walls import diskimage
+
+    monkeypatch.setattr(diskimage, "available", lambda: (False, "no /dev/loop-control"))
+    settings.DS_SANDBOX_DISK_IMAGES = None
+    assert not diskimage.enabled()
+    (warning,) = disk_images_check(None)
+    assert warning.id == "dropserver.W002" and "no /dev/loop-control" in warning.msg
