@@ -15,7 +15,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from celery import current_app
+from celery import Task, current_app
+from celery.exceptions import NotRegistered
 from django.db import transaction
 from django.utils import timezone
 
@@ -30,11 +31,22 @@ log = logging.getLogger(__name__)
 REQUEUED, DONE, NOT_CLAIMED = "requeued", "done", "not claimed"
 
 
+def registered_task(name: str) -> Task:
+    """The task registered as `name` ("appspaces.tasks.install_app"). A worker imports every
+    app's tasks module at start; a web process or a command may not have yet, so a miss
+    imports them (Celery's autodiscovery) and looks again."""
+    try:
+        return current_app.tasks[name]
+    except NotRegistered:
+        current_app.loader.import_default_modules()
+        return current_app.tasks[name]
+
+
 def enqueue(task: str, *args) -> None:
-    """Queue the task registered as `task` ("appspaces.tasks.install_app") with `args`. It is
-    the task object itself, from Celery's registry (filled when the app loads the task
-    modules), so its queue, time limits and eager mode apply exactly as with `.delay()`."""
-    current_app.tasks[task].delay(*args)
+    """Queue the task registered as `task` with `args`. It is the task object itself, from
+    Celery's registry, so its queue, time limits and eager mode apply exactly as with
+    `.delay()`."""
+    registered_task(task).delay(*args)
 
 
 def enqueue_on_commit(task: str, *args, robust: bool = False) -> None:

@@ -82,6 +82,25 @@ def test_every_task_a_service_queues_by_name_exists():
     assert names <= set(app.tasks), names - set(app.tasks)
 
 
+def test_a_process_that_imported_no_task_module_still_finds_every_task():
+    """A web process queues a backup without having imported backups.tasks: the lookup by
+    name must load the task modules itself (a fresh interpreter, Django set up, nothing else)."""
+    code = (
+        "import django; django.setup()\n"
+        "import sys\n"
+        "from appspaces.jobs import registered_task\n"
+        "assert 'backups.tasks' not in sys.modules\n"
+        "for name in ('backups.tasks.offsite_upload', 'backups.tasks.backup_run',"
+        " 'appspaces.tasks.install_app', 'accounts.tasks.notices_evaluate'):\n"
+        "    assert registered_task(name).name == name\n"
+    )
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="dropserver_site.settings")
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_periodic_runs_expire_within_their_period():
     for entry in settings.CELERY_BEAT_SCHEDULE.values():
         assert 0 < entry["options"]["expires"] <= float(entry["schedule"])
