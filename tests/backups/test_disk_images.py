@@ -14,6 +14,7 @@ from appspaces.models import Appspace
 from appspaces.sandboxes import appspace_data_held, appspace_spec
 from appspaces.usage.quota import appspace_disk_measure
 from backups.format.archive import verify_archive
+from backups.instance.snapshot import instance_backup
 from backups.models import Backup
 from backups.restore import backup_restore
 from backups.services import backup_create
@@ -156,11 +157,6 @@ def test_a_restore_the_app_cannot_start_on_puts_the_old_image_back(
 
 
 def test_an_instance_backup_holds_a_stopped_image_backed_appspaces_data(stopped, tmp_path):
-    try:  # backups/instance/ became a subpackage on main (snapshot.py): either layout
-        from backups.instance.snapshot import instance_backup
-    except ImportError:
-        from backups.instance import instance_backup
-
     appspace, saved = stopped
     manifest = instance_backup(tmp_path / "snapshot")
     (entry,) = [e for e in manifest["appspaces"] if e["public_id"] == str(appspace.public_id)]
