@@ -197,6 +197,7 @@ class AppspaceUsageDay(models.Model):
     disk_bytes_max = models.BigIntegerField(default=0)
     io_read_bytes = models.BigIntegerField(default=0)
     io_write_bytes = models.BigIntegerField(default=0)
+    requests = models.BigIntegerField(default=0)  # answered by the gateway (usage/requests.py)
 
     class Meta:
         ordering = ["-day"]

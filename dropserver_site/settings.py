@@ -674,6 +674,8 @@ DS_USAGE_DISK_RUNNING_SECONDS = env.float("DS_USAGE_DISK_RUNNING_SECONDS", defau
 # Data made read-only over the quota becomes writable again at or below this % of the quota.
 DS_USAGE_QUOTA_RESUME_PERCENT = env.int("DS_USAGE_QUOTA_RESUME_PERCENT", default=95)
 DS_USAGE_KEEP_DAYS = env.int("DS_USAGE_KEEP_DAYS", default=400)  # daily usage rows
+# Each web process adds the requests it answered to the day's usage row this often.
+DS_USAGE_REQUESTS_FLUSH_SECONDS = env.float("DS_USAGE_REQUESTS_FLUSH_SECONDS", default=30.0)
 
 # --- Backups ----------------------------------------------------------------------------------
 # Owned by backups/ (see docs/backups.md): schedule bounds, retention defaults, the per-user

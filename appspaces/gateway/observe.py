@@ -1,8 +1,8 @@
 """What the gateway records about each request once it is answered: the Prometheus counters
-(appspaces/metrics.py) and one access-log line (logger `dropserver.access`; one JSON object
-under DS_LOG_FORMAT=json, see dropserver_site/observe/logs.py), with the request's context
-(request id, host, appspace, user id, route) kept in a contextvar that every log line of the
-request carries.
+(appspaces/metrics.py), the day's request count (appspaces/usage/requests.py) and one
+access-log line (logger `dropserver.access`; one JSON object under DS_LOG_FORMAT=json, see
+dropserver_site/observe/logs.py), with the request's context (request id, host, appspace, user
+id, route) kept in a contextvar that every log line of the request carries.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import uuid
 from appspaces.gateway.state.cache import MISSING
 from appspaces.gateway.state.config import configs
 from appspaces.metrics import REQUEST_SECONDS, REQUESTS, UNKNOWN_APPSPACE, record
+from appspaces.usage.requests import tally
 from packages.logcontext import bind, request_context
 
 access_log = logging.getLogger("dropserver.access")
@@ -61,6 +62,8 @@ def observed(app):
                 label = subdomain if known else UNKNOWN_APPSPACE
                 record(lambda: REQUESTS.labels(label, str(status)).inc())
                 record(lambda: REQUEST_SECONDS.labels(label).observe(duration))
+                if known:
+                    tally.count(config.pk)  # the owner's requests-per-day chart
                 context.update(appspace=label, status=status, duration_ms=round(duration * 1e3, 2))
                 access_log.info(
                     "%s %s %s %d %.1fms",

@@ -1,6 +1,6 @@
 """30-day usage charts, drawn on the server as SVG: one bar per UTC day for CPU time, running
-time, memory peak and disk used, for one appspace (its page) or summed over the instance (the
-admins' overview).
+time, memory peak, disk used and requests answered, for one appspace (its page) or summed over
+the instance (the admins' overview).
 
 Plain markup, no script and no style attribute, so they render under the panel's strict CSP
 and without JavaScript; colours come from static/css/usage.css. Each chart is an `img` with a
@@ -40,6 +40,10 @@ def _bytes(value: float) -> str:
     return str(filesizeformat(int(value))).replace("\xa0", " ")
 
 
+def _count(value: float) -> str:
+    return f"{int(value):,}".replace(",", " ")
+
+
 @dataclass(frozen=True)
 class Series:
     field: str
@@ -52,6 +56,7 @@ SERIES = (
     Series("running_seconds", "Running time", _seconds),
     Series("memory_peak_bytes", "Memory peak", _bytes),
     Series("disk_bytes_max", "Disk used", _bytes),
+    Series("requests", "Requests", _count),
 )
 
 

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from appspaces.models import AppspaceUsageDay
+from appspaces.usage import charts
+from appspaces.usage.counters import today
 from tests.gateway.browser import Browser
 from tests.gateway.conftest import start_daphne, stop
 from tests.sandbox.fixtures import free_port, poll
@@ -70,6 +73,29 @@ def test_requests_are_counted_and_timed_per_appspace_and_status(stack):
     assert value(after, f"{starts}_count", appspace_id=str(appspace.public_id)) == 1
     assert value(after, f"{starts}_sum", appspace_id=str(appspace.public_id)) > 0
     assert not [k for k in after if "user" in dict(k[1])]  # no user ids, ever
+
+
+def test_answered_requests_reach_the_days_usage_row_and_its_chart(stack):
+    """The web process counts what it answered and adds it to the day's row (flushed every
+    0.2 s here); the appspace's requests chart then shows the day's figure."""
+    appspace = stack.appspace()
+    browser = stack.browser()
+    for _ in range(4):
+        assert browser.get(stack.url(appspace, "/")).status == 200
+    assert browser.get(stack.url(appspace, "/no/such/page")).status == 404
+    for name in ("nosuchname3",):  # names that are no appspace count for nobody
+        assert browser.get(f"http://{name}.localhost:{stack.port}/").status == 404
+
+    def counted() -> int:
+        row = AppspaceUsageDay.objects.filter(appspace=appspace, day=today()).first()
+        return row.requests if row else 0
+
+    poll(lambda: counted() >= 5)
+    assert counted() == 5
+    days, values = charts.appspace_days(appspace)
+    assert values["requests"][-1] == 5 and days[-1] == today()
+    drawn = charts.charts(days, values, "t")
+    assert "Requests per day over the last 30 days. Highest: 5 on" in drawn
 
 
 @pytest.mark.parametrize(
