@@ -689,6 +689,10 @@ DS_BACKUP_VERIFY_DAYS = env.int("DS_BACKUP_VERIFY_DAYS", default=7)  # re-read e
 # credentials (AWS_*, B2_*, ...) are read by restic from the environment, never from the DB.
 DS_BACKUP_REPOSITORY = env.str("DS_BACKUP_REPOSITORY", default="")
 DS_BACKUP_REPOSITORY_PASSWORD_FILE = env.str("DS_BACKUP_REPOSITORY_PASSWORD_FILE", default="")
+# sftp: repositories: the private key ssh logs in with, and the known_hosts file that pins the
+# server's host key (host keys are always checked strictly; empty: the service user's ~/.ssh).
+DS_BACKUP_SSH_KEY_FILE = env.str("DS_BACKUP_SSH_KEY_FILE", default="")
+DS_BACKUP_SSH_KNOWN_HOSTS = env.str("DS_BACKUP_SSH_KNOWN_HOSTS", default="")
 # Upload attempts of one backup (backoff doubles from OFFSITE_RETRY_SECONDS), the integrity
 # check's interval and how much pack data each check re-reads (restic --read-data-subset).
 DS_BACKUP_OFFSITE_RETRIES = env.int("DS_BACKUP_OFFSITE_RETRIES", default=5)

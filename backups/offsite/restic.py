@@ -81,8 +81,12 @@ class Repository:
         env: dict[str, str] | None = None,
         cache_dir: str | os.PathLike | None = None,
         timeout: float | None = None,
+        ssh_key: str | os.PathLike = "",
+        ssh_known_hosts: str | os.PathLike = "",
     ):
         self.location = location
+        self.ssh_key = str(ssh_key or "")
+        self.ssh_known_hosts = str(ssh_known_hosts or "")
         self.password_file = str(password_file) if password_file else ""
         self._env = dict(os.environ if env is None else env)
         self.cache_dir = str(cache_dir) if cache_dir else None
@@ -97,6 +101,8 @@ class Repository:
             settings.DS_BACKUP_REPOSITORY,
             settings.DS_BACKUP_REPOSITORY_PASSWORD_FILE,
             cache_dir=cache,
+            ssh_key=settings.DS_BACKUP_SSH_KEY_FILE,
+            ssh_known_hosts=settings.DS_BACKUP_SSH_KNOWN_HOSTS,
         )
 
     def is_local(self) -> bool:
@@ -168,7 +174,13 @@ class Repository:
             host, port = hostpart.split(":")
         else:
             host = hostpart
-        cmd = "ssh -o BatchMode=yes -o ConnectTimeout=10"
+        # Strict host keys always: an unknown or changed key fails the run, never "accept-new".
+        cmd = "ssh -o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=yes"
+        if self.ssh_known_hosts:  # the admin's file pinning the server's key, and only it
+            cmd += f" -o UserKnownHostsFile={_plain(self.ssh_known_hosts)}"
+            cmd += " -o GlobalKnownHostsFile=/dev/null"
+        if self.ssh_key:
+            cmd += f" -i {_plain(self.ssh_key)} -o IdentitiesOnly=yes"
         if port:
             cmd += f" -p {int(port)}"
         if user:
@@ -408,3 +420,14 @@ class Repository:
 
     def unlock(self) -> None:
         self.run("unlock")
+
+
+def _plain(path: str) -> str:
+    """A path restic can put in its sftp command line (split on spaces): refused otherwise."""
+    if not path or any(c.isspace() or c in "\"'\\" for c in path):
+        raise ResticError(
+            ResticError.NOT_CONFIGURED,
+            "The ssh key and known_hosts paths (DS_BACKUP_SSH_KEY_FILE, "
+            "DS_BACKUP_SSH_KNOWN_HOSTS) may not contain spaces or quotes.",
+        )
+    return path

@@ -22,6 +22,7 @@ from appspaces.models import Appspace
 from backups.instance import InstanceError, instance_backup, instance_restore, read_manifest
 from backups.models import InstanceBackup
 from tests.backups.conftest import fill, tree_hashes
+from tests.backups.sshd import listeners
 from tests.conftest import PASSWORD, make_user
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -70,16 +71,27 @@ def manage(env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def use_repository(tmp_path: Path, settings, env: dict, password: str = "drill pw") -> Path:
-    """A real restic repository on this machine, for this instance and the second one."""
-    repo = tmp_path / "repo"
+def use_repository(
+    tmp_path: Path, settings, env: dict, password: str = "drill pw", sshd=None
+) -> Path:
+    """A real restic repository on this machine, for this instance and the second one: a local
+    folder, or with `sshd` (tests/backups/sshd.py) a folder reached over SFTP on loopback, with
+    the server's host key pinned in a known_hosts file as an admin configures it."""
+    repo = (sshd.home if sshd else tmp_path) / "repo"
+    location = sshd.location(repo) if sshd else str(repo)
     pw = tmp_path / "repo-password"
     pw.write_text("drill pw\n")
-    settings.DS_BACKUP_REPOSITORY = str(repo)
+    settings.DS_BACKUP_REPOSITORY = location
     settings.DS_BACKUP_REPOSITORY_PASSWORD_FILE = str(pw)
     other_pw = tmp_path / "repo-password-2"
     other_pw.write_text(password + "\n")
-    env.update(DS_BACKUP_REPOSITORY=str(repo), DS_BACKUP_REPOSITORY_PASSWORD_FILE=str(other_pw))
+    env.update(DS_BACKUP_REPOSITORY=location, DS_BACKUP_REPOSITORY_PASSWORD_FILE=str(other_pw))
+    if sshd:
+        ssh = {"DS_BACKUP_SSH_KEY_FILE": str(sshd.client_key)}
+        ssh["DS_BACKUP_SSH_KNOWN_HOSTS"] = str(sshd.known_hosts)
+        for name, value in ssh.items():
+            setattr(settings, name, value)
+        env.update(ssh)
     return repo
 
 
@@ -106,9 +118,9 @@ print(json.dumps(out))
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("where", ["folder", "tar", "repository"])
+@pytest.mark.parametrize("where", ["folder", "tar", "repository", "sftp"])
 def test_the_drill_rebuilds_every_user_app_and_appspace_on_an_empty_instance(
-    ds_data_dir, make_appspace, second_instance, tmp_path, where, settings
+    ds_data_dir, make_appspace, second_instance, tmp_path, where, settings, request
 ):
     alice = make_user("alice@example.com")
     bob = make_user("bob@example.com")
@@ -131,11 +143,17 @@ def test_the_drill_rebuilds_every_user_app_and_appspace_on_an_empty_instance(
     before = {s.subdomain: tree_hashes(s.data_path) for s in contents}
 
     env, new_data = second_instance
-    if where == "repository":
-        repo = use_repository(tmp_path, settings, env)
+    if where in ("repository", "sftp"):
+        # sftp: a real sshd on a loopback port (tests/backups/sshd.py), nothing else listening.
+        sshd = request.getfixturevalue("sshd") if where == "sftp" else None
+        if sshd is not None:
+            assert listeners(sshd.proc.pid) == [f"127.0.0.1:{sshd.port}"]
+        repo = use_repository(tmp_path, settings, env, sshd=sshd)
         call_command("backup_instance")
         assert not (ds_data_dir / ".instance-backup").exists()
         assert any((repo / "snapshots").iterdir())
+        if sshd is not None:  # it went through the server: sshd logged the key's logins
+            assert "Accepted publickey for" in sshd.log.read_text()
         args = []
     else:
         target = tmp_path / ("snap.tar" if where == "tar" else "snap")
