@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
 from backups import retention, sweep
 from backups.restore import restore_job_run
 from backups.services import backup_job_run
+
+log = logging.getLogger(__name__)
 
 
 @shared_task
@@ -68,7 +72,24 @@ def offsite_prune() -> int:
     from backups.offsite.copies import offsite_catch_up, offsite_prune_all
 
     offsite_catch_up()  # failed or interrupted copies are tried again first
-    return offsite_prune_all()
+    done = offsite_prune_all()
+    instance_retention()
+    return done
+
+
+@shared_task
+def instance_retention() -> int | None:
+    """Instance snapshots in the repository, by their policy (None: no repository, or failed)."""
+    from backups import instance_repo
+    from backups.offsite.copies import offsite_enabled
+
+    if not offsite_enabled():
+        return None
+    try:
+        return len(instance_repo.retention())
+    except instance_repo.RepositoryUnavailable as exc:
+        log.warning("%s", exc)
+        return None
 
 
 @shared_task

@@ -700,11 +700,20 @@ DS_BACKUP_OFFSITE_RETRY_SECONDS = env.int("DS_BACKUP_OFFSITE_RETRY_SECONDS", def
 DS_BACKUP_OFFSITE_CHECK_HOURS = env.int("DS_BACKUP_OFFSITE_CHECK_HOURS", default=24)
 DS_BACKUP_OFFSITE_CHECK_READ = env.str("DS_BACKUP_OFFSITE_CHECK_READ", default="5%")
 # Whole-instance backups (manage.py backup_instance): every this many hours (0: off) into
-# DS_BACKUP_INSTANCE_DIR (one folder per snapshot); an appspace whose newest verified backup is
-# older than DS_BACKUP_INSTANCE_FRESH_MINUTES is backed up first.
+# DS_BACKUP_INSTANCE_DIR (one folder per snapshot), or with no folder into the repository; an
+# appspace whose newest verified backup is older than DS_BACKUP_INSTANCE_FRESH_MINUTES is backed
+# up first. In the repository this instance keeps its newest KEEP_LAST snapshots and the newest
+# of each of the last KEEP_DAILY days and KEEP_WEEKLY weeks (backups/instance_repo.py).
 DS_BACKUP_INSTANCE_HOURS = env.int("DS_BACKUP_INSTANCE_HOURS", default=0)
 DS_BACKUP_INSTANCE_DIR = env.str("DS_BACKUP_INSTANCE_DIR", default="")
 DS_BACKUP_INSTANCE_FRESH_MINUTES = env.int("DS_BACKUP_INSTANCE_FRESH_MINUTES", default=60)
+DS_BACKUP_INSTANCE_KEEP_LAST = env.int("DS_BACKUP_INSTANCE_KEEP_LAST", default=3)
+DS_BACKUP_INSTANCE_KEEP_DAILY = env.int(
+    "DS_BACKUP_INSTANCE_KEEP_DAILY", default=DS_BACKUP_KEEP_DAILY
+)
+DS_BACKUP_INSTANCE_KEEP_WEEKLY = env.int(
+    "DS_BACKUP_INSTANCE_KEEP_WEEKLY", default=DS_BACKUP_KEEP_WEEKLY
+)
 
 # --- Health -----------------------------------------------------------------------------------
 # Owned by dropserver_site/health.py (see docs/operations.md, "Health"): what /readyz requires.

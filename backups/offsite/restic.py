@@ -9,7 +9,7 @@ API (all methods raise `ResticError` with a `kind` and a scrubbed `message`):
 - `snapshots(tags=None)` -> [Snapshot], oldest first; tags match all given ("k=v" strings)
 - `dump(snapshot, path, out)`: write one file of a snapshot to `out` (an open binary file)
 - `restore(snapshot, target, include=None)`: restore (part of) a snapshot under `target`
-- `forget(snapshot_ids, prune=True)` / `forget_policy(tags, keep_daily, keep_weekly, ...)`
+- `forget(snapshot_ids, prune=True)` / `forget_policy(tags, keep_last, keep_daily, ...)`
 - `check(read_data_subset=None)` -> CheckResult(ok, output)
 - `unlock()`: remove stale locks (left by a killed restic)
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
@@ -242,7 +243,33 @@ class Repository:
         text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
         text = self.scrub(text.strip())
         lines = [ln for ln in text.splitlines() if ln.strip()]
-        return ResticError(classify(text), "\n".join(lines[-8:])[-2000:] or "restic failed")
+        kind = classify(text)
+        if kind == ResticError.UNREACHABLE and "unable to start the sftp session" in text:
+            # restic may exit before it has passed on all of ssh's error output: ask ssh.
+            why = self._ssh_diagnosis()
+            if "host key verification failed" in why.lower():
+                return ResticError(
+                    ResticError.HOST_KEY,
+                    "The sftp server's host key is not one this host trusts (the known_hosts "
+                    "file of DS_BACKUP_SSH_KNOWN_HOSTS): Host key verification failed.\n" + why,
+                )
+        return ResticError(kind, "\n".join(lines[-8:])[-2000:] or "restic failed")
+
+    def _ssh_diagnosis(self) -> str:
+        """ssh's own error output for the sftp command restic runs (scrubbed, last lines)."""
+        try:
+            proc = subprocess.run(
+                shlex.split(self._sftp_command()),
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired, ResticError):
+            return ""
+        lines = [ln for ln in self.scrub(proc.stderr.decode(errors="replace")).splitlines()]
+        return "\n".join(ln for ln in lines[-4:] if ln.strip())[-1000:]
 
     # --- operations ---------------------------------------------------------------------------
 
@@ -384,11 +411,13 @@ class Repository:
         keep_weekly: int = 0,
         keep_within: str = "",
         prune: bool = True,
+        group_by: str = "",
     ) -> None:
-        """`restic forget` by policy over the snapshots that have all `tags`."""
-        # One group: the snapshots with all `tags` (grouping by tags would split them, as each
-        # carries its own backup=<id> tag).
-        args = ["forget", "--group-by", "", "--tag", ",".join(tags)]
+        """`restic forget` by policy over the snapshots that have all `tags`, in groups of
+        `group_by` (restic's: "host", "paths", "tags", comma-joined; "" is one group)."""
+        # By default one group: the snapshots with all `tags` (grouping by tags would split
+        # them, as each carries its own backup=<id> tag).
+        args = ["forget", "--group-by", group_by, "--tag", ",".join(tags)]
         if keep_last:
             args += ["--keep-last", str(keep_last)]
         if keep_daily:

@@ -21,6 +21,7 @@ from django.db import connection
 from appspaces.models import Appspace
 from backups.instance import InstanceError, instance_backup, instance_restore, read_manifest
 from backups.models import InstanceBackup
+from packages.extraction import remove_tree
 from tests.backups.conftest import fill, tree_hashes
 from tests.backups.sshd import listeners
 from tests.conftest import PASSWORD, make_user
@@ -478,3 +479,64 @@ def test_an_sqlite_instance_round_trips_through_a_tar_file(data_root, tmp_path):
     check = manage(new, "shell", "-c", "from accounts.models import User; "
                    "print(User.objects.get().check_password('pw pw pw 123'))")  # fmt: skip
     assert check.stdout.strip().endswith("True")
+
+
+@pytest.mark.django_db
+def test_repository_retention_keeps_this_instances_last_daily_and_weekly_snapshots(
+    ds_data_dir, tmp_path, settings, admin_user, logged_in
+):
+    from datetime import timedelta
+
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from backups import instance_repo
+    from backups.tasks import instance_backup_scheduled
+
+    use_repository(tmp_path, settings, {})
+    settings.DS_BACKUP_INSTANCE_KEEP_LAST = 2
+    settings.DS_BACKUP_INSTANCE_KEEP_DAILY = 3
+    settings.DS_BACKUP_INSTANCE_KEEP_WEEKLY = 0
+    repo = instance_repo.repository()
+    repo.ensure()
+    # Older snapshots of this instance (same host, same staging folder), as earlier runs left
+    # them, each with its row; and one of another machine sharing the repository.
+    now = timezone.now()
+    staging = instance_repo.staging_folder()
+    ages = {"10d": timedelta(days=10), "9d": timedelta(days=9), "5d-early": timedelta(days=5, hours=2),
+            "5d-late": timedelta(days=5), "4d": timedelta(days=4)}  # fmt: skip
+    ids = {}
+    for name, age in ages.items():
+        staging.mkdir()
+        (staging / "manifest.json").write_text(name)
+        ids[name] = repo.backup([staging], [instance_repo.TAG], time=now - age)
+        InstanceBackup.objects.create(
+            created=now - age, state="ready", snapshot=ids[name], target=f"repository {name}"
+        )
+        remove_tree(staging)
+    staging.mkdir()
+    other = repo.backup([staging], [instance_repo.TAG], host="old-machine", time=now - ages["10d"])
+    remove_tree(staging)
+
+    settings.DS_BACKUP_INSTANCE_HOURS = 24  # no DS_BACKUP_INSTANCE_DIR: into the repository
+    made = instance_backup_scheduled()
+    assert made.startswith("repository snapshot "), made
+    instance_backup()  # a second one today
+
+    kept = {s.id for s in repo.snapshots([instance_repo.TAG])}
+    today = [r.snapshot for r in InstanceBackup.objects.filter(created__gte=now)]
+    kept = {k[:8] for k in kept}  # restic 0.14 names a new snapshot by its short id
+    assert len(today) == 2 and {t[:8] for t in today} <= kept  # the newest two
+    assert {ids["4d"][:8], ids["5d-late"][:8]} <= kept  # and the newest of the last 3 days
+    assert not {ids["10d"][:8], ids["9d"][:8], ids["5d-early"][:8]} & kept
+    assert other[:8] in kept  # another instance's snapshots are its own to forget
+    assert len(kept) == 5
+    forgotten = InstanceBackup.objects.exclude(forgotten=None)
+    assert sorted(r.target for r in forgotten) == [
+        "repository 10d", "repository 5d-early", "repository 9d"]  # fmt: skip
+    assert repo.check().ok  # pruned, and consistent
+
+    page = logged_in(admin_user).get(reverse("admin:backup_health")).content.decode()
+    assert 'id="instance-snapshots"' in page
+    assert page.count("forgotten by retention") == 3
+    assert f"repository snapshot {today[0][:8]}" in page and "keeps the newest 2" in page
