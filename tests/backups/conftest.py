@@ -23,6 +23,7 @@ from django.conf import settings
 from django.test import Client
 
 from appspaces.models import App, Appspace, AppVersion
+from tests.backups.sshd import sshd  # noqa: F401 (fixture: a real sshd on loopback)
 from tests.sandbox.fixtures import (  # noqa: F401 (fixtures)
     http_request,
     lay_out_app,
@@ -30,7 +31,6 @@ from tests.sandbox.fixtures import (  # noqa: F401 (fixtures)
     start_supervisor,
     supervisor,
 )
-from tests.backups.sshd import sshd  # noqa: F401 (fixture: a real sshd on loopback)
 
 _names = itertools.count(1)
 

@@ -503,8 +503,9 @@ def test_repository_retention_keeps_this_instances_last_daily_and_weekly_snapsho
     # them, each with its row; and one of another machine sharing the repository.
     now = timezone.now()
     staging = instance_repo.staging_folder()
-    ages = {"10d": timedelta(days=10), "9d": timedelta(days=9), "5d-early": timedelta(days=5, hours=2),
-            "5d-late": timedelta(days=5), "4d": timedelta(days=4)}  # fmt: skip
+    day = timedelta(days=1)
+    ages = {"10d": 10 * day, "9d": 9 * day, "5d-early": 5 * day + timedelta(hours=2),
+            "5d-late": 5 * day, "4d": 4 * day}  # fmt: skip
     ids = {}
     for name, age in ages.items():
         staging.mkdir()
