@@ -504,19 +504,20 @@ def test_repository_retention_keeps_this_instances_last_daily_and_weekly_snapsho
     now = timezone.now()
     staging = instance_repo.staging_folder()
     day = timedelta(days=1)
-    ages = {"10d": 10 * day, "9d": 9 * day, "5d-early": 5 * day + timedelta(hours=2),
-            "5d-late": 5 * day, "4d": 4 * day}  # fmt: skip
+    noon = (now - 5 * day).replace(hour=12, minute=0)  # two on one day, whatever the hour now
+    times = {"10d": now - 10 * day, "9d": now - 9 * day, "5d-early": noon - timedelta(hours=2),
+             "5d-late": noon, "4d": now - 4 * day}  # fmt: skip
     ids = {}
-    for name, age in ages.items():
+    for name, when in times.items():
         staging.mkdir()
         (staging / "manifest.json").write_text(name)
-        ids[name] = repo.backup([staging], [instance_repo.TAG], time=now - age)
+        ids[name] = repo.backup([staging], [instance_repo.TAG], time=when)
         InstanceBackup.objects.create(
-            created=now - age, state="ready", snapshot=ids[name], target=f"repository {name}"
+            created=when, state="ready", snapshot=ids[name], target=f"repository {name}"
         )
         remove_tree(staging)
     staging.mkdir()
-    other = repo.backup([staging], [instance_repo.TAG], host="old-machine", time=now - ages["10d"])
+    other = repo.backup([staging], [instance_repo.TAG], host="old-machine", time=times["10d"])
     remove_tree(staging)
 
     settings.DS_BACKUP_INSTANCE_HOURS = 24  # no DS_BACKUP_INSTANCE_DIR: into the repository
