@@ -132,6 +132,22 @@ def deleted_appspaces_folders_remove() -> int:
         if folder.is_dir() and not folder.name.startswith(".") and folder.name not in known:
             remove_tree(folder)
             removed += 1
+    return removed + _offsite_trees_remove(known)
+
+
+def _offsite_trees_remove(known: set[str]) -> int:
+    """Off-site trees (backups/offsite/tree.py) of appspaces that are gone, or all of them when
+    no repository is configured any more."""
+    from backups.offsite import tree
+    from backups.offsite.copies import offsite_enabled
+
+    if not tree.root().is_dir():
+        return 0
+    removed = 0
+    for folder in tree.root().iterdir():
+        if not offsite_enabled() or folder.name not in known:
+            remove_tree(folder)
+            removed += 1
     return removed
 
 
