@@ -311,3 +311,22 @@ def test_a_tree_snapshot_with_a_symlink_is_refused(offsite, appspace, tmp_path):
     job.refresh_from_db()
     assert "not a plain file" in job.message
     assert tree_hashes(appspace.data_path) == saved
+
+
+def test_the_sweep_removes_trees_of_deleted_appspaces_and_all_without_a_repository(
+    offsite, appspace, alice, make_appspace, settings
+):
+    from backups.sweep import deleted_appspaces_folders_remove
+
+    other = make_appspace(alice)
+    fill(other, {"x.txt": "x"})
+    for space in (appspace, other):
+        backup_create(appspace=space, kind=Backup.Kind.MANUAL)
+        assert tree.held(str(space.public_id))
+    gone = str(other.public_id)
+    other.delete()
+    deleted_appspaces_folders_remove()
+    assert not tree.folder(gone).exists() and tree.held(str(appspace.public_id))
+    settings.DS_BACKUP_REPOSITORY = ""  # no repository any more: no trees kept
+    deleted_appspaces_folders_remove()
+    assert not tree.folder(str(appspace.public_id)).exists()
