@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO
 
 from backups.offsite.results import CheckResult, ResticError, Snapshot, classify
+from backups.offsite.sftp import sftp_command
 
 __all__ = ["CheckResult", "Repository", "ResticError", "Snapshot", "classify", "REDACTED"]
 
@@ -162,31 +163,7 @@ class Repository:
         return base + list(args)
 
     def _sftp_command(self) -> str:
-        rest = self.location[len("sftp:") :]
-        hostpart = rest[2:].split("/", 1)[0] if rest.startswith("//") else rest.split(":", 1)[0]
-        user = ""
-        if "@" in hostpart:
-            user, hostpart = hostpart.rsplit("@", 1)
-        port = ""
-        if hostpart.startswith("["):
-            host, _, port = hostpart[1:].partition("]")
-            port = port.lstrip(":")
-        elif hostpart.count(":") == 1:
-            host, port = hostpart.split(":")
-        else:
-            host = hostpart
-        # Strict host keys always: an unknown or changed key fails the run, never "accept-new".
-        cmd = "ssh -o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=yes"
-        if self.ssh_known_hosts:  # the admin's file pinning the server's key, and only it
-            cmd += f" -o UserKnownHostsFile={_plain(self.ssh_known_hosts)}"
-            cmd += " -o GlobalKnownHostsFile=/dev/null"
-        if self.ssh_key:
-            cmd += f" -i {_plain(self.ssh_key)} -o IdentitiesOnly=yes"
-        if port:
-            cmd += f" -p {int(port)}"
-        if user:
-            cmd += f" -l {user}"
-        return f"{cmd} {host} -s sftp"
+        return sftp_command(self.location, self.ssh_key, self.ssh_known_hosts)
 
     def _check_configured(self) -> None:
         if not self.configured():
@@ -449,14 +426,3 @@ class Repository:
 
     def unlock(self) -> None:
         self.run("unlock")
-
-
-def _plain(path: str) -> str:
-    """A path restic can put in its sftp command line (split on spaces): refused otherwise."""
-    if not path or any(c.isspace() or c in "\"'\\" for c in path):
-        raise ResticError(
-            ResticError.NOT_CONFIGURED,
-            "The ssh key and known_hosts paths (DS_BACKUP_SSH_KEY_FILE, "
-            "DS_BACKUP_SSH_KNOWN_HOSTS) may not contain spaces or quotes.",
-        )
-    return path
