@@ -102,11 +102,13 @@ def update(key: str, backup_id: str, source: Path, meta: Metadata) -> None:
             rel = name if base == "." else f"{base}/{name}"
             record, before = new.get(rel), old.get(rel)
             path = Path(parent, name)
+            st = path.lstat()
             if (
                 record is None
                 or before is None
                 or before.sha256 != record.sha256
-                or path.lstat().st_size != record.size
+                or st.st_size != record.size
+                or not stat.S_ISREG(st.st_mode)
             ):
                 path.unlink()
         for name in dirnames:
