@@ -107,8 +107,11 @@ def orphans_remove() -> int:
     if uploads.is_dir():  # restore uploads whose job died (a job removes its own when it ends)
         limit = time.time() - 24 * 3600
         for entry in uploads.iterdir():
-            if entry.stat().st_mtime < limit:
-                entry.unlink(missing_ok=True)
+            if entry.lstat().st_mtime < limit:
+                if entry.is_dir() and not entry.is_symlink():
+                    remove_tree(entry)  # an off-site tree being fetched (backups/offsite/tree.py)
+                else:
+                    entry.unlink(missing_ok=True)
                 removed += 1
     return removed
 

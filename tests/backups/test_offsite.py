@@ -330,3 +330,17 @@ def test_the_sweep_removes_trees_of_deleted_appspaces_and_all_without_a_reposito
     settings.DS_BACKUP_REPOSITORY = ""  # no repository any more: no trees kept
     deleted_appspaces_folders_remove()
     assert not tree.folder(str(appspace.public_id)).exists()
+
+
+def test_a_fetch_left_by_a_dead_worker_is_swept_a_day_later(offsite):
+    from backups.restore import uploads_dir
+    from backups.sweep import orphans_remove
+
+    uploads_dir().mkdir(parents=True, exist_ok=True)
+    left = uploads_dir() / ".offsite-x.tar.zst.tree"
+    (left / "deep").mkdir(parents=True)
+    (left / "deep" / "f").write_text("x")
+    assert orphans_remove() == 0 and left.exists()  # fresh: a fetch may be under way
+    old = timezone.now().timestamp() - 2 * 24 * 3600
+    os.utime(left, (old, old))
+    assert orphans_remove() == 1 and not left.exists()
