@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import Allowance, InstanceSettings, Invitation, InvitationState, User
+from accounts.notices import admin as notices_admin  # noqa: F401 (registers NoticeAdmin)
 from accounts.services import (
     LastAdminError,
     invitation_email_check,

@@ -10,6 +10,9 @@ from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.utils import timezone
 
+# The notices' models are this app's (accounts/notices/): Django finds them through here.
+from accounts.notices.models import Notice, NoticePreference  # noqa: F401
+
 
 def secret_hash(secret: str) -> str:
     """What we store instead of a bearer secret: a leaked table gives no usable links.

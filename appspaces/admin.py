@@ -13,6 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.template.defaultfilters import filesizeformat
 
@@ -33,11 +34,12 @@ from appspaces.models import (
     FreedSubdomain,
     Job,
 )
-from appspaces.sandboxes import publish_users
+from appspaces.sandboxes import parse_server_entry, publish_users
+from appspaces.tasks import appspace_sandbox_refresh
 from appspaces.usage.counters import today
 from backups.models import Backup
 from backups.services import BackupError, backup_job_create
-from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
+from packages.allowlist import AllowlistError, parse_browser_origin
 from sandbox.walls import diskimage
 
 
@@ -273,10 +275,6 @@ class AppspaceAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change) -> None:
         super().save_related(request, form, formsets, change)
-        from django.db import transaction
-
-        from appspaces.tasks import appspace_sandbox_refresh
-
         appspace = form.instance
         transaction.on_commit(lambda: publish_users(appspace), robust=True)
         transaction.on_commit(lambda: appspace_sandbox_refresh.delay(appspace.pk), robust=True)

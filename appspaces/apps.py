@@ -6,8 +6,8 @@ class AppspacesConfig(AppConfig):
     verbose_name = "Apps and appspaces"
 
     def ready(self) -> None:
-        from appspaces import receivers
-        from appspaces.gateway import invalidation
+        from appspaces import notices, receivers  # noqa: F401 (notices registers its kinds)
+        from appspaces.gateway.state import invalidation
 
         receivers.connect()
         invalidation.connect()

@@ -4,6 +4,9 @@ A task claims its job with a conditional UPDATE, so a retried or duplicated task
 already taken and does nothing. Progress, warnings and the human-readable message live on
 the row; the panel polls it. Cancellation is a flag the owner sets and the task checks
 between steps.
+
+Services queue their tasks by name (`enqueue`, `enqueue_on_commit`): the task modules call
+the services, so a service importing its task module would close an import loop.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
@@ -24,6 +28,19 @@ log = logging.getLogger(__name__)
 # someone else holds it or it had ended (NOT_CLAIMED), or the sandbox supervisor was down and
 # the job waits to be retried (REQUEUED; see appspaces.tasks.NeedsSupervisor).
 REQUEUED, DONE, NOT_CLAIMED = "requeued", "done", "not claimed"
+
+
+def enqueue(task: str, *args) -> None:
+    """Queue the task registered as `task` ("appspaces.tasks.install_app") with `args`. It is
+    the task object itself, from Celery's registry (filled when the app loads the task
+    modules), so its queue, time limits and eager mode apply exactly as with `.delay()`."""
+    current_app.tasks[task].delay(*args)
+
+
+def enqueue_on_commit(task: str, *args, robust: bool = False) -> None:
+    """`enqueue` once the current transaction commits (at once outside one): a worker never
+    looks for a row that is not there yet."""
+    transaction.on_commit(lambda: enqueue(task, *args), robust=robust)
 
 
 class JobCancelled(Exception):

@@ -1,7 +1,7 @@
 """The Prometheus metrics that processes record as things happen (prometheus-client in
 multiprocess mode: each process writes its own files under PROMETHEUS_MULTIPROC_DIR, set from
-DS_DATA_DIR by settings.py, and /metrics sums them; dropserver_site/metrics.py serves them with
-the figures read from the database and the supervisor at scrape time).
+DS_DATA_DIR by settings.py, and /metrics sums them; dropserver_site/observe/metrics.py serves
+them with the figures read from the database and the supervisor at scrape time).
 
 Labels stay bounded: an appspace is its subdomain (or "-" for names that are no appspace),
 a status is the HTTP code, a job kind is one of Job.Kind; never a user id or a path.

@@ -9,7 +9,8 @@ from __future__ import annotations
 from django.conf import settings
 
 from appspaces.models import AllowlistEntry, Appspace, AppVersion, Job
-from packages.allowlist import parse_server_entry
+from packages.allowlist import AllowlistError, InstanceHosts, ServerEntry
+from packages.allowlist import parse_server_entry as parse_any_server_entry
 from sandbox import layout
 from sandbox.spec import Limits, SandboxSpec
 
@@ -34,6 +35,32 @@ def appspace_limits(appspace: Appspace) -> Limits:
     )
 
 
+def instance_hosts() -> InstanceHosts:
+    return InstanceHosts(
+        domain=settings.DS_DOMAIN, panel=settings.DS_PANEL_HOST, port=settings.DS_PUBLIC_PORT
+    )
+
+
+def parse_server_entry(value: str) -> ServerEntry:
+    """An owner's server entry, judged with this instance's hosts in mind: an appspace host of
+    this instance is allowed (`instance`, reached through the gateway), its panel never."""
+    return parse_any_server_entry(value, instance=instance_hosts())
+
+
+def gateway_address() -> str:
+    """`ip:port` of the web server's own listener (Daphne), where the relay sends requests to
+    appspace hosts: with the TLS edge, Daphne on loopback behind it (the request never leaves
+    the host, so TLS would add nothing); without, the address serve binds."""
+    if settings.DS_TLS_ON:
+        return f"127.0.0.1:{settings.DS_WEB_PORT}"
+    bind = settings.DS_BIND
+    if bind in ("", "0.0.0.0", "localhost"):
+        bind = "127.0.0.1"
+    elif bind == "::":
+        bind = "::1"
+    return f"[{bind}]:{settings.DS_PORT}" if ":" in bind else f"{bind}:{settings.DS_PORT}"
+
+
 def appspace_spec(appspace: Appspace, *, version: AppVersion | None = None) -> SandboxSpec:
     """The spec of an appspace's sandbox (of `version` while migrating to it).
 
@@ -41,12 +68,16 @@ def appspace_spec(appspace: Appspace, *, version: AppVersion | None = None) -> S
     before a change (its cache lives DS_GATEWAY_CACHE_TTL) can never bring the old one back.
     """
     version = version or appspace.app_version
-    allow_net = [
-        parse_server_entry(value).deno_net_value()
-        for value in appspace.allowlist.filter(kind=AllowlistEntry.Kind.SERVER).values_list(
-            "value", flat=True
-        )
-    ]
+    entries = []
+    for value in appspace.allowlist.filter(kind=AllowlistEntry.Kind.SERVER).values_list(
+        "value", flat=True
+    ):
+        try:
+            entries.append(parse_server_entry(value))
+        except AllowlistError:
+            continue  # shown to the owner as "Not applied" (an entry from before a rule)
+    allow_net = [e.deno_net_value() for e in entries if not e.instance]
+    relay_hosts = sorted(e.deno_net_value() for e in entries if e.instance)
     return SandboxSpec.for_appspace(
         appspace_id=str(appspace.public_id),
         app_id=str(version.app.public_id),
@@ -57,6 +88,9 @@ def appspace_spec(appspace: Appspace, *, version: AppVersion | None = None) -> S
         limits=appspace_limits(appspace),
         data_readonly=appspace.data_readonly,
         generation=appspace.config_version,
+        relay_hosts=tuple(relay_hosts),
+        relay_upstream=gateway_address() if relay_hosts else "",
+        relay_public_port=settings.DS_PUBLIC_PORT if relay_hosts else 0,
     )
 
 

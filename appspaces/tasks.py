@@ -13,11 +13,11 @@ from celery import Task, shared_task
 from appspaces.installs import listings, upkeep
 from appspaces.installs.service import install_job_run
 from appspaces.jobs import REQUEUED
-from appspaces.lifecycle import control
+from appspaces.lifecycle import control, sweep
 from appspaces.lifecycle.creation import appspace_create_run
 from appspaces.lifecycle.version_change import version_change_run
 from appspaces.models import App, Appspace
-from appspaces.network import approvals
+from appspaces.network import blocked
 from appspaces.usage import collection, counters, quota
 
 
@@ -93,7 +93,7 @@ def installs_sweep() -> dict[str, int]:
 
 @shared_task
 def blocked_connections_collect() -> int:
-    return approvals.blocked_connections_collect()
+    return blocked.blocked_connections_collect()
 
 
 @shared_task
@@ -103,7 +103,7 @@ def trash_empty() -> int:
 
 @shared_task
 def appspaces_sweep() -> dict[str, int]:
-    return control.appspaces_sweep()
+    return sweep.appspaces_sweep()
 
 
 @shared_task(ignore_result=True)

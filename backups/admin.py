@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from appspaces.models import Appspace
 from backups.models import Backup, BackupPolicy, InstanceBackup, OffsiteCheck
-from backups.retention import clamp_interval
+from backups.schedule import clamp_interval
 
 INSTANCE_ROWS = 10  # the newest whole-instance backups listed on the health page
 

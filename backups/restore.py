@@ -23,18 +23,26 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from django.db import transaction
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.utils import timezone
 
-from appspaces.jobs import JobFailed, job_claim, job_finish, job_running, job_step
+from appspaces.jobs import (
+    JobFailed,
+    enqueue_on_commit,
+    job_claim,
+    job_finish,
+    job_running,
+    job_step,
+)
 from appspaces.models import Appspace, Job
 from appspaces.sandboxes import appspace_spec
 from backups.format.archive import archive_name, extract_archive, read_metadata, verify_archive
 from backups.format.metadata import DATA, META_NAME, ArchiveError, Metadata
 from backups.models import Backup, backups_root
-from backups.services import MB, ensure_backups_dir, worker_name
+from backups.offsite.copies import offsite_fetch
+from backups.offsite.restic import ResticError
+from backups.store import MB, ensure_backups_dir, worker_name
 from packages.extraction import remove_tree
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxNotFound, SandboxUnavailable
@@ -462,9 +470,7 @@ def restore_job_create(
         params=params,
     )
     if enqueue:
-        from backups.tasks import restore_run
-
-        transaction.on_commit(lambda: restore_run.delay(job.pk))
+        enqueue_on_commit("backups.tasks.restore_run", job.pk)
     return job
 
 
@@ -515,8 +521,6 @@ def restore_job_run(*, job_id: int) -> str:
 def _offsite_fetch(job: Job, dest: Path) -> None:
     """Fetch an off-site snapshot's archive into `dest`; the restore then verifies it like an
     uploaded archive (untrusted: checked against this appspace, its size and its hashes)."""
-    from backups.offsite.copies import offsite_fetch
-    from backups.offsite.restic import ResticError
 
     job_step(job, "Fetching the archive from the off-site repository", 5)
     try:

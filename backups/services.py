@@ -1,5 +1,6 @@
-"""Making backups: the services other code calls (`backup_create`, `backup_before_migration`,
-`backup_delete`), the per-user storage cap, and the Jobs that run backups for the panel.
+"""Making backups: the services other code calls (`backup_create`, `backup_before_migration`),
+the per-user storage cap, and the Jobs that run backups for the panel. A READY backup then gets
+its off-site copy (backups/offsite/copies.py) and the appspace's retention (retention.py).
 
 A backup is a row in state PENDING while its archive is written under a temporary name, and
 READY only once the archive is complete, fsynced and renamed into place (and, by default, read
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -27,6 +26,7 @@ from django.utils import timezone
 from appspaces.jobs import (
     JobCancelled,
     JobFailed,
+    enqueue_on_commit,
     job_claim,
     job_finish,
     job_progress,
@@ -36,26 +36,23 @@ from appspaces.jobs import (
 from appspaces.models import Appspace, Job
 from backups.format.archive import archive_name, hash_files, verify_archive, write_archive
 from backups.format.metadata import ArchiveError, Metadata
-from backups.models import Backup, BackupPolicy, appspace_backups_dir, backups_root
+from backups.models import Backup, BackupPolicy
+from backups.offsite import tree
+from backups.offsite.copies import offsite_enabled, offsite_job_create
 from backups.quiesce import QuiesceError, Quiescer
+from backups.retention import retention_apply
 from backups.snapshot import SnapshotError, take_snapshot
+from backups.store import (
+    MB,
+    BackupError,
+    backup_policy,
+    ensure_backups_dir,
+    staging_path,
+    worker_name,
+)
 from packages.extraction import remove_tree
 
 log = logging.getLogger(__name__)
-MB = 1024 * 1024
-
-
-class BackupError(Exception):
-    """A backup that could not be made; str() is a sentence for the user."""
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def backup_policy(appspace: Appspace) -> BackupPolicy:
-    policy, _ = BackupPolicy.objects.get_or_create(appspace=appspace)
-    return policy
 
 
 # --- The per-user cap -------------------------------------------------------------------------
@@ -176,17 +173,6 @@ def _begin(appspace: Appspace, kind: str, job: Job | None) -> Backup:
         return backup
 
 
-def ensure_backups_dir(appspace: Appspace) -> None:
-    root = backups_root()
-    root.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(root, 0o700)
-    appspace_backups_dir(appspace).mkdir(mode=0o700, exist_ok=True)
-
-
-def staging_path(backup: Backup):
-    return appspace_backups_dir(backup.appspace) / f".staging-{backup.public_id}"
-
-
 def backup_leftovers_remove(backup: Backup) -> None:
     """Everything an unfinished backup may have left: its staging copy and temporary archive
     (and the archive itself if the row never became READY)."""
@@ -234,15 +220,11 @@ def backup_create(*, appspace: Appspace, kind: str, job: Job | None = None) -> B
             raise BackupError(message) from exc
         raise
     transaction.on_commit(lambda: _prune_after(appspace.pk))
-    from backups.offsite.copies import offsite_job_create
-
     offsite_job_create(backup=backup)  # a separate job: a failed copy never fails this backup
     return backup
 
 
 def _prune_after(appspace_id: int) -> None:
-    from backups.retention import retention_apply
-
     appspace = Appspace.objects.filter(pk=appspace_id).first()
     if appspace is not None:
         retention_apply(appspace=appspace)
@@ -310,9 +292,6 @@ def _offsite_tree(backup: Backup, appspace: Appspace, staging: Path, metadata: M
     becomes the tree the next off-site copy sends (backups/offsite/tree.py): its changed files
     are moved there instead of deleted. Skipped while a copy is reading the tree: that job then
     brings the tree up to date from the archive itself."""
-    from backups.offsite import tree
-    from backups.offsite.copies import offsite_enabled
-
     if not offsite_enabled():
         return
     key = str(appspace.public_id)
@@ -341,13 +320,6 @@ def backup_before_migration(*, appspace: Appspace) -> Backup:
     return backup_create(appspace=appspace, kind=Backup.Kind.PRE_MIGRATION)
 
 
-def backup_delete(*, backup: Backup) -> None:
-    if backup.state == Backup.State.PENDING:
-        raise BackupError("This backup is still being made.")
-    backup.path.unlink(missing_ok=True)
-    backup.delete()
-
-
 # --- Jobs -------------------------------------------------------------------------------------
 
 
@@ -366,9 +338,7 @@ def backup_job_create(*, appspace: Appspace, kind: str = Backup.Kind.MANUAL, enq
         },
     )
     if enqueue:
-        from backups.tasks import backup_run
-
-        transaction.on_commit(lambda: backup_run.delay(job.pk))
+        enqueue_on_commit("backups.tasks.backup_run", job.pk)
     return job
 
 

@@ -28,6 +28,8 @@ from django.utils import timezone
 from appspaces.jobs import job_finish
 from appspaces.models import Appspace, Job
 from backups.models import Backup, backups_root
+from backups.offsite import tree
+from backups.offsite.copies import offsite_enabled
 from backups.quiesce import thaw_quietly
 from backups.services import backup_fail
 from packages.extraction import remove_tree
@@ -141,9 +143,6 @@ def deleted_appspaces_folders_remove() -> int:
 def _offsite_trees_remove(known: set[str]) -> int:
     """Off-site trees (backups/offsite/tree.py) of appspaces that are gone, or all of them when
     no repository is configured any more."""
-    from backups.offsite import tree
-    from backups.offsite.copies import offsite_enabled
-
     if not tree.root().is_dir():
         return 0
     removed = 0

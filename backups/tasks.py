@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
-from backups import retention, sweep
+from backups import retention, schedule, sweep, verification
+from backups.instance import repository as instance_repo
+from backups.instance import snapshot
+from backups.offsite import copies
 from backups.restore import restore_job_run
 from backups.services import backup_job_run
 
@@ -26,7 +30,7 @@ def restore_run(job_id: int) -> str:
 
 @shared_task
 def backups_schedule() -> int:
-    return len(retention.backups_schedule())
+    return len(schedule.backups_schedule())
 
 
 @shared_task
@@ -41,26 +45,18 @@ def backups_sweep() -> dict[str, int]:
 
 @shared_task
 def backups_verify() -> dict[str, int]:
-    from backups.verification import backups_verify_due
-
-    return backups_verify_due()
+    return verification.backups_verify_due()
 
 
 @shared_task
 def instance_backup_scheduled() -> str:
-    from backups.instance import instance_backup_due
-
-    return instance_backup_due()
+    return snapshot.instance_backup_due()
 
 
 @shared_task(bind=True, max_retries=None)
 def offsite_upload(self, job_id: int) -> str:
-    from django.conf import settings
-
-    from backups.offsite.copies import offsite_job_run
-
     retries = settings.DS_BACKUP_OFFSITE_RETRIES
-    state = offsite_job_run(job_id=job_id, final=self.request.retries >= retries)
+    state = copies.offsite_job_run(job_id=job_id, final=self.request.retries >= retries)
     if state == "retry":  # back off: 1, 2, 4, ... times DS_BACKUP_OFFSITE_RETRY_SECONDS
         delay = settings.DS_BACKUP_OFFSITE_RETRY_SECONDS * 2**self.request.retries
         raise self.retry(countdown=delay)
@@ -69,10 +65,8 @@ def offsite_upload(self, job_id: int) -> str:
 
 @shared_task
 def offsite_prune() -> int:
-    from backups.offsite.copies import offsite_catch_up, offsite_prune_all
-
-    offsite_catch_up()  # failed or interrupted copies are tried again first
-    done = offsite_prune_all()
+    copies.offsite_catch_up()  # failed or interrupted copies are tried again first
+    done = copies.offsite_prune_all()
     instance_retention()
     return done
 
@@ -80,10 +74,7 @@ def offsite_prune() -> int:
 @shared_task
 def instance_retention() -> int | None:
     """Instance snapshots in the repository, by their policy (None: no repository, or failed)."""
-    from backups import instance_repo
-    from backups.offsite.copies import offsite_enabled
-
-    if not offsite_enabled():
+    if not copies.offsite_enabled():
         return None
     try:
         return len(instance_repo.retention())
@@ -94,7 +85,5 @@ def instance_retention() -> int | None:
 
 @shared_task
 def offsite_check() -> bool | None:
-    from backups.offsite.copies import offsite_check as check
-
-    result = check()
+    result = copies.offsite_check()
     return None if result is None else result.ok

@@ -69,7 +69,7 @@ def run(options) -> None:
 def _run(root: Path, names: list[str], scale: float) -> None:
     from accounts.models import User
     from appspaces.models import App, Appspace, AppVersion
-    from backups.instance import instance_backup, instance_restore
+    from backups.instance.snapshot import instance_backup, instance_restore
     from backups.models import Backup
     from backups.services import backup_create
 

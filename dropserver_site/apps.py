@@ -9,4 +9,5 @@ class DropserverSiteConfig(AppConfig):
 
     def ready(self) -> None:
         from dropserver_site import checks  # noqa: F401 (registers the checks)
+        from dropserver_site.conditions import instance  # noqa: F401 (registers notice kinds)
         from dropserver_site.edge import checks as tls_checks  # noqa: F401

@@ -20,7 +20,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from dropserver_site.hosts import is_dev_domain, normalize_host
-from dropserver_site.logs import logging_config
+from dropserver_site.observe.logs import logging_config
 from packages.hostnames import HostnameError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -246,8 +246,9 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # Daphne processes `serve` runs on one shared listening socket (each is one event loop: one
-# core). Their caches stay coherent through the channel layer (appspaces/gateway/broadcast.py),
-# so without one (the embedded defaults) a single process serves, and changes apply at once.
+# core). Their caches stay coherent through the channel layer
+# (appspaces/gateway/state/broadcast.py), so without one (the embedded defaults) a single
+# process serves, and changes apply at once.
 DS_WEB_PROCESSES = env.int(
     "DS_WEB_PROCESSES", default=(os.cpu_count() or 1) if CHANNEL_LAYER_URL else 1
 )
@@ -301,6 +302,7 @@ _TASK_KINDS = {
     "backups.tasks.backups_schedule": ("housekeeping", 5 * _MINUTE, 6 * _MINUTE),
     "backups.tasks.backups_prune": ("housekeeping", 10 * _MINUTE, 12 * _MINUTE),
     "backups.tasks.backups_sweep": ("housekeeping", 5 * _MINUTE, 6 * _MINUTE),
+    "accounts.tasks.notices_evaluate": ("housekeeping", 3 * _MINUTE, 4 * _MINUTE),
     "appspaces.tasks.listing_refresh": ("celery", 5 * _MINUTE, 6 * _MINUTE),
     "appspaces.tasks.appspace_sandbox_refresh": ("celery", 5 * _MINUTE, 6 * _MINUTE),
 }
@@ -330,6 +332,16 @@ EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
 EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or str(DS_DATA_DIR / "mail")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=f"Dropserver <noreply@{DS_DOMAIN}>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# --- Notices ----------------------------------------------------------------------------------
+# Owned by notices/ (see docs/operations.md, "Notifications"): what needs someone's attention,
+# shown in the panel until resolved and emailed once, then reminded while it stays true.
+
+DS_NOTICE_EVALUATE_SECONDS = env.float("DS_NOTICE_EVALUATE_SECONDS", default=300.0)
+DS_NOTICE_REMIND_HOURS = env.float("DS_NOTICE_REMIND_HOURS", default=24.0)
+# Admins are told when the free space under DS_DATA_DIR falls below this (well above
+# DS_READY_MIN_FREE_MB, where /readyz fails, so there is time to act).
+DS_NOTICE_MIN_FREE_MB = env.int("DS_NOTICE_MIN_FREE_MB", default=2048)
 
 # --- Accounts (django-allauth) --------------------------------------------------------------
 
@@ -703,7 +715,7 @@ DS_BACKUP_OFFSITE_CHECK_READ = env.str("DS_BACKUP_OFFSITE_CHECK_READ", default="
 # DS_BACKUP_INSTANCE_DIR (one folder per snapshot), or with no folder into the repository; an
 # appspace whose newest verified backup is older than DS_BACKUP_INSTANCE_FRESH_MINUTES is backed
 # up first. In the repository this instance keeps its newest KEEP_LAST snapshots and the newest
-# of each of the last KEEP_DAILY days and KEEP_WEEKLY weeks (backups/instance_repo.py).
+# of each of the last KEEP_DAILY days and KEEP_WEEKLY weeks (backups/instance/repository.py).
 DS_BACKUP_INSTANCE_HOURS = env.int("DS_BACKUP_INSTANCE_HOURS", default=0)
 DS_BACKUP_INSTANCE_DIR = env.str("DS_BACKUP_INSTANCE_DIR", default="")
 DS_BACKUP_INSTANCE_FRESH_MINUTES = env.int("DS_BACKUP_INSTANCE_FRESH_MINUTES", default=60)
@@ -716,7 +728,8 @@ DS_BACKUP_INSTANCE_KEEP_WEEKLY = env.int(
 )
 
 # --- Health -----------------------------------------------------------------------------------
-# Owned by dropserver_site/health.py (see docs/operations.md, "Health"): what /readyz requires.
+# Owned by dropserver_site/observe/health.py (see docs/operations.md, "Health"): what /readyz
+# requires.
 
 DS_READY_MIN_FREE_MB = env.int("DS_READY_MIN_FREE_MB", default=512)  # free under DS_DATA_DIR
 # /readyz fails when the panel host's certificate expires within this many days (0: expired).
@@ -760,6 +773,11 @@ CELERY_BEAT_SCHEDULE = {
     "backups-sweep": {"task": "backups.tasks.backups_sweep", "schedule": 60.0},
     "backups-verify": {"task": "backups.tasks.backups_verify", "schedule": 6 * 3600.0},
     "backups-instance": {"task": "backups.tasks.instance_backup_scheduled", "schedule": 900.0},
+    # Notices
+    "notices-evaluate": {
+        "task": "accounts.tasks.notices_evaluate",
+        "schedule": DS_NOTICE_EVALUATE_SECONDS,
+    },
 }
 # A run beat sent that no worker took within one period is dropped, not piled up behind a stall.
 for _entry in CELERY_BEAT_SCHEDULE.values():

@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts.urls import setup_urlpatterns
-from dropserver_site import health
-from dropserver_site.metrics import metrics_view
+from dropserver_site.observe import health
+from dropserver_site.observe.metrics import metrics_view
 
 admin.site.site_header = "Dropserver administration"
 admin.site.site_title = "Dropserver admin"
@@ -14,7 +14,9 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
-    path("metrics", metrics_view),  # loopback or DS_METRICS_TOKEN only (dropserver_site/metrics.py)
+    # loopback or DS_METRICS_TOKEN only (dropserver_site/observe/metrics.py)
+    path("metrics", metrics_view),
+    path("", include("accounts.notices.urls")),  # before allauth's: /accounts/notices/
     path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
     path("", include(setup_urlpatterns)),  # accounts: the first-admin setup link

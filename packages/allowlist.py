@@ -8,7 +8,10 @@ refused with a sentence saying why, rather than guessed at.
 Server entries (what the app's server code may connect to):
     api.example.com    *.example.org    api.example.com:8443    203.0.113.7:443    [2606:4700::1]
 A `*.` wildcard means "any subdomain" (not the name itself, as in CSP); no scheme, no path,
-and no IP literal that is not a public address.
+and no IP literal that is not a public address. Given this instance's hosts (`InstanceHosts`),
+an appspace host of this instance (`<name>.<domain>`, exactly one label under the domain) is
+accepted even when the domain is a local name, marked `instance` (the sandbox reaches it
+through the platform's gateway, never directly), and the panel's host is refused.
 
 Browser origins (what the app's pages may load from or connect to, via CSP):
     https://tiles.example.com    https://*.example.com    https://cdn.example.com:8443
@@ -143,6 +146,22 @@ def _parse_ip(text: str) -> IPAddress | None:
 # --- Server entries -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class InstanceHosts:
+    """This instance's names, for telling an appspace host apart from the rest of the world.
+
+    `domain`: DS_DOMAIN; `panel`: the panel's host (never reachable from apps); `port`: the
+    public port, the only one an appspace host may be allowlisted with besides none."""
+
+    domain: str
+    panel: str
+    port: int
+
+    def is_appspace_host(self, host: str) -> bool:
+        label, dot, rest = host.partition(".")
+        return bool(dot) and rest == self.domain and host != self.panel and "." not in label
+
+
 @dataclass(frozen=True, order=True)
 class ServerEntry:
     """A host the app's server code may connect to. `host` is canonical (punycode, or the
@@ -153,6 +172,8 @@ class ServerEntry:
     port: int | None = None
     wildcard: bool = False
     is_ip: bool = False
+    # An appspace host of this instance: reached through the platform's gateway (the relay).
+    instance: bool = False
 
     def _host_text(self) -> str:
         if self.is_ip and ":" in self.host:
@@ -175,8 +196,11 @@ class ServerEntry:
         return host == self.host
 
 
-def parse_server_entry(text: str) -> ServerEntry:
-    """Parse `host`, `*.host`, `host:port`, `IP`, `[IPv6]:port` into a ServerEntry."""
+def parse_server_entry(text: str, *, instance: InstanceHosts | None = None) -> ServerEntry:
+    """Parse `host`, `*.host`, `host:port`, `IP`, `[IPv6]:port` into a ServerEntry.
+
+    With `instance`, this instance's appspace hosts are accepted (`instance=True`) and its
+    panel host refused; without it, they are judged as any other name."""
     if not isinstance(text, str):
         raise AllowlistError("an entry must be a string")
     entry = text.strip()
@@ -214,6 +238,16 @@ def parse_server_entry(text: str) -> ServerEntry:
     if "*" in host:
         raise AllowlistError(f"{entry!r}: a wildcard is only allowed as a leading '*.'")
     host = normalize_hostname(host)
+    if instance is not None and not wildcard:
+        if host == instance.panel:
+            raise AllowlistError(f"{entry!r}: this server's panel is never reachable from apps")
+        if instance.is_appspace_host(host):
+            if port is not None and port != instance.port:
+                raise AllowlistError(
+                    f"{entry!r}: appspaces of this server are reached on port {instance.port}"
+                    " only (or leave the port out)"
+                )
+            return ServerEntry(host=host, port=port, instance=True)
     if "." not in host:
         raise AllowlistError(f"{entry!r}: use a fully qualified name such as api.example.com")
     if _is_local_name(host):

@@ -1,7 +1,7 @@
 """The context every log line of a request carries (request id, host, appspace, user id,
 route; on the access line also status and duration; in a Celery task its id and name), kept
 in a contextvar so that each asyncio task and thread sees its own. `ContextFilter` copies it
-onto log records; the JSON formatter (dropserver_site/logs.py) writes it out.
+onto log records; the JSON formatter (dropserver_site/observe/logs.py) writes it out.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """App routes: validation at install, and THE route matcher.
 
+Longer than most modules on purpose: validation, the request-path canonicalisation and the
+matcher must agree exactly (what the gateway authorises is what the app runs), so they are
+one unit, reviewed together.
+
 The gateway matches every appspace request here, in Python, enforces the route's auth, and
 hands the sandbox harness the matched route's *index* (its position in the app's `routes`
 list) and its params. The harness does not match again: there is exactly one implementation

@@ -13,6 +13,7 @@ from sandbox.output import AskedTable, BlockedTable, LogSink
 from sandbox.runner import SandboxProcess
 from sandbox.spec import SandboxSpec
 from sandbox.walls import cgroups
+from sandbox.walls.relay import Relay
 
 STOPPED, STARTING, RUNNING, STOPPING, FROZEN, CRASHED, PROBLEM = (
     "stopped",
@@ -64,6 +65,7 @@ class Instance:
     blocked: BlockedTable = field(default_factory=BlockedTable)
     asked: AskedTable = field(default_factory=AskedTable)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    relay: Relay | None = None  # the relay socket to appspace hosts, while running
     # The final counters of the last run that ended (stopped or crashed after it was ready):
     # what a usage collector could not sample any more once its cgroup was gone.
     last_run: LastRun | None = None

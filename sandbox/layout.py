@@ -28,6 +28,7 @@ SANDBOX_DENO = "/usr/bin/deno"
 HARNESS_DIR = Path(__file__).resolve().parent / "harness"
 USERS_FILE = "users.json"
 SOCKET_NAME = "http.sock"
+RELAY_NAME = "relay.sock"  # served by the supervisor (sandbox.walls.relay): appspace hosts only
 
 
 def data_dir() -> Path:
@@ -76,6 +77,10 @@ def sandbox_run_dir(sandbox_id: str) -> Path:
 
 def sandbox_socket_path(sandbox_id: str) -> Path:
     return sandbox_run_dir(sandbox_id) / SOCKET_NAME
+
+
+def sandbox_relay_path(sandbox_id: str) -> Path:
+    return sandbox_run_dir(sandbox_id) / RELAY_NAME
 
 
 def sandbox_log_dir(sandbox_id: str) -> Path:

@@ -1,6 +1,6 @@
 """The supervisor's Prometheus metrics (multiprocess files under PROMETHEUS_MULTIPROC_DIR, summed
-by /metrics: dropserver_site/metrics.py): how long each appspace sandbox took to start and how
-many were stopped to make room. An appspace is its public id (the sandbox id); one-shot
+by /metrics: dropserver_site/observe/metrics.py): how long each appspace sandbox took to start
+and how many were stopped to make room. An appspace is its public id (the sandbox id); one-shot
 sandboxes (install jobs) share "-", so the label set stays bounded."""
 
 from __future__ import annotations

@@ -78,6 +78,11 @@ class SandboxSpec:
     `data_readonly` (an appspace over its disk quota): the data dir is mounted read-only and
     Deno gets no write grant on it; the app still reads its data and serves requests.
 
+    `relay_hosts` (appspace hosts of this instance, `name` or `name:port`): the app reaches
+    them through the supervisor's relay (`sandbox.walls.relay`), which sends each request to the
+    platform's gateway at `relay_upstream` (`ip:port`) with `Host: name[:relay_public_port]`,
+    as an anonymous client. They never open the network in general.
+
     `generation` orders the specs of one sandbox (an appspace's config version): callers
     build specs from caches, and a stale one must never undo a newer one — a narrowed
     allowlist or a read-only data dir would otherwise come back with the next request.
@@ -94,6 +99,9 @@ class SandboxSpec:
     limits: Limits = field(default_factory=Limits)
     data_readonly: bool = False
     generation: int = 0
+    relay_hosts: tuple[str, ...] = ()
+    relay_upstream: str = ""
+    relay_public_port: int = 0
 
     @classmethod
     def for_appspace(
@@ -108,6 +116,9 @@ class SandboxSpec:
         limits: Limits | None = None,
         data_readonly: bool = False,
         generation: int = 0,
+        relay_hosts: tuple[str, ...] | list[str] = (),
+        relay_upstream: str = "",
+        relay_public_port: int = 0,
     ) -> SandboxSpec:
         """The spec of an appspace's sandbox, with the standard layout under DS_DATA_DIR."""
         return cls(
@@ -122,6 +133,9 @@ class SandboxSpec:
             limits=limits or Limits.defaults(),
             data_readonly=data_readonly,
             generation=generation,
+            relay_hosts=tuple(relay_hosts),
+            relay_upstream=relay_upstream,
+            relay_public_port=relay_public_port,
         )
 
     @classmethod
@@ -141,6 +155,7 @@ class SandboxSpec:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["allow_net"] = list(self.allow_net)
+        data["relay_hosts"] = list(self.relay_hosts)
         return data
 
     @classmethod
@@ -156,7 +171,14 @@ class SandboxSpec:
             if not isinstance(limits_data, dict):
                 raise SpecError("limits must be an object")
             limits = replace(Limits.defaults(), **limits_data)
-            spec = cls(**{**data, "limits": limits, "allow_net": tuple(data.get("allow_net", ()))})
+            spec = cls(
+                **{
+                    **data,
+                    "limits": limits,
+                    "allow_net": tuple(data.get("allow_net", ())),
+                    "relay_hosts": tuple(data.get("relay_hosts", ())),
+                }
+            )
         except TypeError as exc:
             raise SpecError(f"malformed spec: {exc}") from None
         spec.validate()
@@ -189,6 +211,7 @@ class SandboxSpec:
             raise SpecError("entrypoint escapes the app directory")
         for entry_net in self.allow_net:
             validate_allow_net_entry(entry_net)
+        validate_relay(self.relay_hosts, self.relay_upstream, self.relay_public_port)
         if not isinstance(self.data_readonly, bool):
             raise SpecError("data_readonly must be true or false")
         if not isinstance(self.generation, int) or isinstance(self.generation, bool):
@@ -231,6 +254,33 @@ def validate_allow_net_entry(entry: Any) -> None:
         return  # allowed to be listed; Deno's --deny-net still refuses what it resolves to
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         raise SpecError(f"allow_net {entry!r}: not a host name")
+
+
+def validate_relay(hosts: Any, upstream: Any, public_port: Any) -> None:
+    """Relay hosts are plain names (`name` or `name:port`: no wildcard, no address); the
+    upstream is the gateway's `ip:port`, and with hosts there must be one."""
+    for entry in hosts:
+        if not isinstance(entry, str) or len(entry) > 260:
+            raise SpecError("relay_hosts entries must be host names")
+        host, port = split_host_port(entry)
+        labels = host.split(".")
+        if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+            raise SpecError(f"relay_hosts {entry!r}: not a host name")
+        if port is not None and not 1 <= port <= 65535:
+            raise SpecError(f"relay_hosts {entry!r}: port out of range")
+    if not isinstance(public_port, int) or isinstance(public_port, bool):
+        raise SpecError("relay_public_port must be an integer")
+    if not hosts and not upstream:
+        return
+    if not hosts or not isinstance(upstream, str) or not 1 <= public_port <= 65535:
+        raise SpecError("relay_hosts, relay_upstream and relay_public_port go together")
+    address, port = split_host_port(upstream)
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        raise SpecError("relay_upstream must be ip:port (the gateway's listener)") from None
+    if port is None or not 1 <= port <= 65535:
+        raise SpecError("relay_upstream must be ip:port (the gateway's listener)")
 
 
 def split_host_port(entry: str) -> tuple[str, int | None]:

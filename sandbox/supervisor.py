@@ -46,7 +46,7 @@ from sandbox.protocol import (
 )
 from sandbox.runner import ProcessExited, SandboxProcess, describe_exit
 from sandbox.spec import SandboxSpec, SpecError
-from sandbox.walls import cgroups, diskimage, launcher, mounts, preflight, prepare
+from sandbox.walls import cgroups, diskimage, launcher, mounts, preflight, prepare, relay
 
 log = logging.getLogger("sandbox")
 
@@ -269,6 +269,10 @@ class Supervisor:
             prepare.prepare_common(spec, as_root=self.host.root)
             self.attach_data(spec)
             mounts.mount_run_dir(spec, as_root=self.host.root)
+            if spec.relay_hosts:
+                uid, owner = relay.expected_peer(spec, as_root=self.host.root)
+                inst.relay = relay.Relay(spec, layout.sandbox_relay_path(spec.id), uid)
+                await inst.relay.start(owner=owner)
             if self.host.bwrap and spec.allow_net:
                 launcher.write_sandbox_etc()
             # Deno's start-up is CPU-heavy for ~50 ms on several threads; under a small quota
@@ -404,6 +408,9 @@ class Supervisor:
             except (OSError, cgroups.CgroupError) as exc:
                 log.error("sandbox %s: cgroup cleanup failed: %s", inst.id, exc)
             inst.cgroup = None
+        if inst.relay is not None:
+            inst.relay.close()
+            inst.relay = None
         mounts.remove_run_dir(inst.id)
         self.detach_data(inst.spec)
 

@@ -12,17 +12,7 @@ also clear the old app's leftovers in the browser, once per browser (reused_name
 
 from __future__ import annotations
 
-from appspaces.gateway import (
-    broadcast,
-    connections,
-    login,
-    observe,
-    pages,
-    proxy,
-    reused_names,
-    static,
-    websocket,
-)
+from appspaces.gateway import login, observe, pages, reused_names
 from appspaces.gateway.auth import (
     Refusal,
     RequestFacts,
@@ -32,10 +22,12 @@ from appspaces.gateway.auth import (
     public_scheme,
     unavailable,
 )
-from appspaces.gateway.cache import MISSING
-from appspaces.gateway.config import configs
-from appspaces.gateway.limits import limits
-from appspaces.gateway.runtime import runtime
+from appspaces.gateway.forward import proxy, static, websocket
+from appspaces.gateway.state import broadcast, connections
+from appspaces.gateway.state.cache import MISSING
+from appspaces.gateway.state.config import configs
+from appspaces.gateway.state.limits import limits
+from appspaces.gateway.state.runtime import runtime
 from packages.routes import BadPath, request_path
 
 BAD_PATH = (

@@ -12,9 +12,9 @@ from urllib.parse import quote
 
 from django.conf import settings
 
-from appspaces.gateway import config as gateway_config
 from appspaces.gateway import pages
-from appspaces.gateway.config import AppspaceConfig, Member
+from appspaces.gateway.state import config as gateway_config
+from appspaces.gateway.state.config import AppspaceConfig, Member
 from packages.routes import Route, RouteMatch
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -22,8 +22,8 @@ from django.utils.encoding import iri_to_uri
 
 from appspaces.gateway import csp_reports, pages
 from appspaces.gateway.auth import RequestFacts, Visitor, open_url, same_origin_proven, visitor
-from appspaces.gateway.config import AppspaceConfig
 from appspaces.gateway.headers import appspace_cookie_name
+from appspaces.gateway.state.config import AppspaceConfig
 from appspaces.sharing import sessions as appspace_sessions
 
 PREFIX = "/.dropserver/"
@@ -75,18 +75,7 @@ async def handle(
     method = scope["method"]
     platform = config.platform_headers
 
-    async def page(status: int, text: tuple[str, str], headers=(), **context) -> None:
-        await pages.send_page(
-            send,
-            status,
-            title=text[0],
-            message=text[1],
-            host=host,
-            platform=platform,
-            headers=headers,
-            head_only=method == "HEAD",
-            **context,
-        )
+    page = pages.page_sender(send, host=host, platform=platform, method=method)
 
     if path == csp_reports.PATH:
         return await csp_reports.handle(scope, receive, send, config=config, facts=facts)

@@ -1,7 +1,8 @@
 """What the gateway records about each request once it is answered: the Prometheus counters
 (appspaces/metrics.py) and one access-log line (logger `dropserver.access`; one JSON object
-under DS_LOG_FORMAT=json, see dropserver_site/logs.py), with the request's context (request id,
-host, appspace, user id, route) kept in a contextvar that every log line of the request carries.
+under DS_LOG_FORMAT=json, see dropserver_site/observe/logs.py), with the request's context
+(request id, host, appspace, user id, route) kept in a contextvar that every log line of the
+request carries.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import logging
 import time
 import uuid
 
-from appspaces.gateway.cache import MISSING
-from appspaces.gateway.config import configs
+from appspaces.gateway.state.cache import MISSING
+from appspaces.gateway.state.config import configs
 from appspaces.metrics import REQUEST_SECONDS, REQUESTS, UNKNOWN_APPSPACE, record
 from packages.logcontext import bind, request_context
 

@@ -67,6 +67,26 @@ async def send_response(
     await send({"type": "http.response.body", "body": b"" if head_only else body})
 
 
+def page_sender(send: Send, *, host: str, platform: Iterable[Header], method: str):
+    """`send_page` with what stays the same for one request bound: `await page(status,
+    (title, message), headers, **context)`."""
+
+    async def page(status: int, text: tuple[str, str], headers=(), **context: Any) -> None:
+        await send_page(
+            send,
+            status,
+            title=text[0],
+            message=text[1],
+            host=host,
+            platform=platform,
+            headers=headers,
+            head_only=method == "HEAD",
+            **context,
+        )
+
+    return page
+
+
 async def send_page(
     send: Send,
     status: int,

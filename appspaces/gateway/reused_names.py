@@ -30,8 +30,8 @@ import dataclasses
 from django.conf import settings
 from django.db.models.signals import post_save
 
-from appspaces.gateway.cache import LoadingCache
 from appspaces.gateway.headers import Header, is_platform_cookie
+from appspaces.gateway.state.cache import LoadingCache
 from appspaces.lifecycle.quarantine import name_was_used
 from appspaces.models import FreedSubdomain
 

@@ -30,6 +30,7 @@ from appspaces.jobs import (
     REQUEUED,
     JobCancelled,
     JobFailed,
+    enqueue_on_commit,
     job_claim,
     job_running,
 )
@@ -92,9 +93,7 @@ def install_job_create(
         elif upload is not None:
             upload.keep(staging / "package")  # an unnamed upload gets its only name here
         if enqueue:
-            from appspaces.tasks import install_app
-
-            transaction.on_commit(lambda: install_app.delay(job.pk))
+            enqueue_on_commit("appspaces.tasks.install_app", job.pk)
     return job
 
 
@@ -111,9 +110,7 @@ def install_job_accept(*, job: Job, enqueue: bool = True) -> bool:
         locked.message = ""
         locked.save(update_fields=["params", "state", "step", "message", "updated"])
         if enqueue:
-            from appspaces.tasks import install_app
-
-            transaction.on_commit(lambda: install_app.delay(locked.pk))
+            enqueue_on_commit("appspaces.tasks.install_app", locked.pk)
     return True
 
 

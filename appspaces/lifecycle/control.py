@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from accounts.models import Invitation
 from appspaces.allowances import AllowanceError, check_appspace, owner_lock
-from appspaces.jobs import job_finish
+from appspaces.jobs import enqueue
 from appspaces.models import Appspace, Job, data_dir
 from appspaces.sandboxes import appspace_spec
 from backups.models import Backup, appspace_backups_dir
@@ -305,9 +305,7 @@ def appspace_delete(*, appspace: Appspace, keep_backups: bool) -> None:
 def _remove_deleted(appspace: Appspace, *, keep_backups: bool) -> None:
     moved = remove_appspace_files(appspace, backups=not keep_backups, to_trash=True)
     if moved:
-        from appspaces.tasks import trash_empty
-
-        trash_empty.delay()
+        enqueue("appspaces.tasks.trash_empty")
 
 
 def trash_dir() -> Path:
@@ -378,50 +376,3 @@ def appspace_log_tail(appspace: Appspace, *, max_bytes: int | None = None) -> st
         cut = raw.find(b"\n")
         raw = raw[cut + 1 :] if cut != -1 else b""
     return raw.decode("utf-8", "replace")
-
-
-# --- Upkeep ---------------------------------------------------------------------------------
-
-
-def appspaces_sweep() -> dict[str, int]:
-    """Creations and version changes whose worker died: a creation is undone (no row, no
-    folders); an interrupted version change leaves the appspace in PROBLEM with what to do."""
-    from datetime import timedelta
-
-    stale = timezone.now() - timedelta(minutes=settings.DS_APPSPACE_JOB_STALE_MINUTES)
-    counts = {"creations": 0, "migrations": 0, "trash": trash_empty()}
-    for job in Job.objects.filter(
-        kind=Job.Kind.CREATE,
-        state__in=(Job.State.QUEUED, Job.State.RUNNING),
-        updated__lt=stale,
-    ).select_related("appspace__app_version"):
-        failed = (
-            Job.objects.filter(pk=job.pk, updated__lt=stale)
-            .exclude(state__in=Job.FINISHED)
-            .update(
-                state=Job.State.FAILED,
-                finished=timezone.now(),
-                message="The creation was interrupted; nothing of it was kept.",
-            )
-        )
-        if not failed:
-            continue
-        if job.appspace is not None and job.appspace.status == Appspace.Status.CREATING:
-            from appspaces.lifecycle.creation import creation_undo
-
-            creation_undo(job, job.appspace)
-        counts["creations"] += 1
-    for job in Job.objects.filter(
-        kind=Job.Kind.MIGRATE, state=Job.State.RUNNING, updated__lt=stale
-    ).select_related("appspace", "app_version"):
-        job_finish(job, Job.State.FAILED, "The change of version was interrupted.")
-        if job.appspace is not None:
-            appspace_status_set(
-                job.appspace,
-                Appspace.Status.PROBLEM,
-                "A change of version was interrupted. Restore the backup made before it (on "
-                "the Backups page), then resume the appspace.",
-                only_from=(Appspace.Status.MIGRATING,),
-            )
-        counts["migrations"] += 1
-    return counts

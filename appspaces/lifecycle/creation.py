@@ -21,6 +21,7 @@ from appspaces.jobs import (
     REQUEUED,
     JobCancelled,
     JobFailed,
+    enqueue_on_commit,
     job_claim,
     job_finish,
     job_running,
@@ -35,10 +36,10 @@ from appspaces.lifecycle.control import (
 )
 from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
 from appspaces.models import AllowlistEntry, Appspace, AppVersion, Job
-from appspaces.sandboxes import appspace_spec, publish_users
+from appspaces.sandboxes import appspace_spec, parse_server_entry, publish_users
 from backups.models import Backup
 from backups.restore import RestoreError, backup_import
-from packages.allowlist import parse_browser_origin, parse_server_entry
+from packages.allowlist import parse_browser_origin
 from sandbox import layout
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxUnavailable
@@ -109,9 +110,7 @@ def appspace_create(
                 step="Waiting for a worker",
             )
             if enqueue:
-                from appspaces.tasks import appspace_create_task
-
-                transaction.on_commit(lambda: appspace_create_task.delay(job.pk))
+                enqueue_on_commit("appspaces.tasks.appspace_create_task", job.pk)
     except IntegrityError:
         raise SubdomainError(
             f"{name}.{settings.DS_DOMAIN} is taken; choose another name."

@@ -26,12 +26,13 @@ from appspaces.jobs import (
     REQUEUED,
     JobCancelled,
     JobFailed,
+    enqueue_on_commit,
     job_claim,
     job_finish,
     job_running,
     job_step,
 )
-from appspaces.lifecycle.control import busy_jobs
+from appspaces.lifecycle.control import appspace_status_set, busy_jobs
 from appspaces.models import Appspace, AppVersion, Job
 from appspaces.sandboxes import appspace_spec, publish_users
 from backups.restore import RestoreError, restore_after_failed_migration
@@ -122,9 +123,7 @@ def version_change_job_create(
             },
         )
         if enqueue:
-            from appspaces.tasks import appspace_version_change_task
-
-            transaction.on_commit(lambda: appspace_version_change_task.delay(job.pk))
+            enqueue_on_commit("appspaces.tasks.appspace_version_change_task", job.pk)
     return job
 
 
@@ -228,8 +227,6 @@ class _Change:
                 log.exception("restoring %s after a failed migration failed", appspace)
                 Appspace.objects.filter(pk=appspace.pk).update(app_version=self.current)
                 appspace.refresh_from_db()
-                from appspaces.lifecycle.control import appspace_status_set
-
                 appspace_status_set(
                     appspace,
                     Appspace.Status.PROBLEM,

@@ -10,8 +10,9 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from appspaces.models import Appspace, BlockedConnection, NetworkRequest
-from appspaces.network.approvals import blocked_connections_pull, blocked_entry_text
-from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
+from appspaces.network.blocked import blocked_connections_pull, blocked_entry_text
+from appspaces.sandboxes import parse_server_entry
+from packages.allowlist import AllowlistError, parse_browser_origin
 from sandbox.protocol import SandboxError
 
 

@@ -19,14 +19,15 @@ from django.utils import timezone
 
 from appspaces.models import AllowlistEntry, Appspace, NetworkRequest
 from appspaces.network.approvals import (
-    _server_entries,
     allowlist_entry_add,
     browser_origin_warnings,
     describe_browser_origin,
     describe_server_entry,
+    server_entries,
     server_entry_warnings,
 )
-from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
+from appspaces.sandboxes import parse_server_entry
+from packages.allowlist import AllowlistError, parse_browser_origin
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError
 
@@ -155,7 +156,7 @@ def app_requests_pull(*, appspace: Appspace, client: SandboxClient) -> int:
 def request_rows(appspace: Appspace, *, dismissed: bool = False) -> list[dict]:
     """Pending (or dismissed) requests, explained, with why one cannot be allowed."""
     rows = []
-    server = _server_entries(appspace)
+    server = server_entries(appspace)
     for req in appspace.network_requests.filter(dismissed=dismissed):
         row = {"request": req, "description": "", "warnings": [], "refused": ""}
         try:

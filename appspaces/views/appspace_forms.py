@@ -11,9 +11,10 @@ from appspaces.lifecycle.control import limit_bounds
 from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
 from appspaces.models import AllowlistEntry, Appspace
 from appspaces.network.approvals import browser_origin_warnings, server_entry_warnings
+from appspaces.sandboxes import parse_server_entry
 from backups.format.archive import read_metadata
 from backups.format.metadata import ArchiveError
-from packages.allowlist import AllowlistError, parse_browser_origin, parse_server_entry
+from packages.allowlist import AllowlistError, parse_browser_origin
 
 MAX_EXTRA_ENTRIES = 50
 CONFIRM_RISKY_LABEL = "I understand; allow it anyway"

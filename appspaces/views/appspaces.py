@@ -12,6 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts.notices.views import shown_for
 from accounts.upload_gate import accepts_upload
 from appspaces.access import get_app_version_for_owner, get_appspace_for_owner
 from appspaces.allowances import summary as allowance_summary
@@ -32,13 +33,10 @@ from appspaces.lifecycle.creation import appspace_create
 from appspaces.lifecycle.subdomains import SubdomainError
 from appspaces.lifecycle.version_change import upgrade_available
 from appspaces.models import App, Appspace, Job
-from appspaces.network.approvals import (
-    allowlist_rows,
-    blocked_connections_pull,
-    blocked_rows,
-    suggestion_rows,
-)
+from appspaces.network.approvals import allowlist_rows, suggestion_rows
+from appspaces.network.blocked import blocked_connections_pull, blocked_rows
 from appspaces.network.requests import request_rows
+from appspaces.notices import subject as appspace_subject
 from appspaces.sharing.users import appspace_invitations_pending
 from appspaces.views.appspace_forms import (
     AllowlistAddForm,
@@ -191,6 +189,7 @@ def render_appspace(
     }
     context = {
         "appspace": appspace,
+        "notices": shown_for(request.user, appspace_subject(appspace)),
         "state": run_state(appspace, sandboxes),
         "members": [
             {"member": m, "permissions": [names.get(k, k) for k in m.permissions]}

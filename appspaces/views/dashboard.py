@@ -7,6 +7,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
 from accounts.models import Invitation
+from accounts.notices.views import shown_for
 from appspaces.allowances import totals as allowance_totals
 from appspaces.lifecycle.control import run_state, sandbox_states
 from appspaces.lifecycle.version_change import upgrade_available
@@ -51,6 +52,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         .prefetch_related("app__versions")
     )
     context = {
+        "notices": shown_for(user),
         "appspace_rows": _appspace_rows(mine, sandboxes),
         "shared": AppspaceUser.objects.filter(user=user)
         .exclude(appspace__owner=user)

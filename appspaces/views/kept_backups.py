@@ -10,7 +10,7 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from backups.access import get_kept_backup_for_owner
-from backups.services import BackupError, backup_delete
+from backups.store import BackupError, backup_delete
 
 
 @login_required

@@ -16,10 +16,12 @@ from appspaces.network.approvals import (
     RiskyEntry,
     allowlist_entry_add,
     allowlist_entry_remove,
+    server_entry_warnings,
+)
+from appspaces.network.blocked import (
     blocked_connection_approve,
     blocked_connection_check,
     blocked_connection_dismiss,
-    server_entry_warnings,
 )
 from appspaces.network.requests import network_request_allow, network_request_dismiss
 from appspaces.views.appspace_forms import AllowlistAddForm

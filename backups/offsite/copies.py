@@ -15,16 +15,24 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from appspaces.jobs import JobFailed, job_claim, job_finish, job_progress, job_running, job_step
+from appspaces.jobs import (
+    JobFailed,
+    enqueue_on_commit,
+    job_claim,
+    job_finish,
+    job_progress,
+    job_running,
+    job_step,
+)
 from appspaces.models import Appspace, Job
 from backups.format.metadata import ArchiveError
 from backups.models import Backup, OffsiteCheck
 from backups.offsite import tree
 from backups.offsite.restic import Repository, ResticError
+from backups.store import backup_policy
 from packages.extraction import remove_tree
 
 log = logging.getLogger(__name__)
@@ -71,9 +79,7 @@ def offsite_job_create(*, backup: Backup, enqueue: bool = True) -> Job | None:
         },
     )
     if enqueue:
-        from backups.tasks import offsite_upload
-
-        transaction.on_commit(lambda: offsite_upload.delay(job.pk))
+        enqueue_on_commit("backups.tasks.offsite_upload", job.pk)
     return job
 
 
@@ -189,8 +195,6 @@ def offsite_retention(appspace: Appspace) -> None:
     """Forget (and prune) the appspace's snapshots by its backup policy, as local pruning
     does: scheduled backups by day and week (the newest always kept), pre-migration ones for
     keep_pre_migration_days, manual and imported ones never."""
-    from backups.services import backup_policy
-
     policy = backup_policy(appspace)
     repo = repository()
     base = f"appspace={appspace.public_id}"

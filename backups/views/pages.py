@@ -17,14 +17,9 @@ from appspaces.models import Appspace, Job
 from backups.access import get_backup_for_owner
 from backups.models import Backup
 from backups.restore import restore_job_create
-from backups.retention import clamp_interval
-from backups.services import (
-    BackupError,
-    backup_delete,
-    backup_job_create,
-    backup_policy,
-    cap_status,
-)
+from backups.schedule import clamp_interval
+from backups.services import backup_job_create, cap_status
+from backups.store import BackupError, backup_delete, backup_policy
 from backups.views.forms import ConfirmRestoreForm, PolicyForm, UploadRestoreForm
 from backups.views.uploads import ARCHIVE_FIELD, ArchiveUploadHandler, kept_archive_path
 

@@ -68,7 +68,7 @@ async def _respond(send: Callable, status: int, body: dict) -> None:
 
 async def loopback_app(scope: dict, receive: Callable, send: Callable) -> None:
     """The ASGI app for Host 127.0.0.1: the ask, and the health endpoints for local probes."""
-    from dropserver_site import health
+    from dropserver_site.observe import health
 
     path, method = scope.get("path", ""), scope.get("method", "GET")
     if method not in ("GET", "HEAD"):

@@ -1,6 +1,9 @@
 """The rules of each `dropapp.json` field, checked against the files of the package: one
 checker that walks the fields and collects errors (fatal) and warnings (the owner accepts
 them). Field rules follow Dropserver's manifest, plus our `network` and `permissions`.
+
+Just over the usual length on purpose: one method per field, so the whole of what a
+manifest may say is read (and reviewed) in one place, in the order of docs/app-api.md.
 """
 
 from __future__ import annotations

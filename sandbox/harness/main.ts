@@ -2,11 +2,12 @@
 //
 //   deno run ... /dropserver/main.ts '<config json>'
 // config: {mode: "app-init"|"appspace"|"migrate", entry: "file:///app/app.ts",
-//          socket?, data?, meta?, from?, to?}
+//          socket?, data?, meta?, from?, to?, relay?: {socket, hosts}}
 
 import { registry } from "./app.ts";
 import { emit } from "./events.ts";
 import { installNetGuard } from "./netguard.ts";
+import { installRelay, type RelayConfig } from "./relay.ts";
 import { runMigrations } from "./migrate.ts";
 import { AppDefinitionError, describeApp, normalizeApp } from "./routes.ts";
 import { serveAppspace } from "./serve.ts";
@@ -19,6 +20,7 @@ interface Config {
   meta?: string | null;
   from?: number;
   to?: number;
+  relay?: RelayConfig;
 }
 
 function failed(error: string): never {
@@ -27,6 +29,7 @@ function failed(error: string): never {
 }
 
 const config: Config = JSON.parse(Deno.args[0]);
+installRelay(config.relay);
 installNetGuard();
 
 try {

@@ -11,4 +11,6 @@ seccomp_trace      `python -m sandbox.walls.seccomp_trace`: derive and re-check 
 cgroups            CPU, memory, pids and IO caps (cgroup v1 and v2 backends), the instance ceiling
 diskimage          the kernel-enforced disk quota: a loop-mounted ext4 image per appspace
 preflight          whether this host can run sandboxes safely (bubblewrap, cgroups, uids)
+relay              the one door out to this instance's appspaces: a per-sandbox socket that
+                   carries plain requests to the gateway, as an anonymous visitor's
 """

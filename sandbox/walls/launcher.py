@@ -75,6 +75,10 @@ class View:
     def socket(self) -> str:
         return f"{self.run}/{layout.SOCKET_NAME}"
 
+    @property
+    def relay(self) -> str:
+        return f"{self.run}/{layout.RELAY_NAME}"
+
 
 SANDBOX_VIEW = View(
     app=layout.SANDBOX_APP,
@@ -182,12 +186,22 @@ def deno_argv(spec: SandboxSpec, mode: str, view: View, args: dict | None = None
         reads.append(view.socket)
         writes.append(view.socket)
         nets = [f"unix:{view.socket}", *spec.allow_net]
+        if spec.relay_hosts:
+            # Appspace hosts of this instance: fetch goes through the relay socket (the harness
+            # gives fetch a proxy client for them). Deno checks the name before proxying and
+            # does not resolve it; a direct connection resolves it and meets --deny-net.
+            reads.append(view.relay)
+            writes.append(view.relay)
+            nets += [f"unix:{view.relay}", *spec.relay_hosts]
     config: dict = {"mode": mode, "entry": f"file://{entry}"}
     if has_data:
         config["data"] = view.data
     if mode == "appspace":
         config["socket"] = view.socket
         config["meta"] = view.meta if spec.meta_dir is not None else None
+        if spec.relay_hosts:
+            names = sorted({h.rsplit(":", 1)[0] if ":" in h else h for h in spec.relay_hosts})
+            config["relay"] = {"socket": view.relay, "hosts": names}
     if mode == "migrate":
         config["from"] = int((args or {}).get("from", 0))
         config["to"] = int((args or {}).get("to", 0))

@@ -9,8 +9,8 @@ import json
 import pytest
 from django.urls import reverse
 
-from appspaces.lifecycle.control import appspaces_sweep
 from appspaces.lifecycle.creation import appspace_create, appspace_create_run
+from appspaces.lifecycle.sweep import appspaces_sweep
 from appspaces.models import Appspace, Job
 from backups.models import Backup
 from tests.appspaces.appspace_fixtures import (  # noqa: F401 (fixture)

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from appspaces.lifecycle.creation import appspace_create, appspace_create_run
 from appspaces.models import AllowlistEntry, Appspace, BlockedConnection, Job
-from appspaces.network.approvals import blocked_connections_collect, blocked_connections_record
+from appspaces.network.blocked import blocked_connections_collect, blocked_connections_record
 from appspaces.sandboxes import appspace_spec
 from tests.appspaces.appspace_fixtures import (  # noqa: F401 (fixture)
     logged_in,

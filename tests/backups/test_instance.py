@@ -19,7 +19,12 @@ from django.core.management import call_command
 from django.db import connection
 
 from appspaces.models import Appspace
-from backups.instance import InstanceError, instance_backup, instance_restore, read_manifest
+from backups.instance.snapshot import (
+    InstanceError,
+    instance_backup,
+    instance_restore,
+    read_manifest,
+)
 from backups.models import InstanceBackup
 from packages.extraction import remove_tree
 from tests.backups.conftest import fill, tree_hashes
@@ -490,7 +495,7 @@ def test_repository_retention_keeps_this_instances_last_daily_and_weekly_snapsho
     from django.urls import reverse
     from django.utils import timezone
 
-    from backups import instance_repo
+    from backups.instance import repository as instance_repo
     from backups.tasks import instance_backup_scheduled
 
     use_repository(tmp_path, settings, {})

@@ -169,7 +169,7 @@ def test_restore_refuses_an_unknown_or_corrupted_snapshot(offsite, appspace):
 
 
 def test_retention_forgets_by_the_policy(offsite, appspace):
-    from backups.services import backup_policy
+    from backups.store import backup_policy
 
     policy = backup_policy(appspace)
     policy.keep_daily, policy.keep_weekly = 1, 0

@@ -9,8 +9,10 @@ import pytest
 
 from appspaces.models import Appspace, Job
 from backups.models import Backup
-from backups.retention import backups_due, backups_schedule, retention_apply
-from backups.services import BackupError, backup_create, backup_policy
+from backups.retention import retention_apply
+from backups.schedule import backups_due, backups_schedule
+from backups.services import BackupError, backup_create
+from backups.store import backup_policy
 from tests.backups.conftest import fill
 
 pytestmark = pytest.mark.django_db

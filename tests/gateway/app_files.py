@@ -10,13 +10,18 @@ const json = (value, init = {}) =>
     ...init,
     headers: { "content-type": "application/json", ...(init.headers ?? {}) },
   });
-const seen = (ctx) => ({
-  user: ctx.user,
-  params: ctx.params,
-  url: ctx.request.url,
-  method: ctx.request.method,
-  headers: Object.fromEntries(ctx.request.headers),
-});
+const seen = (ctx) => {
+  const out = {
+    user: ctx.user,
+    params: ctx.params,
+    url: ctx.request.url,
+    method: ctx.request.method,
+    headers: Object.fromEntries(ctx.request.headers),
+  };
+  // test_relay.py reads what arrived from the appspace's log, on the host.
+  if (ctx.request.headers.has("x-relay-test")) console.log("relay-seen " + JSON.stringify(out));
+  return out;
+};
 
 createApp({
   routes: [
@@ -155,6 +160,56 @@ createApp({
     {
       method: "GET", path: "/nobody", auth: { permission: "admin" },
       handler: () => new Response("x"),
+    },
+    // test_relay.py: reach out as the test says (fetch a URL, open a TCP connection, or
+    // write raw bytes to the relay socket) and tell what happened.
+    {
+      method: "POST", path: "/outbound", auth: "public",
+      handler: async (ctx) => {
+        const q = await ctx.request.json();
+        try {
+          if (q.raw !== undefined) {
+            // `hold` connections that never finish their request head, open meanwhile.
+            const held = [];
+            for (let i = 0; i < (q.hold ?? 0); i++) {
+              const c = await Deno.connect({ transport: "unix", path: "/run/ds/relay.sock" });
+              await c.write(new TextEncoder().encode("GET http://"));
+              held.push(c);
+            }
+            const conn = await Deno.connect({ transport: "unix", path: "/run/ds/relay.sock" });
+            await conn.write(new TextEncoder().encode(q.raw));
+            const chunks = [];
+            for (;;) {
+              const buf = new Uint8Array(65536);
+              const n = await conn.read(buf);
+              if (n === null) break;
+              chunks.push(buf.slice(0, n));
+            }
+            conn.close();
+            held.forEach((c) => c.close());
+            return json({ raw: await new Blob(chunks).text() });
+          }
+          if (q.connect !== undefined) {
+            const conn = await Deno.connect(q.connect);
+            conn.close();
+            return json({ connected: true });
+          }
+          const r = await fetch(q.url, {
+            method: q.method ?? "GET",
+            headers: q.headers ?? {},
+            body: q.body,
+            redirect: "manual",
+          });
+          return json({
+            status: r.status,
+            location: r.headers.get("location"),
+            relay: r.headers.get("x-dropserver-relay"),
+            body: await r.text(),
+          });
+        } catch (err) {
+          return json({ error: `${err?.name}: ${err?.message}` });
+        }
+      },
     },
     {
       method: "POST", path: "/ask", auth: "public",

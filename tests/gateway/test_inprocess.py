@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from channels.db import database_sync_to_async
 
-from appspaces.gateway import config as gateway_config
 from appspaces.gateway.asgi import gateway_http, gateway_websocket
-from appspaces.gateway.runtime import SandboxLinks, runtime
+from appspaces.gateway.state import config as gateway_config
+from appspaces.gateway.state.runtime import SandboxLinks, runtime
 from appspaces.models import AppspaceUser
 from appspaces.sharing.sessions import appspace_session_create, appspace_sessions_revoke
 from tests.gateway.peer_sockets import listen_as, serve_accepted, websocket_server_as

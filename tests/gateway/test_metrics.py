@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gateway.browser import Browser
 from tests.gateway.conftest import start_daphne, stop
-from tests.sandbox.fixtures import free_port
+from tests.sandbox.fixtures import free_port, poll
 
 pytestmark = pytest.mark.sandbox
 
@@ -131,11 +131,17 @@ def test_each_request_leaves_one_json_access_line(stack, proxied):
     mark = log.stat().st_size
     url = stack.url(appspace, "/").replace(str(stack.port), str(port))
     assert Browser(port).get(url).status == 200
-    with open(log, "rb") as f:
-        f.seek(mark)
-        lines = [json.loads(line) for line in f.read().splitlines() if line.startswith(b"{")]
-    access = [line for line in lines if line.get("logger") == "dropserver.access"]
-    assert len(access) == 1, lines
+
+    def access_lines() -> list[dict]:
+        with open(log, "rb") as f:
+            f.seek(mark)
+            lines = [json.loads(ln) for ln in f.read().splitlines() if ln.startswith(b"{")]
+        return [line for line in lines if line.get("logger") == "dropserver.access"]
+
+    # The line is written once the response is sent: the client may read it first.
+    poll(access_lines)
+    access = access_lines()
+    assert len(access) == 1, access
     entry = access[0]
     assert entry["appspace"] == appspace.subdomain
     assert entry["host"] == f"{stack.host(appspace)}:{port}"

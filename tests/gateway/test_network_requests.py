@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from appspaces.models import AllowlistEntry, BlockedConnection, NetworkRequest
-from appspaces.network.approvals import blocked_connections_pull
+from appspaces.network.blocked import blocked_connections_pull
 from tests.gateway.conftest import _database_url
 from tests.sandbox.fixtures import REPO
 

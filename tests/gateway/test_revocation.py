@@ -32,9 +32,9 @@ from websockets.sync.client import connect
 
 from accounts.models import User
 from accounts.services import users_deactivate
-from appspaces.gateway import connections
 from appspaces.gateway.asgi import gateway_websocket
-from appspaces.gateway.runtime import SandboxLinks
+from appspaces.gateway.state import connections
+from appspaces.gateway.state.runtime import SandboxLinks
 from appspaces.models import AllowlistEntry, AppspaceUser
 from appspaces.sharing.sessions import appspace_session_create, user_appspace_sessions_revoke
 from tests.conftest import make_user

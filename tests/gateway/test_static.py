@@ -123,7 +123,7 @@ def test_head(stack, appspace):
 
 
 def test_static_files_never_follow_a_link_out_of_the_folder(tmp_path):
-    from appspaces.gateway.static import resolve
+    from appspaces.gateway.forward.static import resolve
     from packages.routes import RouteTable
 
     files = tmp_path / "files"

@@ -11,6 +11,7 @@ proxy headers trusted) and Caddy in front. Names are *.localhost; Pebble resolve
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import os
 import socket
@@ -27,6 +28,7 @@ from django.conf import settings
 from django.test import override_settings
 from websockets.sync.client import connect
 
+from appspaces.models import AllowlistEntry
 from dropserver_site.edge import caddy
 from dropserver_site.management.commands.serve import listen_socket, web_argv
 from tests.gateway.conftest import GATEWAY_ENV, UID_BASE, _database_url, stop
@@ -286,3 +288,33 @@ def test_an_expired_certificate_in_storage_is_renewed_at_the_next_handshake(stac
     assert renewed.serial_number != issued.serial_number
     assert renewed.not_valid_after_utc > NOW
     assert renewed.issuer.rfc4514_string().startswith("CN=Pebble")
+
+
+def test_an_appspace_reaches_another_through_the_relay_with_tls_on(stack, edge):
+    """With the edge, the relay hands requests to Daphne on loopback (DS_WEB_PORT) with the
+    public Host: the app fetches B's https:// address, B's gateway serves it as it serves an
+    https visitor, anonymous."""
+    b = stack.appspace()
+    a = stack.appspace()
+    AllowlistEntry.objects.create(appspace=a, kind=AllowlistEntry.Kind.SERVER, value=stack.host(b))
+    public = f"{stack.host(b)}:{edge.https_port}"
+    body = json.dumps({"url": f"https://{public}/echo", "headers": {"cookie": "ds_appspace=x"}})
+    sock = socket.create_connection(("127.0.0.1", edge.https_port), timeout=60)
+    tls = edge.context().wrap_socket(sock, server_hostname=stack.host(a))
+    head = [
+        "POST /outbound HTTP/1.1",
+        f"Host: {stack.host(a)}:{edge.https_port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    tls.sendall(("\r\n".join(head) + "\r\n\r\n" + body).encode())
+    response = http.client.HTTPResponse(tls)
+    response.begin()
+    got = json.loads(response.read())
+    tls.close()
+    assert got["status"] == 200, got
+    echo = json.loads(got["body"])
+    assert echo["user"] is None and "cookie" not in echo["headers"]
+    assert echo["url"] == f"https://{public}/echo"
+    assert echo["headers"]["host"] == public

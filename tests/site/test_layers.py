@@ -30,3 +30,17 @@ def test_packages_import_without_settings_or_orm():
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_no_folder_holds_more_than_fifteen_modules():
+    """Past ~15 modules a folder stops showing its flows: it gets subpackages instead
+    (docs/architecture.md). Migrations and tests are lists by nature and are not counted."""
+    crowded = {}
+    for folder in ("accounts", "appspaces", "backups", "dropserver_site", "packages", "sandbox"):
+        for path in [REPO / folder, *(REPO / folder).rglob("*")]:
+            if not path.is_dir() or path.name in ("migrations", "__pycache__"):
+                continue
+            modules = [p for p in path.glob("*.py") if p.name != "__init__.py"]
+            if len(modules) > 15:
+                crowded[str(path.relative_to(REPO))] = len(modules)
+    assert not crowded, crowded

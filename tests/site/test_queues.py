@@ -5,6 +5,7 @@ started as `serve` starts them)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ HOUSEKEEPING = [
     "backups.tasks.backups_sweep",
     "backups.tasks.backups_prune",
     "backups.tasks.backups_schedule",
+    "accounts.tasks.notices_evaluate",
 ]
 
 
@@ -53,7 +55,7 @@ def test_periodic_work_goes_to_housekeeping(name):
 def test_every_task_has_a_queue_a_worker_consumes_and_time_limits():
     app.loader.import_default_modules()
     ours = [n for n in app.tasks if n.split(".")[0] in ("appspaces", "backups", "accounts")]
-    assert len(ours) >= 19
+    assert len(ours) >= 20 and "accounts.tasks.notices_evaluate" in ours
     consumed = set()
     for _, argv in worker_commands():
         consumed |= set(argv[argv.index("--queues") + 1].split(","))
@@ -63,6 +65,21 @@ def test_every_task_has_a_queue_a_worker_consumes_and_time_limits():
         assert queue_of(name) in settings.DS_CELERY_QUEUES, name  # what one-worker setups take
         task = app.tasks[name]
         assert 0 < task.soft_time_limit < task.time_limit, name
+
+
+def test_every_task_a_service_queues_by_name_exists():
+    """Services queue tasks by name (appspaces.jobs.enqueue): a misspelt name would only fail
+    when the work is queued, so every name in the code is checked against the registry."""
+    app.loader.import_default_modules()
+    pattern = re.compile(r"enqueue(?:_on_commit)?\(\s*\"([\w.]+)\"")
+    names = {
+        name
+        for folder in ("accounts", "appspaces", "backups", "dropserver_site")
+        for path in (BASE_DIR / folder).rglob("*.py")
+        for name in pattern.findall(path.read_text())
+    }
+    assert len(names) >= 8
+    assert names <= set(app.tasks), names - set(app.tasks)
 
 
 def test_periodic_runs_expire_within_their_period():

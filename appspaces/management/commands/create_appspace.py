@@ -21,7 +21,8 @@ from appspaces.lifecycle.creation import appspace_create, appspace_create_run
 from appspaces.lifecycle.subdomains import SubdomainError, subdomain_check_available
 from appspaces.management.cli import is_uuid, supervisor_problem
 from appspaces.models import App, Appspace, AppVersion, Job
-from packages.allowlist import AllowlistError, parse_server_entry
+from appspaces.sandboxes import parse_server_entry
+from packages.allowlist import AllowlistError
 
 
 class Command(BaseCommand):

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from appspaces.management.network_commands import NetworkCommand
 from appspaces.models import BlockedConnection
-from appspaces.network.approvals import RiskyEntry, blocked_connection_approve
+from appspaces.network.approvals import RiskyEntry
+from appspaces.network.blocked import blocked_connection_approve
 from appspaces.network.requests import network_request_allow
 from packages.allowlist import AllowlistError
 

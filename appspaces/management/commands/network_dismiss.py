@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from appspaces.management.network_commands import NetworkCommand
 from appspaces.models import BlockedConnection
-from appspaces.network.approvals import blocked_connection_dismiss
+from appspaces.network.blocked import blocked_connection_dismiss
 from appspaces.network.requests import network_request_dismiss
 
 

@@ -6,7 +6,7 @@ listed apart."""
 from __future__ import annotations
 
 from appspaces.management.network_commands import NetworkCommand
-from appspaces.network.approvals import blocked_rows
+from appspaces.network.blocked import blocked_rows
 from appspaces.network.requests import request_rows
 
 

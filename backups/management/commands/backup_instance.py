@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from backups.instance import InstanceError, instance_backup
+from backups.instance.snapshot import InstanceError, instance_backup
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from backups.instance import InstanceError, instance_restore
+from backups.instance.snapshot import InstanceError, instance_restore
 
 
 class Command(BaseCommand):

@@ -142,7 +142,9 @@ class Command(BaseCommand):
                     f"--port {port} is DS_HTTPS_PORT or DS_WEB_PORT; with DS_TLS on it is the "
                     "plain-HTTP port and must differ from both."
                 )
-        env = dict(os.environ, DS_PORT=str(port), PYTHONUNBUFFERED="1")
+        # Children read the port and address from settings too (the relay between appspaces
+        # connects to the web server's own listener: appspaces.sandboxes.gateway_address).
+        env = dict(os.environ, DS_PORT=str(port), DS_BIND=bind, PYTHONUNBUFFERED="1")
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         children = [Child("sandbox supervisor", [*manage, "sandboxd"])]
         if not no_worker:

@@ -20,9 +20,9 @@ from datetime import datetime
 from django.conf import settings
 from django.utils import timezone
 
-from appspaces.gateway.cache import LoadingCache
 from appspaces.gateway.csp import REPORTING_ENDPOINTS, appspace_csp
 from appspaces.gateway.headers import Header, Identity, platform_response_headers
+from appspaces.gateway.state.cache import LoadingCache
 from appspaces.lifecycle.quarantine import name_was_used
 from appspaces.models import AllowlistEntry, Appspace, AppspaceSession, AppVersion
 from appspaces.sandboxes import appspace_spec

@@ -20,12 +20,9 @@ import asyncio
 import errno
 import logging
 
-from appspaces.gateway import connections, pages, server_hooks
-from appspaces.gateway.config import AppspaceConfig, Member
-from appspaces.gateway.headers import filter_response_headers, forward_request_headers
-from appspaces.gateway.limits import limits
-from appspaces.gateway.runtime import Runtime
-from appspaces.gateway.upstream import (
+from appspaces.gateway import pages
+from appspaces.gateway.forward import server_hooks
+from appspaces.gateway.forward.upstream import (
     ConnectFailed,
     Connection,
     ConnectTimedOut,
@@ -33,6 +30,11 @@ from appspaces.gateway.upstream import (
     read_response,
     request_head,
 )
+from appspaces.gateway.headers import filter_response_headers, forward_request_headers
+from appspaces.gateway.state import connections
+from appspaces.gateway.state.config import AppspaceConfig, Member
+from appspaces.gateway.state.limits import limits
+from appspaces.gateway.state.runtime import Runtime
 from packages.routes import RouteMatch
 from sandbox import peer
 from sandbox.protocol import SandboxError, SandboxUnavailable
@@ -72,17 +74,7 @@ async def proxy(
     platform = config.platform_headers
     lim = limits()
 
-    async def page(status: int, text: tuple[str, str], headers=()) -> None:
-        await pages.send_page(
-            send,
-            status,
-            title=text[0],
-            message=text[1],
-            host=host,
-            platform=platform,
-            headers=headers,
-            head_only=method == "HEAD",
-        )
+    page = pages.page_sender(send, host=host, platform=platform, method=method)
 
     spec = config.spec
     try:

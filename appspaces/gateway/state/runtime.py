@@ -11,8 +11,8 @@ import time
 
 from django.conf import settings
 
-from appspaces.gateway.limits import limits
-from appspaces.gateway.upstream import Pool
+from appspaces.gateway.forward.upstream import Pool
+from appspaces.gateway.state.limits import limits
 from sandbox import layout
 from sandbox.client import AsyncSandboxClient
 from sandbox.protocol import SandboxError

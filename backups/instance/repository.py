@@ -1,7 +1,7 @@
 """Whole-instance snapshots in the configured restic repository (DS_BACKUP_REPOSITORY): the
-snapshot folder of backups/instance.py is written to DS_DATA_DIR/.instance-backup, sent with the
-tag `dropserver=instance`, then removed; a restore fetches it back (restic checks every blob it
-reads, and instance.py every file's checksum) into the restore's scratch folder.
+snapshot folder of backups/instance/snapshot.py is written to DS_DATA_DIR/.instance-backup,
+sent with the tag `dropserver=instance`, then removed; a restore fetches it back (restic checks
+every blob it reads, and snapshot.py every file's checksum) into the restore's scratch folder.
 
 Retention (`retention()`, after every snapshot sent and with the off-site prune task): this
 instance's snapshots (same host, same DS_DATA_DIR) beyond the newest

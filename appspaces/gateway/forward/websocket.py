@@ -27,7 +27,6 @@ from django.conf import settings
 from websockets.asyncio.client import ClientConnection, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from appspaces.gateway import connections, server_hooks
 from appspaces.gateway.auth import (
     Admission,
     RequestFacts,
@@ -36,11 +35,13 @@ from appspaces.gateway.auth import (
     public_scheme,
     request_target,
 )
-from appspaces.gateway.config import configs
+from appspaces.gateway.forward import server_hooks
+from appspaces.gateway.forward.proxy import RECONNECT_DELAYS
 from appspaces.gateway.headers import forward_request_headers
-from appspaces.gateway.limits import limits
-from appspaces.gateway.proxy import RECONNECT_DELAYS
-from appspaces.gateway.runtime import Runtime, runtime
+from appspaces.gateway.state import connections
+from appspaces.gateway.state.config import configs
+from appspaces.gateway.state.limits import limits
+from appspaces.gateway.state.runtime import Runtime, runtime
 from packages.routes import BadPath, request_path
 from sandbox import peer
 from sandbox.protocol import SandboxError

@@ -2,7 +2,7 @@
 
 A snapshot is a folder (or a tar file of one) holding
     manifest.json                 format, when, engine, apps, appspaces, settings, checksums
-    database.pgdump | .sqlite3    the whole database (backups/dbdump.py)
+    database.pgdump | .sqlite3    the whole database (backups/instance/database.py)
     apps/<app>/<version>/...      the installed app versions, as under DS_DATA_DIR/apps/
     archives/<appspace>/<file>    the latest verified backup archive of every appspace
 `instance_backup` writes one under a temporary name and renames it when complete;
@@ -31,9 +31,12 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from appspaces.models import Appspace, data_dir
-from backups import dbdump
 from backups.format.metadata import ArchiveError
+from backups.instance import database as dbdump
+from backups.instance import repository as instance_repo
 from backups.models import Backup, InstanceBackup, backups_root
+from backups.restore import RestoreError, restore_onto_new_host
+from backups.services import BackupError, backup_create
 from packages.extraction import remove_tree
 
 FORMAT = 1
@@ -101,7 +104,6 @@ def settings_snapshot(with_secrets: bool) -> dict:
 
 def _latest_archive(appspace: Appspace, fresh: timedelta, step: Step, warnings: list[str]):
     """The newest verified backup; a new one first if that is older than `fresh`."""
-    from backups.services import BackupError, backup_create
 
     ready = Backup.objects.filter(appspace=appspace, state=Backup.State.READY)
     latest = ready.exclude(verified_at=None).order_by("-created").first()
@@ -123,7 +125,6 @@ def instance_backup(
     """Write a snapshot of the whole instance to `to` (a new folder, or a .tar file), or with
     no `to` into the configured repository; returns the manifest. Raises InstanceError; then
     nothing is left at `to`."""
-    from backups import instance_repo
 
     send = None
     if to is None:
@@ -323,7 +324,6 @@ def instance_restore(
     """Rebuild this instance from a snapshot (a folder, a tar file, or a snapshot id of the
     configured repository: the latest if None); returns a summary. Raises InstanceError: before
     the database is touched nothing has changed; after, the summary names what failed."""
-    from backups import instance_repo
 
     scratch = data_dir() / f".instance-restore-{secrets.token_hex(4)}"
     if not force:
@@ -384,7 +384,6 @@ def _appspace_folders(appspace: Appspace) -> None:
 
 
 def _restore_appspaces(root: Path, manifest: dict, step: Step) -> dict:
-    from backups.restore import RestoreError, restore_onto_new_host
 
     archives = {a["public_id"]: a for a in manifest["appspaces"] if a.get("archive")}
     restored, failed = [], {}

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from appspaces.gateway import pages, server_hooks
+from appspaces.gateway import pages
+from appspaces.gateway.forward import server_hooks
 from appspaces.gateway.headers import Header
 from packages.routes import WILDCARD, RouteMatch, static_file
 

@@ -13,9 +13,9 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from accounts.signals import access_changed
-from appspaces.gateway import broadcast
-from appspaces.gateway.config import SessionInfo, configs, sessions
-from appspaces.gateway.connections import revalidate_threadsafe
+from appspaces.gateway.state import broadcast
+from appspaces.gateway.state.config import SessionInfo, configs, sessions
+from appspaces.gateway.state.connections import revalidate_threadsafe
 from appspaces.models import AllowlistEntry, Appspace, AppspaceSession, AppspaceUser
 from appspaces.sharing.sessions import sessions_revoked
 

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from django.conf import settings
 
 from appspaces.gateway.auth import Refusal, RequestFacts, admit
-from appspaces.gateway.config import AppspaceConfig, Member, configs, sessions
+from appspaces.gateway.state.config import AppspaceConfig, Member, configs, sessions
 
 log = logging.getLogger(__name__)
 
