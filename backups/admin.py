@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import Count, Max, Q, Sum
 from django.shortcuts import render
@@ -14,6 +15,8 @@ from django.utils import timezone
 from appspaces.models import Appspace
 from backups.models import Backup, BackupPolicy, InstanceBackup, OffsiteCheck
 from backups.schedule import clamp_interval
+
+INSTANCE_ROWS = 10  # the newest whole-instance backups listed on the health page
 
 
 def health_rows(now=None) -> list[dict]:
@@ -131,6 +134,12 @@ class BackupAdmin(admin.ModelAdmin):
                 "total_bytes": sum(r["bytes"] for r in rows),
                 "last_instance": InstanceBackup.objects.first(),
                 "last_good": InstanceBackup.objects.filter(state="ready").first(),
+                "instance_backups": InstanceBackup.objects.all()[:INSTANCE_ROWS],
+                "instance_keep": {
+                    "last": settings.DS_BACKUP_INSTANCE_KEEP_LAST,
+                    "daily": settings.DS_BACKUP_INSTANCE_KEEP_DAILY,
+                    "weekly": settings.DS_BACKUP_INSTANCE_KEEP_WEEKLY,
+                },
                 **offsite_health(),
             },
         )

@@ -170,6 +170,8 @@ class InstanceBackup(models.Model):
     finished = models.DateTimeField(null=True, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     target = models.CharField(max_length=500)  # a path or snapshot id; never credentials
+    snapshot = models.CharField(max_length=64, blank=True)  # its id in the repository, if there
+    forgotten = models.DateTimeField(null=True, blank=True)  # when repository retention forgot it
     size_bytes = models.BigIntegerField(default=0)
     appspace_count = models.PositiveIntegerField(default=0)
     message = models.TextField(blank=True)

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -37,7 +38,8 @@ from appspaces.sandboxes import DataUnavailable, appspace_data_held
 from backups.format.archive import archive_name, hash_files, verify_archive, write_archive
 from backups.format.metadata import ArchiveError, Metadata
 from backups.models import Backup, BackupPolicy
-from backups.offsite.copies import offsite_job_create
+from backups.offsite import tree
+from backups.offsite.copies import offsite_enabled, offsite_job_create
 from backups.quiesce import QuiesceError, Quiescer
 from backups.retention import retention_apply
 from backups.snapshot import SnapshotError, take_snapshot
@@ -261,7 +263,6 @@ def _make(backup: Backup, appspace: Appspace, report: Reporter) -> None:
         metadata=metadata,
         progress=report.span(40, 85, snap.total_bytes),
     )
-    remove_tree(staging)
     backup.size_bytes = size
     try:
         _check_cap(appspace.owner, extra=size)
@@ -273,6 +274,8 @@ def _make(backup: Backup, appspace: Appspace, report: Reporter) -> None:
         report.step("Verifying the archive", 85)
         verify_archive(backup.path, progress=report.span(85, 99, snap.total_bytes))
         verified_at = timezone.now()
+    _offsite_tree(backup, appspace, staging, metadata)
+    remove_tree(staging)
     warnings = [f"{s['path']}: {s['reason']}" for s in snap.skipped][:100]
     Backup.objects.filter(pk=backup.pk).update(
         state=Backup.State.READY,
@@ -287,6 +290,22 @@ def _make(backup: Backup, appspace: Appspace, report: Reporter) -> None:
         message="",
     )
     backup.refresh_from_db()
+
+
+def _offsite_tree(backup: Backup, appspace: Appspace, staging: Path, metadata: Metadata) -> None:
+    """With an off-site repository, the staging copy (just hashed into the archive's metadata)
+    becomes the tree the next off-site copy sends (backups/offsite/tree.py): its changed files
+    are moved there instead of deleted. Skipped while a copy is reading the tree: that job then
+    brings the tree up to date from the archive itself."""
+    if not offsite_enabled():
+        return
+    key = str(appspace.public_id)
+    try:
+        with tree.locked(key, wait=False) as got:
+            if got:
+                tree.update(key, str(backup.public_id), staging, metadata)
+    except OSError as exc:  # the backup stands; the copy job rebuilds the tree from the archive
+        log.warning("off-site tree of %s not updated: %s", key, exc)
 
 
 def backup_fail(backup: Backup, message: str) -> None:

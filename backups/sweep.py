@@ -28,6 +28,8 @@ from django.utils import timezone
 from appspaces.jobs import job_finish
 from appspaces.models import Appspace, Job
 from backups.models import Backup, backups_root
+from backups.offsite import tree
+from backups.offsite.copies import offsite_enabled
 from backups.quiesce import thaw_quietly
 from backups.services import backup_fail
 from packages.extraction import remove_tree
@@ -107,8 +109,11 @@ def orphans_remove() -> int:
     if uploads.is_dir():  # restore uploads whose job died (a job removes its own when it ends)
         limit = time.time() - 24 * 3600
         for entry in uploads.iterdir():
-            if entry.stat().st_mtime < limit:
-                entry.unlink(missing_ok=True)
+            if entry.lstat().st_mtime < limit:
+                if entry.is_dir() and not entry.is_symlink():
+                    remove_tree(entry)  # an off-site tree being fetched (backups/offsite/tree.py)
+                else:
+                    entry.unlink(missing_ok=True)
                 removed += 1
     return removed
 
@@ -130,6 +135,19 @@ def deleted_appspaces_folders_remove() -> int:
     removed = 0
     for folder in root.iterdir():
         if folder.is_dir() and not folder.name.startswith(".") and folder.name not in known:
+            remove_tree(folder)
+            removed += 1
+    return removed + _offsite_trees_remove(known)
+
+
+def _offsite_trees_remove(known: set[str]) -> int:
+    """Off-site trees (backups/offsite/tree.py) of appspaces that are gone, or all of them when
+    no repository is configured any more."""
+    if not tree.root().is_dir():
+        return 0
+    removed = 0
+    for folder in tree.root().iterdir():
+        if not offsite_enabled() or folder.name not in known:
             remove_tree(folder)
             removed += 1
     return removed

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.conf import settings
 
 from backups import retention, schedule, sweep, verification
+from backups.instance import repository as instance_repo
 from backups.instance import snapshot
 from backups.offsite import copies
 from backups.restore import restore_job_run
 from backups.services import backup_job_run
+
+log = logging.getLogger(__name__)
 
 
 @shared_task
@@ -61,7 +66,21 @@ def offsite_upload(self, job_id: int) -> str:
 @shared_task
 def offsite_prune() -> int:
     copies.offsite_catch_up()  # failed or interrupted copies are tried again first
-    return copies.offsite_prune_all()
+    done = copies.offsite_prune_all()
+    instance_retention()
+    return done
+
+
+@shared_task
+def instance_retention() -> int | None:
+    """Instance snapshots in the repository, by their policy (None: no repository, or failed)."""
+    if not copies.offsite_enabled():
+        return None
+    try:
+        return len(instance_repo.retention())
+    except instance_repo.RepositoryUnavailable as exc:
+        log.warning("%s", exc)
+        return None
 
 
 @shared_task

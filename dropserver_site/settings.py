@@ -717,6 +717,10 @@ DS_BACKUP_VERIFY_DAYS = env.int("DS_BACKUP_VERIFY_DAYS", default=7)  # re-read e
 # credentials (AWS_*, B2_*, ...) are read by restic from the environment, never from the DB.
 DS_BACKUP_REPOSITORY = env.str("DS_BACKUP_REPOSITORY", default="")
 DS_BACKUP_REPOSITORY_PASSWORD_FILE = env.str("DS_BACKUP_REPOSITORY_PASSWORD_FILE", default="")
+# sftp: repositories: the private key ssh logs in with, and the known_hosts file that pins the
+# server's host key (host keys are always checked strictly; empty: the service user's ~/.ssh).
+DS_BACKUP_SSH_KEY_FILE = env.str("DS_BACKUP_SSH_KEY_FILE", default="")
+DS_BACKUP_SSH_KNOWN_HOSTS = env.str("DS_BACKUP_SSH_KNOWN_HOSTS", default="")
 # Upload attempts of one backup (backoff doubles from OFFSITE_RETRY_SECONDS), the integrity
 # check's interval and how much pack data each check re-reads (restic --read-data-subset).
 DS_BACKUP_OFFSITE_RETRIES = env.int("DS_BACKUP_OFFSITE_RETRIES", default=5)
@@ -724,11 +728,20 @@ DS_BACKUP_OFFSITE_RETRY_SECONDS = env.int("DS_BACKUP_OFFSITE_RETRY_SECONDS", def
 DS_BACKUP_OFFSITE_CHECK_HOURS = env.int("DS_BACKUP_OFFSITE_CHECK_HOURS", default=24)
 DS_BACKUP_OFFSITE_CHECK_READ = env.str("DS_BACKUP_OFFSITE_CHECK_READ", default="5%")
 # Whole-instance backups (manage.py backup_instance): every this many hours (0: off) into
-# DS_BACKUP_INSTANCE_DIR (one folder per snapshot); an appspace whose newest verified backup is
-# older than DS_BACKUP_INSTANCE_FRESH_MINUTES is backed up first.
+# DS_BACKUP_INSTANCE_DIR (one folder per snapshot), or with no folder into the repository; an
+# appspace whose newest verified backup is older than DS_BACKUP_INSTANCE_FRESH_MINUTES is backed
+# up first. In the repository this instance keeps its newest KEEP_LAST snapshots and the newest
+# of each of the last KEEP_DAILY days and KEEP_WEEKLY weeks (backups/instance/repository.py).
 DS_BACKUP_INSTANCE_HOURS = env.int("DS_BACKUP_INSTANCE_HOURS", default=0)
 DS_BACKUP_INSTANCE_DIR = env.str("DS_BACKUP_INSTANCE_DIR", default="")
 DS_BACKUP_INSTANCE_FRESH_MINUTES = env.int("DS_BACKUP_INSTANCE_FRESH_MINUTES", default=60)
+DS_BACKUP_INSTANCE_KEEP_LAST = env.int("DS_BACKUP_INSTANCE_KEEP_LAST", default=3)
+DS_BACKUP_INSTANCE_KEEP_DAILY = env.int(
+    "DS_BACKUP_INSTANCE_KEEP_DAILY", default=DS_BACKUP_KEEP_DAILY
+)
+DS_BACKUP_INSTANCE_KEEP_WEEKLY = env.int(
+    "DS_BACKUP_INSTANCE_KEEP_WEEKLY", default=DS_BACKUP_KEEP_WEEKLY
+)
 
 # --- Health -----------------------------------------------------------------------------------
 # Owned by dropserver_site/observe/health.py (see docs/operations.md, "Health"): what /readyz

@@ -8,6 +8,7 @@ want=(bubblewrap libseccomp2 caddy restic)  # caddy: the TLS edge; restic: off-s
 [[ "${1:-run}" == test ]] && want+=(chromium iproute2 strace)  # ip netns: the sandbox network tests; strace: the seccomp trace
 [[ "${1:-run}" == test ]] && want+=(wrk)  # the load generator of bench/gateway.py
 [[ "${1:-run}" == test ]] && want+=(pebble libnss3-tools)  # TLS tests: a local ACME CA; certutil (Chromium trusting a test root)
+[[ "${1:-run}" == test ]] && want+=(openssh-server openssh-client)  # the off-site drill's sshd on loopback (sftp: repository)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -21,6 +22,11 @@ if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
   # runs Caddy itself (`serve`, DS_TLS), so that one is switched off when we installed it.
   if [[ " ${missing[*]} " == *" caddy "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
     systemctl disable --now caddy.service >/dev/null 2>&1 || true
+  fi
+  # Likewise the sshd Debian's openssh-server starts on :22: the tests start their own, on
+  # loopback, with their own config; one we installed is not left listening on every address.
+  if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now ssh.service >/dev/null 2>&1 || true
   fi
 else
   echo "Dropserver needs: ${missing[*]}. Install with:"

@@ -161,7 +161,8 @@ def instance_backup(
             os.rename(stage, to)
         if send is not None:
             step("Sending the snapshot to the repository")
-            record.target = send(to)
+            record.snapshot = send(to)
+            record.target = f"repository snapshot {record.snapshot[:8]}"
             manifest["repository"] = record.target
     except BaseException as exc:
         remove_tree(stage)
@@ -181,6 +182,12 @@ def instance_backup(
     if send is not None:
         remove_tree(to)
     record.done(size=size, appspaces=len(manifest["appspaces"]), warnings=manifest["warnings"])
+    if send is not None:
+        step("Forgetting instance snapshots the retention policy no longer keeps")
+        try:
+            instance_repo.retention()
+        except instance_repo.RepositoryUnavailable as exc:  # the snapshot itself is safe
+            manifest["warnings"].append(str(exc))
     return manifest
 
 
@@ -231,19 +238,23 @@ def _write_snapshot(stage: Path, with_secrets: bool, step: Step) -> dict:
 
 
 def instance_backup_due() -> str:
-    """The schedule: a snapshot into DS_BACKUP_INSTANCE_DIR every DS_BACKUP_INSTANCE_HOURS."""
+    """The schedule: every DS_BACKUP_INSTANCE_HOURS a snapshot into DS_BACKUP_INSTANCE_DIR, or
+    with no folder set into the configured repository (where retention then applies)."""
     hours, folder = settings.DS_BACKUP_INSTANCE_HOURS, settings.DS_BACKUP_INSTANCE_DIR
-    if hours <= 0 or not folder:
+    to_repository = bool(
+        settings.DS_BACKUP_REPOSITORY and settings.DS_BACKUP_REPOSITORY_PASSWORD_FILE
+    )
+    if hours <= 0 or not (folder or to_repository):
         return "off"
     since = timezone.now() - timedelta(hours=hours)
     if InstanceBackup.objects.filter(state=InstanceBackup.State.READY, created__gte=since):
         return "not due"
-    to = Path(folder) / f"instance-{timezone.now():%Y%m%dT%H%M%S}"
+    to = Path(folder) / f"instance-{timezone.now():%Y%m%dT%H%M%S}" if folder else None
     try:
-        instance_backup(to)
+        manifest = instance_backup(to)
     except InstanceError as exc:
         return f"failed: {exc}"
-    return str(to)
+    return str(to) if to else manifest["repository"]
 
 
 # --- Restore ----------------------------------------------------------------------------------

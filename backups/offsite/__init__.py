@@ -9,4 +9,7 @@ Modules:
   `restic`).
 - `copies`: the OFFSITE job, retention and integrity check there, fetching a snapshot's
   archive for a restore.
+- `tree`: what a copy sends, the archive's file tree (so restic skips unchanged files), and
+  turning a restored tree back into an archive for the verified restore path.
+- `sftp`: the strict ssh command restic runs for `sftp:` repositories.
 """

@@ -1,5 +1,6 @@
-"""Off-site copies of appspace backups: the OFFSITE job that uploads a READY archive to the
-configured restic repository (tagged with the appspace, the backup and its kind), retention
+"""Off-site copies of appspace backups: the OFFSITE job that uploads a READY backup to the
+configured restic repository as a file tree (backups/offsite/tree.py; tagged with the appspace,
+the backup, its kind and `format=tree`), retention
 there by each appspace's policy, the periodic integrity check, and fetching an archive back
 from a snapshot for the verified restore path (backups/restore.py).
 
@@ -27,9 +28,12 @@ from appspaces.jobs import (
     job_step,
 )
 from appspaces.models import Appspace, Job
+from backups.format.metadata import ArchiveError
 from backups.models import Backup, OffsiteCheck
+from backups.offsite import tree
 from backups.offsite.restic import Repository, ResticError
 from backups.store import backup_policy
+from packages.extraction import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +48,12 @@ def offsite_enabled() -> bool:
     return bool(settings.DS_BACKUP_REPOSITORY and settings.DS_BACKUP_REPOSITORY_PASSWORD_FILE)
 
 
+def tree_key(backup: Backup) -> str:
+    return str(backup.appspace.public_id if backup.appspace_id else backup.kept_folder)
+
+
 def backup_tags(backup: Backup) -> list[str]:
-    folder = backup.appspace.public_id if backup.appspace_id else backup.kept_folder
-    return [f"appspace={folder}", f"backup={backup.public_id}", f"kind={backup.kind}"]
+    return [f"appspace={tree_key(backup)}", f"backup={backup.public_id}", f"kind={backup.kind}"]
 
 
 # --- the upload job -----------------------------------------------------------------------------
@@ -85,13 +92,26 @@ def offsite_copy(backup: Backup, job: Job | None = None) -> str:
         if job is not None:
             job_progress(job, 10 + int(fraction * 85))
 
+    key = tree_key(backup)
     try:
         if not backup.path.is_file():
             raise ResticError(ResticError.NOT_FOUND, "The backup's archive is missing locally.")
-        repo.ensure()
-        snapshot = repo.backup(
-            [backup.path], backup_tags(backup), time=backup.created, progress=progress
-        )
+        with tree.locked(key):
+            if tree.held(key) != str(backup.public_id):
+                try:  # the tree holds another backup: from the archive, verified
+                    tree.update_from_archive(key, str(backup.public_id), backup.path)
+                except (ArchiveError, OSError) as exc:
+                    raise ResticError(
+                        ResticError.FAILED, f"The archive could not be unpacked: {exc}"
+                    ) from None
+            paths, tags = [tree.tree_dir(key)], [*backup_tags(backup), tree.TAG]
+            try:
+                snapshot = repo.backup(paths, tags, time=backup.created, progress=progress)
+            except ResticError as exc:
+                if exc.kind != ResticError.NO_REPOSITORY:
+                    raise
+                repo.ensure()  # the first copy: create the repository (one restic run less
+                snapshot = repo.backup(paths, tags, time=backup.created, progress=progress)
     except ResticError as exc:
         Backup.objects.filter(pk=backup.pk).update(
             offsite_state=Backup.Offsite.FAILED, offsite_message=exc.message
@@ -235,9 +255,26 @@ def offsite_fetch(*, appspace: Appspace, snapshot_id: str, dest: Path) -> None:
     ]
     if len(found) != 1 or len(found[0].paths) != 1:
         raise ResticError(ResticError.NOT_FOUND, "This off-site snapshot does not exist.")
+    snap = found[0]
+    if tree.TAG not in snap.tags:  # copies made before trees: the archive file itself
+        try:
+            with open(dest, "wb") as out:
+                repo.dump(snap.id, snap.paths[0], out)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return
+    scratch = dest.with_name(f".{dest.name}.tree")
     try:
-        with open(dest, "wb") as out:
-            repo.dump(found[0].id, found[0].paths[0], out)
+        repo.restore(snap.id, scratch)
+        tree.to_archive(scratch / snap.paths[0].lstrip("/"), dest)
+    except (ArchiveError, OSError) as exc:
+        dest.unlink(missing_ok=True)
+        raise ResticError(
+            ResticError.CORRUPTED, f"The off-site snapshot is damaged: {exc}"
+        ) from None
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
+    finally:
+        remove_tree(scratch)

@@ -9,7 +9,7 @@ API (all methods raise `ResticError` with a `kind` and a scrubbed `message`):
 - `snapshots(tags=None)` -> [Snapshot], oldest first; tags match all given ("k=v" strings)
 - `dump(snapshot, path, out)`: write one file of a snapshot to `out` (an open binary file)
 - `restore(snapshot, target, include=None)`: restore (part of) a snapshot under `target`
-- `forget(snapshot_ids, prune=True)` / `forget_policy(tags, keep_daily, keep_weekly, ...)`
+- `forget(snapshot_ids, prune=True)` / `forget_policy(tags, keep_last, keep_daily, ...)`
 - `check(read_data_subset=None)` -> CheckResult(ok, output)
 - `unlock()`: remove stale locks (left by a killed restic)
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import IO
 
 from backups.offsite.results import CheckResult, ResticError, Snapshot, classify
+from backups.offsite.sftp import sftp_command
 
 __all__ = ["CheckResult", "Repository", "ResticError", "Snapshot", "classify", "REDACTED"]
 
@@ -81,8 +83,12 @@ class Repository:
         env: dict[str, str] | None = None,
         cache_dir: str | os.PathLike | None = None,
         timeout: float | None = None,
+        ssh_key: str | os.PathLike = "",
+        ssh_known_hosts: str | os.PathLike = "",
     ):
         self.location = location
+        self.ssh_key = str(ssh_key or "")
+        self.ssh_known_hosts = str(ssh_known_hosts or "")
         self.password_file = str(password_file) if password_file else ""
         self._env = dict(os.environ if env is None else env)
         self.cache_dir = str(cache_dir) if cache_dir else None
@@ -97,6 +103,8 @@ class Repository:
             settings.DS_BACKUP_REPOSITORY,
             settings.DS_BACKUP_REPOSITORY_PASSWORD_FILE,
             cache_dir=cache,
+            ssh_key=settings.DS_BACKUP_SSH_KEY_FILE,
+            ssh_known_hosts=settings.DS_BACKUP_SSH_KNOWN_HOSTS,
         )
 
     def is_local(self) -> bool:
@@ -155,25 +163,7 @@ class Repository:
         return base + list(args)
 
     def _sftp_command(self) -> str:
-        rest = self.location[len("sftp:") :]
-        hostpart = rest[2:].split("/", 1)[0] if rest.startswith("//") else rest.split(":", 1)[0]
-        user = ""
-        if "@" in hostpart:
-            user, hostpart = hostpart.rsplit("@", 1)
-        port = ""
-        if hostpart.startswith("["):
-            host, _, port = hostpart[1:].partition("]")
-            port = port.lstrip(":")
-        elif hostpart.count(":") == 1:
-            host, port = hostpart.split(":")
-        else:
-            host = hostpart
-        cmd = "ssh -o BatchMode=yes -o ConnectTimeout=10"
-        if port:
-            cmd += f" -p {int(port)}"
-        if user:
-            cmd += f" -l {user}"
-        return f"{cmd} {host} -s sftp"
+        return sftp_command(self.location, self.ssh_key, self.ssh_known_hosts)
 
     def _check_configured(self) -> None:
         if not self.configured():
@@ -230,7 +220,33 @@ class Repository:
         text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
         text = self.scrub(text.strip())
         lines = [ln for ln in text.splitlines() if ln.strip()]
-        return ResticError(classify(text), "\n".join(lines[-8:])[-2000:] or "restic failed")
+        kind = classify(text)
+        if kind == ResticError.UNREACHABLE and "unable to start the sftp session" in text:
+            # restic may exit before it has passed on all of ssh's error output: ask ssh.
+            why = self._ssh_diagnosis()
+            if "host key verification failed" in why.lower():
+                return ResticError(
+                    ResticError.HOST_KEY,
+                    "The sftp server's host key is not one this host trusts (the known_hosts "
+                    "file of DS_BACKUP_SSH_KNOWN_HOSTS): Host key verification failed.\n" + why,
+                )
+        return ResticError(kind, "\n".join(lines[-8:])[-2000:] or "restic failed")
+
+    def _ssh_diagnosis(self) -> str:
+        """ssh's own error output for the sftp command restic runs (scrubbed, last lines)."""
+        try:
+            proc = subprocess.run(
+                shlex.split(self._sftp_command()),
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired, ResticError):
+            return ""
+        lines = [ln for ln in self.scrub(proc.stderr.decode(errors="replace")).splitlines()]
+        return "\n".join(ln for ln in lines[-4:] if ln.strip())[-1000:]
 
     # --- operations ---------------------------------------------------------------------------
 
@@ -372,11 +388,13 @@ class Repository:
         keep_weekly: int = 0,
         keep_within: str = "",
         prune: bool = True,
+        group_by: str = "",
     ) -> None:
-        """`restic forget` by policy over the snapshots that have all `tags`."""
-        # One group: the snapshots with all `tags` (grouping by tags would split them, as each
-        # carries its own backup=<id> tag).
-        args = ["forget", "--group-by", "", "--tag", ",".join(tags)]
+        """`restic forget` by policy over the snapshots that have all `tags`, in groups of
+        `group_by` (restic's: "host", "paths", "tags", comma-joined; "" is one group)."""
+        # By default one group: the snapshots with all `tags` (grouping by tags would split
+        # them, as each carries its own backup=<id> tag).
+        args = ["forget", "--group-by", group_by, "--tag", ",".join(tags)]
         if keep_last:
             args += ["--keep-last", str(keep_last)]
         if keep_daily:

@@ -18,6 +18,7 @@ class ResticError(Exception):
     LOCKED = "locked"
     NOT_CONFIGURED = "not-configured"
     NOT_FOUND = "not-found"
+    HOST_KEY = "host-key"  # sftp: the server's host key is unknown or not the pinned one
     FAILED = "failed"
 
     def __init__(self, kind: str, message: str):
@@ -55,6 +56,8 @@ def classify(stderr: str) -> str:
     text = stderr.lower()
     if "wrong password" in text or "no key found" in text:
         return ResticError.WRONG_PASSWORD
+    if "host key verification failed" in text:
+        return ResticError.HOST_KEY
     if "no space left" in text or "disk quota exceeded" in text:
         return ResticError.NO_SPACE
     if "repository is already locked" in text or "unable to create lock" in text:

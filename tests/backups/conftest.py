@@ -6,6 +6,7 @@
 - `fill(appspace, {rel: bytes | str})`: write files into the appspace's data dir.
 - `tree_hashes(path)` -> {rel: sha256}: a folder's files as the host sees them.
 - `logged_in(user)` -> a test Client on the panel host.
+- `sshd` (tests/backups/sshd.py): a real OpenSSH server on a loopback port, for sftp: repositories.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.test import Client
 
 from appspaces.models import App, Appspace, AppVersion
+from tests.backups.sshd import sshd  # noqa: F401 (fixture: a real sshd on loopback)
 from tests.sandbox.fixtures import (  # noqa: F401 (fixtures)
     http_request,
     lay_out_app,

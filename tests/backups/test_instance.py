@@ -26,7 +26,9 @@ from backups.instance.snapshot import (
     read_manifest,
 )
 from backups.models import InstanceBackup
+from packages.extraction import remove_tree
 from tests.backups.conftest import fill, tree_hashes
+from tests.backups.sshd import listeners
 from tests.conftest import PASSWORD, make_user
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -75,16 +77,27 @@ def manage(env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def use_repository(tmp_path: Path, settings, env: dict, password: str = "drill pw") -> Path:
-    """A real restic repository on this machine, for this instance and the second one."""
-    repo = tmp_path / "repo"
+def use_repository(
+    tmp_path: Path, settings, env: dict, password: str = "drill pw", sshd=None
+) -> Path:
+    """A real restic repository on this machine, for this instance and the second one: a local
+    folder, or with `sshd` (tests/backups/sshd.py) a folder reached over SFTP on loopback, with
+    the server's host key pinned in a known_hosts file as an admin configures it."""
+    repo = (sshd.home if sshd else tmp_path) / "repo"
+    location = sshd.location(repo) if sshd else str(repo)
     pw = tmp_path / "repo-password"
     pw.write_text("drill pw\n")
-    settings.DS_BACKUP_REPOSITORY = str(repo)
+    settings.DS_BACKUP_REPOSITORY = location
     settings.DS_BACKUP_REPOSITORY_PASSWORD_FILE = str(pw)
     other_pw = tmp_path / "repo-password-2"
     other_pw.write_text(password + "\n")
-    env.update(DS_BACKUP_REPOSITORY=str(repo), DS_BACKUP_REPOSITORY_PASSWORD_FILE=str(other_pw))
+    env.update(DS_BACKUP_REPOSITORY=location, DS_BACKUP_REPOSITORY_PASSWORD_FILE=str(other_pw))
+    if sshd:
+        ssh = {"DS_BACKUP_SSH_KEY_FILE": str(sshd.client_key)}
+        ssh["DS_BACKUP_SSH_KNOWN_HOSTS"] = str(sshd.known_hosts)
+        for name, value in ssh.items():
+            setattr(settings, name, value)
+        env.update(ssh)
     return repo
 
 
@@ -111,9 +124,9 @@ print(json.dumps(out))
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("where", ["folder", "tar", "repository"])
+@pytest.mark.parametrize("where", ["folder", "tar", "repository", "sftp"])
 def test_the_drill_rebuilds_every_user_app_and_appspace_on_an_empty_instance(
-    ds_data_dir, make_appspace, second_instance, tmp_path, where, settings
+    ds_data_dir, make_appspace, second_instance, tmp_path, where, settings, request
 ):
     alice = make_user("alice@example.com")
     bob = make_user("bob@example.com")
@@ -136,11 +149,17 @@ def test_the_drill_rebuilds_every_user_app_and_appspace_on_an_empty_instance(
     before = {s.subdomain: tree_hashes(s.data_path) for s in contents}
 
     env, new_data = second_instance
-    if where == "repository":
-        repo = use_repository(tmp_path, settings, env)
+    if where in ("repository", "sftp"):
+        # sftp: a real sshd on a loopback port (tests/backups/sshd.py), nothing else listening.
+        sshd = request.getfixturevalue("sshd") if where == "sftp" else None
+        if sshd is not None:
+            assert listeners(sshd.proc.pid) == [f"127.0.0.1:{sshd.port}"]
+        repo = use_repository(tmp_path, settings, env, sshd=sshd)
         call_command("backup_instance")
         assert not (ds_data_dir / ".instance-backup").exists()
         assert any((repo / "snapshots").iterdir())
+        if sshd is not None:  # it went through the server: sshd logged the key's logins
+            assert "Accepted publickey for" in sshd.log.read_text()
         args = []
     else:
         target = tmp_path / ("snap.tar" if where == "tar" else "snap")
@@ -465,3 +484,66 @@ def test_an_sqlite_instance_round_trips_through_a_tar_file(data_root, tmp_path):
     check = manage(new, "shell", "-c", "from accounts.models import User; "
                    "print(User.objects.get().check_password('pw pw pw 123'))")  # fmt: skip
     assert check.stdout.strip().endswith("True")
+
+
+@pytest.mark.django_db
+def test_repository_retention_keeps_this_instances_last_daily_and_weekly_snapshots(
+    ds_data_dir, tmp_path, settings, admin_user, logged_in
+):
+    from datetime import timedelta
+
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from backups.instance import repository as instance_repo
+    from backups.tasks import instance_backup_scheduled
+
+    use_repository(tmp_path, settings, {})
+    settings.DS_BACKUP_INSTANCE_KEEP_LAST = 2
+    settings.DS_BACKUP_INSTANCE_KEEP_DAILY = 3
+    settings.DS_BACKUP_INSTANCE_KEEP_WEEKLY = 0
+    repo = instance_repo.repository()
+    repo.ensure()
+    # Older snapshots of this instance (same host, same staging folder), as earlier runs left
+    # them, each with its row; and one of another machine sharing the repository.
+    now = timezone.now()
+    staging = instance_repo.staging_folder()
+    day = timedelta(days=1)
+    noon = (now - 5 * day).replace(hour=12, minute=0)  # two on one day, whatever the hour now
+    times = {"10d": now - 10 * day, "9d": now - 9 * day, "5d-early": noon - timedelta(hours=2),
+             "5d-late": noon, "4d": now - 4 * day}  # fmt: skip
+    ids = {}
+    for name, when in times.items():
+        staging.mkdir()
+        (staging / "manifest.json").write_text(name)
+        ids[name] = repo.backup([staging], [instance_repo.TAG], time=when)
+        InstanceBackup.objects.create(
+            created=when, state="ready", snapshot=ids[name], target=f"repository {name}"
+        )
+        remove_tree(staging)
+    staging.mkdir()
+    other = repo.backup([staging], [instance_repo.TAG], host="old-machine", time=times["10d"])
+    remove_tree(staging)
+
+    settings.DS_BACKUP_INSTANCE_HOURS = 24  # no DS_BACKUP_INSTANCE_DIR: into the repository
+    made = instance_backup_scheduled()
+    assert made.startswith("repository snapshot "), made
+    instance_backup()  # a second one today
+
+    kept = {s.id for s in repo.snapshots([instance_repo.TAG])}
+    today = [r.snapshot for r in InstanceBackup.objects.filter(created__gte=now)]
+    kept = {k[:8] for k in kept}  # restic 0.14 names a new snapshot by its short id
+    assert len(today) == 2 and {t[:8] for t in today} <= kept  # the newest two
+    assert {ids["4d"][:8], ids["5d-late"][:8]} <= kept  # and the newest of the last 3 days
+    assert not {ids["10d"][:8], ids["9d"][:8], ids["5d-early"][:8]} & kept
+    assert other[:8] in kept  # another instance's snapshots are its own to forget
+    assert len(kept) == 5
+    forgotten = InstanceBackup.objects.exclude(forgotten=None)
+    assert sorted(r.target for r in forgotten) == [
+        "repository 10d", "repository 5d-early", "repository 9d"]  # fmt: skip
+    assert repo.check().ok  # pruned, and consistent
+
+    page = logged_in(admin_user).get(reverse("admin:backup_health")).content.decode()
+    assert 'id="instance-snapshots"' in page
+    assert page.count("forgotten by retention") == 3
+    assert f"repository snapshot {today[0][:8]}" in page and "keeps the newest 2" in page

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from appspaces.models import Job
 from backups.models import Backup, OffsiteCheck
+from backups.offsite import tree
 from backups.offsite.copies import (
     offsite_catch_up,
     offsite_check,
@@ -64,7 +65,10 @@ def test_a_ready_backup_is_copied_off_site_with_tags(offsite, appspace):
     assert job.progress == 100
     (snap,) = repository().snapshots([f"appspace={appspace.public_id}"])
     assert snap.tag("backup") == str(backup.public_id) and snap.tag("kind") == "manual"
-    assert snap.paths == [str(backup.path)]
+    # sent as the archive's tree (backups/offsite/tree.py), so restic can skip what is unchanged
+    assert snap.tag("format") == "tree" and snap.paths == [
+        str(tree.tree_dir(str(appspace.public_id)))
+    ]
 
 
 def test_no_repository_no_job(appspace, settings):
@@ -223,3 +227,120 @@ def test_the_owner_restores_from_the_off_site_copy_through_the_page(
     assert response.status_code == 302
     job = Job.objects.get(kind=Job.Kind.RESTORE, appspace=appspace)
     assert job.params["offsite"] == backup.offsite_snapshot and "backup" not in job.params
+
+
+def _inodes(root) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_ino for p in root.rglob("*") if p.is_file()}
+
+
+def test_the_next_copy_sends_only_what_changed_and_restores_byte_for_byte(offsite, appspace):
+    key = str(appspace.public_id)
+    first = backup_create(appspace=appspace, kind=Backup.Kind.MANUAL)
+    offsite_job_run(job_id=copy_job(first).pk)
+    data = tree.tree_dir(key) / "data"
+    before = _inodes(data)
+    assert sorted(before) == ["a/b.txt", "db.sqlite3", "top.txt"]
+    (appspace.data_path / "top.txt").write_text("top, changed")
+    second = backup_create(appspace=appspace, kind=Backup.Kind.MANUAL)
+    assert tree.held(key) == str(second.public_id)  # updated from the backup's staging copy
+    after = _inodes(data)
+    # unchanged files keep their inode and times: restic (same path, a parent snapshot) skips
+    # them; the changed one is a new file
+    assert after["a/b.txt"] == before["a/b.txt"] and after["db.sqlite3"] == before["db.sqlite3"]
+    assert after["top.txt"] != before["top.txt"]
+    offsite_job_run(job_id=copy_job(second).pk)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    diff = repository().run("diff", first.offsite_snapshot, second.offsite_snapshot)
+    changed = [ln for ln in diff.stdout.decode().splitlines() if ln[:1] in "M+-" and "/" in ln]
+    assert sorted(ln.split("/")[-1] for ln in changed) == ["dropserver-backup.json", "top.txt"]
+
+    saved = tree_hashes(appspace.data_path)
+    fill(appspace, {"top.txt": "lost"})
+    for b in (first, second):
+        b.path.unlink()  # the disk with the archives is gone
+    job = restore_job_create(appspace=appspace, offsite=second.offsite_snapshot, enqueue=False)
+    assert restore_job_run(job_id=job.pk) == Job.State.SUCCEEDED
+    assert tree_hashes(appspace.data_path) == saved
+
+
+def test_an_older_backup_is_copied_from_its_own_archive(offsite, appspace):
+    key = str(appspace.public_id)
+    older = backup_create(appspace=appspace, kind=Backup.Kind.MANUAL)
+    saved = tree_hashes(appspace.data_path)
+    fill(appspace, {"top.txt": "newer"})
+    newer = backup_create(appspace=appspace, kind=Backup.Kind.MANUAL)
+    assert tree.held(key) == str(newer.public_id)
+    offsite_job_run(job_id=copy_job(older).pk)  # the tree holds the newer one: unpacked, verified
+    older.refresh_from_db()
+    assert older.offsite_state == Backup.Offsite.COPIED and tree.held(key) == str(older.public_id)
+    job = restore_job_create(appspace=appspace, offsite=older.offsite_snapshot, enqueue=False)
+    assert restore_job_run(job_id=job.pk) == Job.State.SUCCEEDED
+    assert tree_hashes(appspace.data_path) == saved
+    assert not (tree.folder(key) / ".extract").exists()
+
+
+def test_archive_snapshots_from_before_trees_still_restore(offsite, appspace):
+    from backups.offsite.copies import backup_tags
+
+    backup = backup_create(appspace=appspace, kind=Backup.Kind.MANUAL)
+    repo = repository()
+    repo.ensure()
+    sid = repo.backup([backup.path], backup_tags(backup))  # as copies were made before
+    saved = tree_hashes(appspace.data_path)
+    fill(appspace, {"top.txt": "changed"})
+    job = restore_job_create(appspace=appspace, offsite=sid, enqueue=False)
+    assert restore_job_run(job_id=job.pk) == Job.State.SUCCEEDED
+    assert tree_hashes(appspace.data_path) == saved
+
+
+def test_a_tree_snapshot_with_a_symlink_is_refused(offsite, appspace, tmp_path):
+    """Whoever holds the repository password could send a tree that links to host files."""
+    from backups.offsite.copies import backup_tags
+
+    backup = backup_create(appspace=appspace, kind=Backup.Kind.MANUAL)
+    key = str(appspace.public_id)
+    offsite_job_run(job_id=copy_job(backup).pk)
+    evil = tree.tree_dir(key) / "data" / "top.txt"
+    evil.unlink()
+    evil.symlink_to("/etc/shadow")
+    sid = repository().backup([tree.tree_dir(key)], [*backup_tags(backup), tree.TAG])
+    saved = tree_hashes(appspace.data_path)
+    job = restore_job_create(appspace=appspace, offsite=sid, enqueue=False)
+    assert restore_job_run(job_id=job.pk) == Job.State.FAILED
+    job.refresh_from_db()
+    assert "not a plain file" in job.message
+    assert tree_hashes(appspace.data_path) == saved
+
+
+def test_the_sweep_removes_trees_of_deleted_appspaces_and_all_without_a_repository(
+    offsite, appspace, alice, make_appspace, settings
+):
+    from backups.sweep import deleted_appspaces_folders_remove
+
+    other = make_appspace(alice)
+    fill(other, {"x.txt": "x"})
+    for space in (appspace, other):
+        backup_create(appspace=space, kind=Backup.Kind.MANUAL)
+        assert tree.held(str(space.public_id))
+    gone = str(other.public_id)
+    other.delete()
+    deleted_appspaces_folders_remove()
+    assert not tree.folder(gone).exists() and tree.held(str(appspace.public_id))
+    settings.DS_BACKUP_REPOSITORY = ""  # no repository any more: no trees kept
+    deleted_appspaces_folders_remove()
+    assert not tree.folder(str(appspace.public_id)).exists()
+
+
+def test_a_fetch_left_by_a_dead_worker_is_swept_a_day_later(offsite):
+    from backups.restore import uploads_dir
+    from backups.sweep import orphans_remove
+
+    uploads_dir().mkdir(parents=True, exist_ok=True)
+    left = uploads_dir() / ".offsite-x.tar.zst.tree"
+    (left / "deep").mkdir(parents=True)
+    (left / "deep" / "f").write_text("x")
+    assert orphans_remove() == 0 and left.exists()  # fresh: a fetch may be under way
+    old = timezone.now().timestamp() - 2 * 24 * 3600
+    os.utime(left, (old, old))
+    assert orphans_remove() == 1 and not left.exists()

@@ -174,3 +174,16 @@ def test_interrupted_upload_completes_next_run(repo, tmp_path):
     sid = repo.backup([big], ["appspace=a"])  # the stale lock of the dead run does not block
     assert [s.id[:8] for s in repo.snapshots(["appspace=a"])] == [sid[:8]]
     assert repo.check().ok
+
+
+def test_sftp_ssh_is_strict_and_refuses_paths_it_cannot_pass(tmp_path, pwfile, archive):
+    from backups.offsite.sftp import sftp_command
+
+    cmd = sftp_command("sftp://backup@127.0.0.1:2222//srv/repo", "/k/id", "/k/known_hosts")
+    assert "StrictHostKeyChecking=yes" in cmd and "BatchMode=yes" in cmd
+    assert "UserKnownHostsFile=/k/known_hosts -o GlobalKnownHostsFile=/dev/null" in cmd
+    assert cmd.endswith("-i /k/id -o IdentitiesOnly=yes -p 2222 -l backup 127.0.0.1 -s sftp")
+    spaced = Repository("sftp:backup@127.0.0.1:/srv/repo", pwfile, ssh_key=tmp_path / "a key")
+    with pytest.raises(ResticError) as err:
+        spaced.backup([archive], ["appspace=a"])
+    assert err.value.kind == ResticError.NOT_CONFIGURED and "spaces" in err.value.message
