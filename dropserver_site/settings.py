@@ -290,6 +290,7 @@ _TASK_KINDS = {
     "backups.tasks.offsite_upload": ("jobs", 120 * _MINUTE, 130 * _MINUTE),
     "backups.tasks.offsite_prune": ("jobs", 60 * _MINUTE, 65 * _MINUTE),  # restic forget --prune
     "backups.tasks.offsite_check": ("jobs", 60 * _MINUTE, 65 * _MINUTE),  # restic check
+    "backups.tasks.instance_retention": ("jobs", 60 * _MINUTE, 65 * _MINUTE),  # restic forget
     "backups.tasks.instance_backup_scheduled": ("jobs", 120 * _MINUTE, 130 * _MINUTE),
     "appspaces.tasks.usage_collect": ("housekeeping", 2 * _MINUTE, 3 * _MINUTE),
     "appspaces.tasks.disk_measure": ("housekeeping", 10 * _MINUTE, 12 * _MINUTE),
