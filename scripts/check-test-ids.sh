@@ -6,8 +6,13 @@
 set -euo pipefail
 py=${PY:-.venv/bin/python}
 collect() {
-  PYTHONHASHSEED=$1 "$py" -m pytest --collect-only -q -p no:cacheprovider -p no:xdist 2>&1 \
-    | grep '::' | sort
+  local out
+  if ! out=$(PYTHONHASHSEED=$1 "$py" -m pytest --collect-only -q -p no:cacheprovider -p no:xdist 2>&1); then
+    echo "check-test-ids: collection failed:" >&2
+    grep -v '::' <<<"$out" | tail -n 30 >&2
+    return 2
+  fi
+  grep '::' <<<"$out" | sort
 }
 first=$(collect 1)
 sleep 1.1

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from sandbox import checks, layout
+from sandbox import layout
+from sandbox.walls import checks
 
 REPO = Path(__file__).resolve().parents[2]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
