@@ -480,12 +480,6 @@ def remove_tree(path: Path) -> None:
         path.unlink()
         return
 
-    def make_writable_and_retry(func, failed_path, _exc_info):
-        os.chmod(os.path.dirname(failed_path), 0o700, follow_symlinks=False)
-        with contextlib.suppress(OSError):
-            os.chmod(failed_path, 0o700, follow_symlinks=False)
-        func(failed_path)
-
     # The tree may be an appspace's old data (its uid's): never follow a symlink, even one
     # swapped in after the walk listed a folder (chmod on a symlink fails, and is skipped).
     for folder, dirnames, _ in os.walk(path):
@@ -494,7 +488,23 @@ def remove_tree(path: Path) -> None:
         for name in dirnames:
             with contextlib.suppress(OSError):
                 os.chmod(os.path.join(folder, name), 0o700, follow_symlinks=False)
-    shutil.rmtree(path, onerror=make_writable_and_retry)
+    shutil.rmtree(path, onerror=_retry_writable)
+
+
+def _retry_writable(func, failed_path: str, _exc_info) -> None:
+    """rmtree's error handler: make the entry and its folder writable, then remove it again.
+    rmtree walks by descriptors, so `func` may be `os.open` or `os.scandir` of a folder it could
+    not enter (not callable with a path alone): that folder is then removed whole, by a walk of
+    its own; an `os.unlink`/`os.rmdir` is simply retried."""
+    os.chmod(os.path.dirname(failed_path), 0o700, follow_symlinks=False)
+    with contextlib.suppress(OSError):
+        os.chmod(failed_path, 0o700, follow_symlinks=False)
+    if func in (os.unlink, os.remove, os.rmdir):
+        func(failed_path)
+    elif os.path.isdir(failed_path) and not os.path.islink(failed_path):
+        shutil.rmtree(failed_path)
+    else:
+        os.unlink(failed_path)
 
 
 # --- Reading only the manifest --------------------------------------------------------------

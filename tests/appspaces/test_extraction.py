@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from packages import extraction
 from packages.extraction import (
     CHUNK_BYTES,
     ExtractionLimits,
@@ -188,6 +189,27 @@ def test_it_removes_an_extracted_tree(tmp_path, site):
     safe_extract(archive, site / "files", limits=LIMITS)
     remove_tree(site / "files")
     assert_nothing_left(site)
+
+
+@pytest.mark.parametrize(
+    ("func", "contents"),
+    [(os.open, True), (os.scandir, True), (os.rmdir, False)],
+    ids=["open", "scandir", "rmdir"],
+)
+def test_a_folder_rmtree_could_not_enter_or_remove_is_removed_by_the_retry(
+    tmp_path, func, contents
+):
+    """rmtree walks by descriptors: its error handler gets `os.open` or `os.scandir` for a folder
+    it could not enter, which cannot be called again with the path alone (a TypeError before),
+    and `os.rmdir` for an emptied folder it could not remove."""
+    folder = tmp_path / "tree" / "sub"
+    folder.mkdir(parents=True)
+    if contents:
+        (folder / "deeper").mkdir()
+        (folder / "deeper" / "f.txt").write_text("x")
+    os.chmod(folder, 0o000)
+    extraction._retry_writable(func, str(folder), None)
+    assert not folder.exists() and (tmp_path / "tree").exists()
 
 
 def test_it_allows_case_variants_when_told_to(tmp_path, site):
