@@ -92,6 +92,12 @@ class SandboxBadRequest(SandboxError):
     code = "bad_request"
 
 
+class SandboxForbidden(SandboxError):
+    """This caller may not ask for this (its uid, from SO_PEERCRED; see `sandbox.access`)."""
+
+    code = "forbidden"
+
+
 ERRORS: dict[str, type[SandboxError]] = {
     cls.code: cls
     for cls in (
@@ -103,6 +109,7 @@ ERRORS: dict[str, type[SandboxError]] = {
         SandboxBusy,
         SandboxNotFound,
         SandboxBadRequest,
+        SandboxForbidden,
     )
 }
 

@@ -39,7 +39,7 @@ from appspaces.sandboxes import appspace_spec, publish_users
 from backups.models import Backup
 from backups.restore import RestoreError, backup_import
 from packages.allowlist import parse_browser_origin, parse_server_entry
-from sandbox import layout
+from sandbox import access, layout
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxUnavailable
 
@@ -236,7 +236,8 @@ def appspace_row_remove(appspace: Appspace) -> None:
 
 
 def prepare_folders(appspace: Appspace) -> None:
-    """appspaces/<id>/ (traversable), data/ (the appspace's uid, 0700), meta/ (root:uid 0750)."""
+    """appspaces/<id>/ (traversable), data/ (the appspace's uid, 0700), meta/ (the platform's:
+    DS_RUN_AS or root, group uid, 0750; the supervisor sets the same at each start)."""
     root = layout.appspaces_dir()
     root.mkdir(mode=0o711, parents=True, exist_ok=True)
     appspace.path.mkdir(mode=0o711, exist_ok=True)
@@ -244,7 +245,7 @@ def prepare_folders(appspace: Appspace) -> None:
     as_root = os.geteuid() == 0
     for folder, owner, mode in (
         (appspace.data_path, (appspace.sandbox_uid, appspace.sandbox_uid), 0o700),
-        (appspace.meta_path, (0, appspace.sandbox_uid), 0o750),
+        (appspace.meta_path, (access.platform_uid(), appspace.sandbox_uid), 0o750),
     ):
         folder.mkdir(mode=mode, exist_ok=True)
         if as_root:
