@@ -36,6 +36,7 @@ from backups.format.metadata import DATA, META_NAME, ArchiveError, Metadata
 from backups.models import Backup, backups_root
 from backups.services import MB, ensure_backups_dir, worker_name
 from packages.extraction import remove_tree
+from sandbox import access
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxNotFound, SandboxUnavailable
 
@@ -432,6 +433,8 @@ def uploads_dir() -> Path:
     path = backups_root() / ".uploads"
     path.parent.mkdir(mode=0o700, exist_ok=True)
     path.mkdir(mode=0o700, exist_ok=True)
+    for folder in (path.parent, path):  # the web servers (DS_RUN_AS) write uploads here
+        access.give_to_platform(folder)
     return path
 
 

@@ -39,6 +39,7 @@ from backups.models import Backup, BackupPolicy, appspace_backups_dir, backups_r
 from backups.quiesce import QuiesceError, Quiescer
 from backups.snapshot import SnapshotError, take_snapshot
 from packages.extraction import remove_tree
+from sandbox import access
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -180,6 +181,9 @@ def ensure_backups_dir(appspace: Appspace) -> None:
     root.mkdir(mode=0o700, exist_ok=True)
     os.chmod(root, 0o700)
     appspace_backups_dir(appspace).mkdir(mode=0o700, exist_ok=True)
+    # The web servers (DS_RUN_AS) hand archives to their owners: backups/ is theirs.
+    for folder in (root, appspace_backups_dir(appspace)):
+        access.give_to_platform(folder)
 
 
 def staging_path(backup: Backup):

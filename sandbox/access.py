@@ -91,6 +91,19 @@ def platform_uid() -> int:
     return user.uid if user else 0
 
 
+def give_to_platform(target: str | os.PathLike | int) -> None:
+    """Root writing something the platform's web servers must read or write later (a backup
+    archive they let the owner download, the folder uploads land in): make it the DS_RUN_AS
+    user's. A path is never followed; an int is an open descriptor. No-op unless root and the
+    user exists."""
+    if os.geteuid() != 0 or (user := run_as_user()) is None:
+        return
+    if isinstance(target, int):
+        os.fchown(target, user.uid, user.gid)
+    else:
+        os.chown(target, user.uid, user.gid, follow_symlinks=False)
+
+
 @dataclass(frozen=True)
 class Caller:
     pid: int

@@ -29,9 +29,9 @@ from django.conf import settings
 
 from sandbox import access
 
-# What the web servers write under DS_DATA_DIR (besides DS_DATA_DIR itself, where SQLite puts
-# its -wal and -shm files): theirs. run/ and logs/ stay the supervisor's (root's), appspace data
-# its uid's.
+# What the web servers write or hand out under DS_DATA_DIR (besides DS_DATA_DIR itself, where
+# SQLite puts its -wal and -shm files): theirs. run/ and logs/ stay the supervisor's (root's),
+# appspace data its uid's.
 PLATFORM_ENTRIES = (
     "secret_key",
     "broker",
@@ -40,6 +40,7 @@ PLATFORM_ENTRIES = (
     "uploads",
     "static",
     "tls",
+    "backups",  # archives the owners download, uploads they restore from (the workers write)
 )
 
 
@@ -98,14 +99,12 @@ def drop_target(warn) -> Drop | None:
 
 
 def _cannot_run(drop: Drop) -> str | None:
-    """Can the user start this interpreter, import the project and reach DS_DATA_DIR?"""
-    probe = (
-        "import os, sys; import dropserver_site, daphne; "
-        "os.listdir(sys.argv[1]) if os.path.isdir(sys.argv[1]) else None"
-    )
+    """Can the user start this interpreter, import the project and reach DS_DATA_DIR (or where
+    it will be)?"""
+    probe = "import os, sys; import dropserver_site, daphne; os.stat(sys.argv[1])"
     try:
         result = subprocess.run(
-            [sys.executable, "-c", probe, str(settings.DS_DATA_DIR)],
+            [sys.executable, "-c", probe, str(_existing(Path(settings.DS_DATA_DIR)))],
             cwd=settings.BASE_DIR,
             env=drop.env(dict(os.environ)),
             capture_output=True,
@@ -122,16 +121,22 @@ def _cannot_run(drop: Drop) -> str | None:
     return None
 
 
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def give_platform_paths(drop: Drop) -> None:
     """Make what the dropped children write theirs: DS_DATA_DIR itself (SQLite's -wal/-shm
     files are created next to the database), the SQLite database, and `PLATFORM_ENTRIES`,
-    created if missing. Never follows a link; run/, logs/, apps/, appspaces/ and backups/ are
-    left to their writers (the supervisor, the workers)."""
+    created if missing. Never follows a link; run/, logs/, apps/ and appspaces/ are left to
+    their writers (the supervisor, the workers)."""
     uid, gid = drop.user.uid, drop.user.gid
     data = Path(settings.DS_DATA_DIR)
     data.mkdir(parents=True, exist_ok=True)
     os.chown(data, uid, gid, follow_symlinks=False)
-    for name in ("broker", "mail", "metrics", "uploads", "tls"):
+    for name in ("broker", "mail", "metrics", "uploads", "tls", "backups"):
         (data / name).mkdir(exist_ok=True)
     paths = [data / name for name in PLATFORM_ENTRIES]
     database = settings.DATABASES["default"]
