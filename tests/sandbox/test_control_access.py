@@ -1,0 +1,155 @@
+"""Who may use the supervisor (sandbox/access.py), checked from the host with real processes
+whose uids the kernel reports: the control socket's owner and mode, a third uid refused by the
+file mode and, with the group, by SO_PEERCRED; the DS_RUN_AS uid limited to the platform's ops;
+sealed socket dirs that let the DS_RUN_AS group in and nobody else.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+
+import pytest
+
+from sandbox import access, protocol
+from tests.privileges import SYSTEM_PYTHON, control_as, run_as_test_user
+from tests.sandbox.fixtures import HELLO_APP
+
+NOBODY = 65534
+
+
+@pytest.fixture(scope="module")
+def run_as() -> access.RunAs:
+    return run_as_test_user()
+
+
+@pytest.fixture
+def sup(start_supervisor, run_as):
+    return start_supervisor(DS_RUN_AS=run_as.name)
+
+
+def test_every_op_has_an_access_rule():
+    assert set(access.ACCESS) == set(protocol.OPS)
+    assert all(rule <= access.BOTH and rule for rule in access.ACCESS.values())
+
+
+def test_the_control_socket_is_root_and_the_run_as_group_only(sup, run_as):
+    st = os.stat(sup.data_dir / "run" / "sandboxd.sock")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, run_as.gid, 0o660)
+    run = os.stat(sup.data_dir / "run")
+    assert (run.st_uid, stat.S_IMODE(run.st_mode)) == (0, 0o711)
+
+
+def test_without_a_run_as_user_the_socket_is_root_only(start_supervisor):
+    sup = start_supervisor(DS_RUN_AS="")
+    st = os.stat(sup.data_dir / "run" / "sandboxd.sock")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600)
+    answer = control_as(sup.data_dir / "run" / "sandboxd.sock", [{"id": 1, "op": "ping"}], user=0)
+    assert answer["responses"][0]["ok"] is True
+
+
+def test_a_third_uid_cannot_connect(sup):
+    answer = control_as(
+        sup.data_dir / "run" / "sandboxd.sock", [{"id": 1, "op": "ping"}], user=NOBODY
+    )
+    assert answer == {"connect_error": "PermissionError: Permission denied"}
+
+
+def test_a_third_uid_in_the_group_is_refused_by_its_credentials(sup, run_as):
+    """The file mode is one wall; a process that gets past it (here: nobody, given the group)
+    still gets nothing, and is told why."""
+    answer = control_as(
+        sup.data_dir / "run" / "sandboxd.sock",
+        [{"id": 7, "op": "list"}, {"id": 8, "op": "ping"}],
+        user=NOBODY,
+        extra_groups=[run_as.gid],
+    )
+    refused, closed = answer["responses"]
+    assert refused["id"] == 7 and refused["ok"] is False
+    assert refused["error"]["code"] == "forbidden"
+    assert f"uid {NOBODY}" in refused["error"]["message"]
+    assert "may not use the sandbox supervisor" in refused["error"]["message"]
+    assert f"DS_RUN_AS ({run_as.name}, uid {run_as.uid})" in refused["error"]["message"]
+    assert "closed" in closed  # hung up after saying why
+    assert f"refused a control connection from uid {NOBODY}" in sup.log()
+    assert isinstance(protocol.error_from_json(refused["error"]), protocol.SandboxForbidden)
+
+
+def test_the_run_as_user_gets_the_platform_ops_and_nothing_else(sup, run_as, make_app):
+    app = make_app({"app.ts": HELLO_APP})
+    spec = app.spec().to_json()
+    as_root = dict(spec, uid=0)
+    outside = dict(spec, data_dir="/etc")
+    answer = control_as(
+        sup.data_dir / "run" / "sandboxd.sock",
+        [
+            {"id": 1, "op": "ping"},
+            {"id": 2, "op": "exec", "argv": ["/bin/sh", "-c", "id"]},
+            {"id": 3, "op": "ensure", "spec": as_root},
+            {"id": 4, "op": "ensure", "spec": outside},
+            {"id": 5, "op": "stop", "sandbox": "no-such-sandbox"},
+        ],
+        user=run_as.uid,
+        group=run_as.gid,
+    )
+    ping, exec_, root_spec, outside_spec, stop = answer["responses"]
+    assert ping["ok"] is True and ping["result"]["pid"] == sup.pid
+    assert (
+        exec_["error"]["code"] == "bad_request" and "unknown op 'exec'" in exec_["error"]["message"]
+    )
+    assert root_spec["error"]["code"] == "bad_request"
+    assert outside_spec["error"]["code"] == "bad_request"
+    assert stop["error"]["code"] == "not_found"  # allowed, about a sandbox that does not run
+    assert sup.process.poll() is None
+
+
+def test_a_sealed_socket_dir_lets_the_run_as_group_in_and_nobody_else(sup, run_as, make_app):
+    spec = make_app({"app.ts": HELLO_APP}).spec()
+    answer = control_as(
+        sup.data_dir / "run" / "sandboxd.sock",
+        [{"id": 1, "op": "ensure", "spec": spec.to_json()}],
+        user=run_as.uid,
+        group=run_as.gid,
+    )
+    socket_path = answer["responses"][0]["result"]["socket"]
+    folder = os.stat(os.path.dirname(socket_path))
+    sock = os.stat(socket_path)
+    assert (folder.st_uid, folder.st_gid, stat.S_IMODE(folder.st_mode)) == (0, run_as.gid, 0o750)
+    assert (sock.st_uid, sock.st_gid, stat.S_IMODE(sock.st_mode)) == (spec.uid, run_as.gid, 0o660)
+    assert _http_get(socket_path, user=run_as.uid, group=run_as.gid).endswith("hello")
+    refused = _http_get(socket_path, user=NOBODY, group=NOBODY)
+    assert refused == "PermissionError"
+    # The appspace's own uid cannot even look into its sealed dir any more.
+    assert _http_get(socket_path, user=spec.uid, group=spec.uid) == "PermissionError"
+
+
+def _http_get(path: str, *, user: int, group: int) -> str:
+    """GET / over the sandbox socket as that uid (route 0), as the gateway sends it."""
+    client = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "s.settimeout(30)\n"
+        "try:\n"
+        "    s.connect(sys.argv[1])\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__); sys.exit(0)\n"
+        "s.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\nX-Dropserver-Route: 0\\r\\n"
+        "Connection: close\\r\\n\\r\\n')\n"
+        "data = b''\n"
+        "while chunk := s.recv(65536):\n"
+        "    data += chunk\n"
+        "print(data.decode(errors='replace').strip())\n"
+    )
+    result = subprocess.run(
+        [SYSTEM_PYTHON, "-c", client, path],
+        user=user,
+        group=group,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd="/",
+    )
+    return result.stdout.strip()
