@@ -104,6 +104,17 @@ def give_to_platform(target: str | os.PathLike | int) -> None:
         os.chown(target, user.uid, user.gid, follow_symlinks=False)
 
 
+def give_tree_to_platform(root: str | os.PathLike) -> None:
+    """`give_to_platform` for a tree root wrote (app files, a warmed cache); links are changed
+    themselves, never followed."""
+    if os.geteuid() != 0 or run_as_user() is None:
+        return
+    give_to_platform(root)
+    for folder, dirnames, filenames in os.walk(root):  # never descends into a link
+        for name in (*dirnames, *filenames):
+            give_to_platform(os.path.join(folder, name))
+
+
 @dataclass(frozen=True)
 class Caller:
     pid: int

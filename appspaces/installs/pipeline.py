@@ -25,6 +25,7 @@ from appspaces.sandboxes import install_spec
 from packages.extraction import ExtractionLimits, PackageError, remove_tree, safe_extract
 from packages.fetch import FetchError, fetch_listing, fetch_to_file, newest_version, parse_listing
 from packages.manifest import Manifest, load_manifest
+from sandbox import access
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxUnavailable
 
@@ -233,6 +234,10 @@ class InstallPipeline:
         self.save_params(placed=f"{self.params['app_id']}/{version}")
         os.chmod(target, 0o711)
         os.rename(files, target / "files")
+        # The platform's (DS_RUN_AS): the web servers delete apps and versions.
+        for directory in (app_dir.parent, app_dir):
+            access.give_to_platform(directory)
+        access.give_tree_to_platform(target)
 
     def _client(self) -> SandboxClient:
         if self.client is None:

@@ -41,6 +41,7 @@ PLATFORM_ENTRIES = (
     "static",
     "tls",
     "backups",  # archives the owners download, uploads they restore from (the workers write)
+    "apps",  # installed versions, deleted from the panel (the workers and the supervisor write)
 )
 
 
@@ -130,8 +131,8 @@ def _existing(path: Path) -> Path:
 def give_platform_paths(drop: Drop) -> None:
     """Make what the dropped children write theirs: DS_DATA_DIR itself (SQLite's -wal/-shm
     files are created next to the database), the SQLite database, and `PLATFORM_ENTRIES`,
-    created if missing. Never follows a link; run/, logs/, apps/ and appspaces/ are left to
-    their writers (the supervisor, the workers)."""
+    created if missing. Never follows a link; run/, logs/ and appspaces/ are left to their
+    writers (the supervisor, the workers)."""
     uid, gid = drop.user.uid, drop.user.gid
     data = Path(settings.DS_DATA_DIR)
     data.mkdir(parents=True, exist_ok=True)
