@@ -53,6 +53,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "blocked": BOTH,
     "network_requests": BOTH,
     "run_once": BOTH,
+    "data_remove": BOTH,  # an appspace's files, by id (sandbox/datafiles.py)
 }
 
 

@@ -186,6 +186,11 @@ class SandboxClient:
         )
         return RunResult(**result)
 
+    def data_remove(self, appspace_id: str) -> list[str]:
+        """Delete an appspace's folders (data, meta, log, socket dir) as the supervisor: for
+        callers that are not root. Its sandbox must be stopped."""
+        return self.call("data_remove", appspace=appspace_id, wait=600.0)["removed"]
+
 
 class AsyncSandboxClient:
     """asyncio client: one persistent connection, requests pipelined and matched by id."""

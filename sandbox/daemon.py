@@ -17,7 +17,7 @@ import shutil
 import signal
 from typing import Any
 
-from sandbox import access, layout, protocol
+from sandbox import access, datafiles, layout, protocol
 from sandbox.protocol import SandboxBadRequest, SandboxError, SandboxForbidden
 from sandbox.supervisor import Supervisor
 from sandbox.walls import cgroups, diskimage, mounts, preflight
@@ -186,6 +186,8 @@ class ControlServer:
                 request.get("args"),
                 request.get("timeout"),
             )
+        if op == "data_remove":
+            return await datafiles.remove(sup, request.get("appspace"))
         raise SandboxBadRequest(f"unknown op {op!r}; known: {', '.join(protocol.OPS)}")
 
 

@@ -27,6 +27,7 @@ OPS = (
     "blocked",
     "network_requests",
     "run_once",
+    "data_remove",
 )
 
 

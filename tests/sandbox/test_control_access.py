@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +154,38 @@ def _http_get(path: str, *, user: int, group: int) -> str:
         cwd="/",
     )
     return result.stdout.strip()
+
+
+def test_the_run_as_user_has_an_appspace_s_files_removed_by_id_only(sup, run_as, make_app):
+    """`data_remove`: the appspace's data (its uid's), meta, log and socket folders go, by id;
+    never while it runs, never a path, never through a link."""
+    spec = make_app({"app.ts": HELLO_APP}).spec()
+    socket_path = sup.client.ensure(spec)
+    data = os.path.dirname(spec.data_dir)
+    (Path(spec.data_dir) / "kept.txt").write_text("mine")
+    os.chown(Path(spec.data_dir) / "kept.txt", spec.uid, spec.uid)
+    victim = sup.data_dir / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("x")
+    control = sup.data_dir / "run" / "sandboxd.sock"
+    as_user = {"user": run_as.uid, "group": run_as.gid}
+    running = control_as(control, [{"id": 1, "op": "data_remove", "appspace": spec.id}], **as_user)
+    assert running["responses"][0]["error"]["code"] == "busy"
+    assert os.path.exists(socket_path)
+    sup.client.stop(spec.id)
+    bad = [
+        {"id": 2, "op": "data_remove", "appspace": "../victim"},
+        {"id": 3, "op": "data_remove", "appspace": str(victim)},
+    ]
+    for answer in control_as(control, bad, **as_user)["responses"]:
+        assert answer["error"]["code"] == "bad_request"
+    done = control_as(control, [{"id": 4, "op": "data_remove", "appspace": spec.id}], **as_user)
+    assert set(done["responses"][0]["result"]["removed"]) >= {"appspace", "log"}
+    assert not os.path.exists(data)
+    assert not (sup.data_dir / "logs" / spec.id).exists()
+    assert (victim / "precious").read_text() == "x"
+    # An appspace folder that is a link is removed as a link: its target stays.
+    os.symlink(victim, sup.data_dir / "appspaces" / "linked")
+    control_as(control, [{"id": 5, "op": "data_remove", "appspace": "linked"}], **as_user)
+    assert not os.path.lexists(sup.data_dir / "appspaces" / "linked")
+    assert (victim / "precious").read_text() == "x"
