@@ -5,13 +5,16 @@ control socket as some other uid (a real process, its credentials set by the ker
 scripts/run-as-user.sh. `control_as(socket, requests, user=, extra_groups=)` runs the system
 Python (`/usr/bin/python3`: sys.executable may live where other users cannot reach it) as that
 user, sends each request frame and returns what came back: `{"connect_error": "..."}` or
-`{"responses": [...]}`.
+`{"responses": [...]}`. `reachable_python(user, argv)` wraps a command started as root so that
+children dropped to `user` can run this interpreter.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 from sandbox import access
@@ -75,3 +78,41 @@ def control_as(
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def reachable_python(user: access.RunAs, argv: list[str]) -> list[str]:
+    """`argv` (started as root), wrapped so that `user` can run this interpreter too.
+
+    On a host where Python lives under a folder others cannot traverse (pyenv under /root, 0700
+    here), the dropped children could not even exec it. Then the command runs in a private
+    mount namespace where that folder is a 0755 tmpfs holding only a bind of the interpreter's
+    tree; supervisor, web servers and workers all share that namespace, as they must.
+    """
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import django"],
+            user=user.uid,
+            group=user.gid,
+            extra_groups=[],
+            capture_output=True,
+            cwd="/",
+            check=False,
+        )
+        if probe.returncode == 0:
+            return argv
+    except PermissionError:
+        pass
+    python = Path(os.path.realpath(sys.executable))
+    closed = next(
+        p for p in reversed(python.parents) if p != Path("/") and not os.stat(p).st_mode & 0o001
+    )
+    keep = python.parents[len(python.parents) - len(closed.parents) - 2]
+    script = (
+        'm=$(mktemp -d) && mount --bind "$1" "$m" && '
+        'mount -t tmpfs -o mode=0755 tmpfs "$2" && mkdir -p "$1" && mount --move "$m" "$1" && '
+        'rmdir "$m" && shift 2 && exec "$@"'
+    )
+    return [
+        "unshare", "--mount", "--propagation", "private",
+        "sh", "-c", script, "sh", str(keep), str(closed), *argv,
+    ]  # fmt: skip

@@ -52,6 +52,13 @@ class Drop:
     def popen_kwargs(self) -> dict:
         return {"user": self.user.uid, "group": self.user.gid, "extra_groups": self.user.groups}
 
+    def worker_kwargs(self) -> dict:
+        """The Celery workers keep uid 0 (see above) but take the DS_RUN_AS group as their
+        group and umask 002: what they create in the platform's folders (the filesystem
+        broker's queue and exchange files, the beat schedule, mail) stays writable by the web
+        servers that share them."""
+        return {"group": self.user.gid, "extra_groups": [], "umask": 0o002}
+
     def env(self, env: dict[str, str]) -> dict[str, str]:
         """No root's $HOME for the child: DS_DATA_DIR (the edge overrides it with tls/)."""
         home = str(settings.DS_DATA_DIR)

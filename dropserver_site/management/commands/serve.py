@@ -155,7 +155,10 @@ class Command(BaseCommand):
         drop = drop_target(lambda text: self.stderr.write(f"Warning: {text}"))
         children = [Child("sandbox supervisor", [*manage, "sandboxd"])]
         if not no_worker:
-            children.extend(Child(name, argv) for name, argv in worker_commands())
+            workers = drop.worker_kwargs() if drop is not None else {}
+            children.extend(
+                Child(name, argv, credentials=workers) for name, argv in worker_commands()
+            )
         # With the TLS edge, Daphne is reached on loopback only; the edge listens for the world.
         web_bind, web_port = ("127.0.0.1", settings.DS_WEB_PORT) if edge else (bind, port)
         # One listening socket, bound here, shared by DS_WEB_PROCESSES Daphne processes: the
