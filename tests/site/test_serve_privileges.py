@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from tests.privileges import control_as, reachable_python, run_as_test_user
 from tests.sandbox.fixtures import poll
 from tests.site.processes import descendants, free_port, read_until
 from tests.site.test_serve import BASE_DIR, embedded_env
+from tests.site.tls import client_context, http_get, https_get
 
 NOBODY = 65534
 OWNER = "alice@example.com"
@@ -268,3 +270,65 @@ def test_install_create_open_back_up_restore_and_delete_through_it(stack, run_as
     poll(lambda: not (stack.data / "appspaces" / appspace_id).exists(), timeout=60)
     assert not (stack.data / "logs" / appspace_id).exists()
     assert not archive.exists()
+
+
+def _free_low_port(exclude: tuple[int, ...] = ()) -> int:
+    for port in range(1023, 900, -1):
+        if port in exclude:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below 1024 on 127.0.0.1")
+
+
+def test_the_tls_edge_runs_unprivileged_with_only_the_bind_capability(ds_data_dir, run_as):
+    """Ports below 1024, as in production: Caddy runs as DS_RUN_AS and keeps CAP_NET_BIND_SERVICE
+    and nothing else (read from /proc), and serves verified https through the dropped web."""
+    http_port = _free_low_port()
+    https_port = _free_low_port((http_port,))
+    env = embedded_env(ds_data_dir, http_port)
+    env.update(
+        DS_TLS="internal",
+        DS_HTTPS_PORT=str(https_port),
+        DS_WEB_PORT=str(free_port()),
+        DS_BIND="127.0.0.1",
+        DS_RUN_AS=run_as.name,
+    )
+    manage = [sys.executable, str(BASE_DIR / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        reachable_python(run_as, [*manage, "serve"]),
+        env=env,
+        cwd=BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        read_until(proc, "Press Ctrl-C to stop.", timeout=120)
+        root = ds_data_dir / "tls" / "internal-root.crt"
+        poll(root.is_file, timeout=30)
+        edges = [p for p, c in descendants(proc.pid, with_cmdline=True) if "caddy" in c]
+        assert len(edges) == 1
+        status = Path(f"/proc/{edges[0]}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        assert [int(v) for v in fields["Uid"].split()] == [run_as.uid] * 4
+        assert [int(v) for v in fields["Gid"].split()] == [run_as.gid] * 4
+        bind_only = 1 << 10  # CAP_NET_BIND_SERVICE
+        for name in ("CapEff", "CapPrm", "CapAmb"):
+            assert int(fields[name], 16) == bind_only, (name, fields[name])
+        assert os.stat(ds_data_dir / "tls").st_uid == run_as.uid
+        login = https_get(https_port, "dropid.localhost", "/accounts/login/", client_context(root))
+        assert login.status == 200
+        assert http_get(http_port, "dropid.localhost", "/").status == 308
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            print(proc.communicate(timeout=60)[0])
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
