@@ -54,6 +54,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "network_requests": BOTH,
     "run_once": BOTH,
     "data_remove": BOTH,  # an appspace's files, by id (sandbox/datafiles.py)
+    "data_usage": BOTH,  # the disk its data uses, walked as root
 }
 
 

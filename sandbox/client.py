@@ -191,6 +191,11 @@ class SandboxClient:
         callers that are not root. Its sandbox must be stopped."""
         return self.call("data_remove", appspace=appspace_id, wait=600.0)["removed"]
 
+    def data_usage(self, appspace_id: str) -> dict[str, int]:
+        """The disk an appspace's data uses (`sandbox.usage.DiskUsage` fields), measured by
+        the supervisor: for callers that are not root."""
+        return self.call("data_usage", appspace=appspace_id, wait=600.0)
+
 
 class AsyncSandboxClient:
     """asyncio client: one persistent connection, requests pipelined and matched by id."""

@@ -188,6 +188,8 @@ class ControlServer:
             )
         if op == "data_remove":
             return await datafiles.remove(sup, request.get("appspace"))
+        if op == "data_usage":
+            return await datafiles.measure(request.get("appspace"))
         raise SandboxBadRequest(f"unknown op {op!r}; known: {', '.join(protocol.OPS)}")
 
 

@@ -8,6 +8,9 @@ appspace by id, never a path:
 - `data_remove` {"appspace": id} -> {"removed": [names]}: delete `appspaces/<id>/`,
   `logs/<id>/` and `run/<id>/` (detached first if mounted), once no sandbox of that id runs
   (`busy` otherwise). Deleting an appspace from the panel calls it.
+- `data_usage` {"appspace": id} -> the fields of `sandbox.usage.DiskUsage`: the disk used by
+  `appspaces/<id>/data/`, walked as root (a walk as anyone else would miss what the app made
+  unreadable, and let it hide bytes from its quota). The disk measure calls it when not root.
 
 Paths are built here from the id (the sandbox id pattern of `sandbox.spec`: no `/`, no `..`);
 the removal never follows a link (`mounts.remove_tree`: fd-relative, a link at the top is
@@ -17,10 +20,11 @@ removed as a link).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sandbox import layout
+from sandbox import layout, usage
 from sandbox.instance import FROZEN, RUNNING, STARTING, STOPPING
 from sandbox.protocol import SandboxBadRequest, SandboxBusy
 from sandbox.spec import _ID
@@ -65,3 +69,13 @@ def _remove_all(targets: dict[str, Path]) -> list[str]:
             mounts.remove_tree(path)
         removed.append(name)
     return removed
+
+
+async def measure(raw_id: Any) -> dict[str, int]:
+    data = layout.appspace_data_dir(appspace_id(raw_id))
+    loop = asyncio.get_running_loop()
+    try:
+        used = await loop.run_in_executor(None, usage.measure, data)
+    except OSError as exc:  # TreeMoved, a link at the top
+        raise SandboxBusy(f"the data of {raw_id} could not be measured: {exc}") from None
+    return dataclasses.asdict(used)

@@ -28,6 +28,7 @@ OPS = (
     "network_requests",
     "run_once",
     "data_remove",
+    "data_usage",
 )
 
 

@@ -6,6 +6,7 @@ sealed socket dirs that let the DS_RUN_AS group in and nobody else.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import access, protocol
+from sandbox import access, protocol, usage
 from tests.privileges import SYSTEM_PYTHON, control_as, run_as_test_user
 from tests.sandbox.fixtures import HELLO_APP
 
@@ -189,3 +190,41 @@ def test_the_run_as_user_has_an_appspace_s_files_removed_by_id_only(sup, run_as,
     control_as(control, [{"id": 5, "op": "data_remove", "appspace": "linked"}], **as_user)
     assert not os.path.lexists(sup.data_dir / "appspaces" / "linked")
     assert (victim / "precious").read_text() == "x"
+
+
+def test_the_run_as_user_has_an_appspace_s_disk_measured_by_the_supervisor(sup, run_as, make_app):
+    """`data_usage`: the data is the appspace uid's (0700), unreadable to the web servers and
+    workers; the supervisor walks it as root, by id, and gets what a root walk gets."""
+    spec = make_app({"app.ts": HELLO_APP}).spec()
+    sup.client.ensure(spec)
+    sup.client.stop(spec.id)
+    data = Path(spec.data_dir)
+    hidden = data / "hidden"
+    hidden.mkdir()
+    (hidden / "blob").write_bytes(b"x" * 300_000)
+    for path in (hidden, hidden / "blob"):
+        os.chown(path, spec.uid, spec.uid)
+    hidden.chmod(0o000)  # what an app can do to its own folder
+    listing = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import os, sys; os.listdir(sys.argv[1])", str(data)],
+        user=run_as.uid,
+        group=run_as.gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "PermissionError" in listing.stderr
+    answer = control_as(
+        sup.data_dir / "run" / "sandboxd.sock",
+        [
+            {"id": 1, "op": "data_usage", "appspace": spec.id},
+            {"id": 2, "op": "data_usage", "appspace": "../../etc"},
+        ],
+        user=run_as.uid,
+        group=run_as.gid,
+    )
+    measured, refused = answer["responses"]
+    assert measured["result"] == dataclasses.asdict(usage.measure(data))
+    assert measured["result"]["apparent_bytes"] >= 300_000
+    assert refused["error"]["code"] == "bad_request"
