@@ -332,3 +332,38 @@ def test_the_tls_edge_runs_unprivileged_with_only_the_bind_capability(ds_data_di
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+
+
+def test_a_user_that_cannot_run_it_keeps_everything_as_before(ds_data_dir, run_as):
+    """`make run` as root from a checkout the user cannot reach (a home that is 0700; here
+    DS_DATA_DIR is inside one): serve says why and runs as it always did, the panel answering."""
+    closed = ds_data_dir / "home"
+    closed.mkdir(mode=0o700)
+    port = free_port()
+    env = embedded_env(closed / "var", port)
+    env.update(DS_RUN_AS=run_as.name)
+    manage = [sys.executable, str(BASE_DIR / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*manage, "serve", "--port", str(port)],
+        env=env,
+        cwd=BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        banner = read_until(proc, "Press Ctrl-C to stop.", timeout=120)
+        assert f"DS_RUN_AS user {run_as.name!r} cannot run Dropserver here" in banner
+        assert "run as root" in banner
+        status, _, _ = Browser(port).request("GET", "dropid.localhost", "/accounts/login/")
+        assert status == 200
+        webs = [p for p, c in descendants(proc.pid, with_cmdline=True) if "daphne" in c]
+        assert webs and all(os.stat(f"/proc/{p}").st_uid == 0 for p in webs)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
