@@ -369,6 +369,8 @@ def _appspace_folders(appspace: Appspace) -> None:
     appspace.path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
     appspace.path.mkdir(mode=0o711, exist_ok=True)
     appspace.meta_path.mkdir(mode=0o750, exist_ok=True)
+    for folder in (appspace.path.parent, appspace.path):
+        access.give_to_platform(folder)
     if os.geteuid() == 0:
         os.chown(appspace.meta_path, access.platform_uid(), appspace.sandbox_uid)
 

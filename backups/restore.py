@@ -125,6 +125,28 @@ def hand_over(root: Path, uid: int) -> None:
             os.chmod(os.path.join(folder, name), 0o700, follow_symlinks=False)
 
 
+def _as_platform() -> bool:
+    """Not root (a worker running as DS_RUN_AS): what touches data of the appspace's uid goes
+    through the supervisor's narrow operations (sandbox/datafiles.py)."""
+    return os.geteuid() != 0
+
+
+def _exchange_data(client: SandboxClient, appspace: Appspace, folder: Path) -> None:
+    """Swap `folder`/data with the appspace's live data."""
+    if _as_platform():
+        client.data_swap(str(appspace.public_id), folder.name)
+    else:
+        exchange(folder / DATA, appspace.data_path)
+
+
+def _remove_part(client: SandboxClient, appspace: Appspace, folder: Path) -> None:
+    """Remove a `.restore-*` or `.previous-*` folder of the appspace (data of its uid inside)."""
+    if _as_platform() and folder.exists():
+        client.data_remove(str(appspace.public_id), part=folder.name)
+    else:
+        remove_tree(folder)
+
+
 def _stop(client: SandboxClient, sandbox_id: str) -> bool:
     """Stop the appspace's sandbox; False if no supervisor answers (then none runs)."""
     try:
@@ -222,14 +244,19 @@ class _Restore:
             # Traversable (not readable) by the sandbox uid, for a migration of the staged data.
             os.chmod(self.stage, 0o711)
             os.chmod(self.stage / META_NAME, 0o600)
-            hand_over(self.stage / DATA, appspace.sandbox_uid)
+            if _as_platform():
+                client.data_hand_over(
+                    str(appspace.public_id), self.stage.name, appspace.sandbox_uid
+                )
+            else:
+                hand_over(self.stage / DATA, appspace.sandbox_uid)
             if meta.data_schema < target:
                 self.step(f"Migrating the data from schema {meta.data_schema} to {target}", 70)
                 self._migrate(client, meta.data_schema, target)
             self.step("Putting the data in place", 90)
             previous = self._swap(client, target)
         except BaseException:
-            remove_tree(self.stage)
+            _remove_part(client, appspace, self.stage)
             client.close()
             raise
         try:
@@ -264,14 +291,14 @@ class _Restore:
         live = appspace.data_path
         if not live.exists():
             live.mkdir(mode=0o700)
-        exchange(self.stage / DATA, live)
+        _exchange_data(client, appspace, self.stage)
         Appspace.objects.filter(pk=appspace.pk).update(data_schema=schema)
         # A sandbox started in between would still have the replaced folder mounted.
         _stop(client, sandbox_id)
         previous = appspace.path / f".previous-{timezone.now():%Y%m%dT%H%M%S}-{self.token}"
         os.rename(self.stage, previous)
         if not self.start and not any((previous / DATA).iterdir()):
-            remove_tree(previous)  # nothing was replaced (an import): nothing to keep
+            _remove_part(client, appspace, previous)  # nothing was replaced (an import)
         return previous
 
     def _start_or_undo(self, client: SandboxClient, previous: Path, meta: Metadata) -> None:
@@ -283,14 +310,14 @@ class _Restore:
             return  # no supervisor now: the sweep drops `previous` once the appspace has run
         except SandboxError as exc:
             _stop(client, str(appspace.public_id))
-            exchange(previous / DATA, appspace.data_path)
+            _exchange_data(client, appspace, previous)
             Appspace.objects.filter(pk=appspace.pk).update(data_schema=self.old_schema)
-            remove_tree(previous)
+            _remove_part(client, appspace, previous)
             raise RestoreError(
                 "The app would not start with the restored data, so the data it had before "
                 f"was put back. ({exc})"
             ) from None
-        remove_tree(previous)  # it runs on the restored data: the old data may go
+        _remove_part(client, appspace, previous)  # it runs on the restored data: old data goes
 
 
 def _os_message(exc: OSError) -> str:

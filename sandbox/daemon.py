@@ -187,7 +187,13 @@ class ControlServer:
                 request.get("timeout"),
             )
         if op == "data_remove":
-            return await datafiles.remove(sup, request.get("appspace"))
+            return await datafiles.remove(sup, request.get("appspace"), request.get("part"))
+        if op == "data_hand_over":
+            return await datafiles.hand_over(
+                request.get("appspace"), request.get("part"), request.get("uid")
+            )
+        if op == "data_swap":
+            return await datafiles.swap(request.get("appspace"), request.get("part"))
         if op == "data_usage":
             return await datafiles.measure(request.get("appspace"))
         raise SandboxBadRequest(f"unknown op {op!r}; known: {', '.join(protocol.OPS)}")

@@ -29,6 +29,8 @@ OPS = (
     "run_once",
     "data_remove",
     "data_usage",
+    "data_hand_over",
+    "data_swap",
 )
 
 

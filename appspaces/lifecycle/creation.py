@@ -236,12 +236,15 @@ def appspace_row_remove(appspace: Appspace) -> None:
 
 
 def prepare_folders(appspace: Appspace) -> None:
-    """appspaces/<id>/ (traversable), data/ (the appspace's uid, 0700), meta/ (the platform's:
-    DS_RUN_AS or root, group uid, 0750; the supervisor sets the same at each start)."""
+    """appspaces/<id>/ (the platform's, traversable), data/ (the appspace's uid, 0700), meta/
+    (the platform's: DS_RUN_AS or root, group uid, 0750; the supervisor sets the same at each
+    start)."""
     root = layout.appspaces_dir()
     root.mkdir(mode=0o711, parents=True, exist_ok=True)
     appspace.path.mkdir(mode=0o711, exist_ok=True)
     os.chmod(appspace.path, 0o711)
+    for folder in (root, appspace.path):  # the platform's: restores stage their data here
+        access.give_to_platform(folder)
     as_root = os.geteuid() == 0
     for folder, owner, mode in (
         (appspace.data_path, (appspace.sandbox_uid, appspace.sandbox_uid), 0o700),

@@ -138,8 +138,8 @@ def _existing(path: Path) -> Path:
 def give_platform_paths(drop: Drop) -> None:
     """Make what the dropped children write theirs: DS_DATA_DIR itself (SQLite's -wal/-shm
     files are created next to the database), the SQLite database, and `PLATFORM_ENTRIES`,
-    created if missing. Never follows a link; run/, logs/ and appspaces/ are left to their
-    writers (the supervisor, the workers)."""
+    created if missing, and appspaces/ with each appspaces/<id>/ (not their content). Never
+    follows a link; run/ and logs/ are the supervisor's."""
     uid, gid = drop.user.uid, drop.user.gid
     data = Path(settings.DS_DATA_DIR)
     data.mkdir(parents=True, exist_ok=True)
@@ -153,6 +153,13 @@ def give_platform_paths(drop: Drop) -> None:
         paths += [name, Path(f"{name}-wal"), Path(f"{name}-shm")]
     for path in paths:
         _chown_tree(path, uid, gid)
+    # appspaces/ and each appspaces/<id>/ (not what is inside: data is the appspace uid's, meta
+    # the supervisor sets at each start): restores stage data there.
+    appspaces = data / "appspaces"
+    if appspaces.is_dir() and not appspaces.is_symlink():
+        os.chown(appspaces, uid, gid, follow_symlinks=False)
+        for entry in appspaces.iterdir():
+            os.chown(entry, uid, gid, follow_symlinks=False)
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:

@@ -228,3 +228,79 @@ def test_the_run_as_user_has_an_appspace_s_disk_measured_by_the_supervisor(sup, 
     assert measured["result"] == dataclasses.asdict(usage.measure(data))
     assert measured["result"]["apparent_bytes"] >= 300_000
     assert refused["error"]["code"] == "bad_request"
+
+
+def test_the_run_as_user_has_a_restored_tree_handed_over_and_swapped_in(sup, run_as, make_app):
+    """`data_hand_over`, `data_swap`, `data_remove` of a part: a restore run by the platform
+    user (not root), with the appspace's folder the platform's as creation leaves it."""
+    spec = make_app({"app.ts": HELLO_APP}).spec()
+    sup.client.ensure(spec)
+    sup.client.stop(spec.id)
+    folder = Path(spec.data_dir).parent
+    os.chown(folder, run_as.uid, run_as.gid)
+    (Path(spec.data_dir) / "old.txt").write_text("old")
+    stage = folder / ".restore-0123abcd"
+    (stage / "data" / "sub").mkdir(parents=True)
+    (stage / "data" / "sub" / "new.txt").write_text("new")
+    for path in (stage, stage / "data", stage / "data" / "sub", stage / "data" / "sub" / "new.txt"):
+        os.chown(path, run_as.uid, run_as.gid)  # as the worker extracted it
+    os.symlink("/etc/passwd", stage / "data" / "link")
+    control = sup.data_dir / "run" / "sandboxd.sock"
+    as_user = {"user": run_as.uid, "group": run_as.gid}
+    refused = control_as(
+        control,
+        [
+            {"id": 1, "op": "data_hand_over", "appspace": spec.id, "part": stage.name, "uid": 0},
+            {
+                "id": 2,
+                "op": "data_hand_over",
+                "appspace": spec.id,
+                "part": "../..",
+                "uid": spec.uid,
+            },
+            {
+                "id": 3,
+                "op": "data_hand_over",
+                "appspace": spec.id,
+                "part": ".previous-x",
+                "uid": spec.uid,
+            },
+            {"id": 4, "op": "data_swap", "appspace": spec.id, "part": ".restore-missing"},
+        ],
+        **as_user,
+    )
+    assert [r["error"]["code"] for r in refused["responses"]] == ["bad_request"] * 4
+    done = control_as(
+        control,
+        [
+            {
+                "id": 5,
+                "op": "data_hand_over",
+                "appspace": spec.id,
+                "part": stage.name,
+                "uid": spec.uid,
+            },
+            {"id": 6, "op": "data_swap", "appspace": spec.id, "part": stage.name},
+        ],
+        **as_user,
+    )
+    handed, swapped = done["responses"]
+    assert handed["result"] == {"files": 1, "folders": 2}, handed
+    assert swapped["result"] == {"swapped": True}, swapped
+    live = Path(spec.data_dir)
+    new = os.stat(live / "sub" / "new.txt")
+    assert (new.st_uid, stat.S_IMODE(new.st_mode)) == (spec.uid, 0o600)
+    assert (os.stat(live / "sub").st_uid, stat.S_IMODE(os.stat(live / "sub").st_mode)) == (
+        spec.uid,
+        0o700,
+    )
+    assert os.lstat(live / "link").st_uid == 0  # the link was left alone, never followed
+    assert os.stat("/etc/passwd").st_uid == 0
+    assert (stage / "data" / "old.txt").read_text() == "old"  # the replaced data, aside
+    removed = control_as(
+        control,
+        [{"id": 7, "op": "data_remove", "appspace": spec.id, "part": stage.name}],
+        **as_user,
+    )
+    assert removed["responses"][0]["result"]["removed"] == [stage.name]
+    assert not stage.exists() and (live / "sub" / "new.txt").read_text() == "new"
