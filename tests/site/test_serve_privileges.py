@@ -55,6 +55,24 @@ class Stack:
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
+    def manage_as(self, user: access.RunAs, *args: str) -> str:
+        """A management command run by `user` (as the workers will), not by root."""
+        argv = [
+            "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
+            sys.executable, str(BASE_DIR / "manage.py"), *args,
+        ]  # fmt: skip
+        result = subprocess.run(
+            reachable_python(user, argv),
+            env=dict(self.env, HOME=str(self.data)),
+            cwd=BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
     def query(self, code: str):
         """The JSON printed by `code` run in `manage.py shell` (what the platform recorded)."""
         out = self.manage("shell", "-c", code)
@@ -252,7 +270,14 @@ def test_install_create_open_back_up_restore_and_delete_through_it(stack, run_as
 
     browser.request("POST", host, "/", {"name": "Bob", "message": "second words"})
     assert b"second words" in browser.request("GET", host, "/")[2]
-    stack.manage("restore_appspace", "gb", str(archive), "--yes")
+    # The restore, run by the unprivileged user (not root): hand-over, swap and clean-up go
+    # through the supervisor's narrow operations.
+    stack.manage_as(run_as, "restore_appspace", "gb", str(archive), "--yes")
+    folder = stack.data / "appspaces" / appspace_id
+    assert {os.stat(p).st_uid for p in (folder / "data").rglob("*")} | {
+        os.stat(folder / "data").st_uid
+    } == {uid}
+    assert not [p.name for p in folder.iterdir() if p.name.startswith((".restore", ".previous"))]
     restored = browser.request("GET", host, "/")[2]
     assert b"first words" in restored and b"second words" not in restored
 
