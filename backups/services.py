@@ -8,6 +8,7 @@ back and verified). Nothing lists or restores a backup that is not READY.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -15,6 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -40,6 +42,7 @@ from backups.quiesce import QuiesceError, Quiescer
 from backups.snapshot import SnapshotError, take_snapshot
 from packages.extraction import remove_tree
 from sandbox import access
+from sandbox.protocol import SandboxError
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -255,9 +258,21 @@ def _make(backup: Backup, appspace: Appspace, report: Reporter) -> None:
     staging = staging_path(backup)
     report.step("Copying the data", 5)
     quiescer = Quiescer(str(appspace.public_id))
+    viewed = os.geteuid() != 0  # the data is the appspace uid's: read it through a view
     try:
-        snap = take_snapshot(appspace.data_path, staging, quiescer, tick=report.beat)
+        source = appspace.data_path
+        if viewed:
+            try:
+                source = Path(
+                    quiescer.client.data_view(str(appspace.public_id), appspace.sandbox_uid)
+                )
+            except SandboxError as exc:
+                raise SnapshotError(f"The data could not be opened for the backup: {exc}") from None
+        snap = take_snapshot(source, staging, quiescer, tick=report.beat)
     finally:
+        if viewed:
+            with contextlib.suppress(SandboxError):
+                quiescer.client.data_view_close(str(appspace.public_id))
         quiescer.client.close()
     report.step("Checking the files", 30)
     records = hash_files(staging, snap.files, progress=report.span(30, 40, snap.total_bytes))

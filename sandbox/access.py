@@ -57,6 +57,8 @@ ACCESS: dict[str, frozenset[str]] = {
     "data_usage": BOTH,  # the disk its data uses, walked as root
     "data_hand_over": BOTH,  # a restored tree given to the appspace's uid
     "data_swap": BOTH,  # restored data swapped with the live data
+    "data_view": BOTH,  # a read-only view of the data for a backup (sandbox/walls/views.py)
+    "data_view_close": BOTH,
 }
 
 

@@ -196,6 +196,13 @@ class SandboxClient:
         """Give `appspaces/<id>/<part>/data` to the appspace's uid (0700/0600), as root."""
         self.call("data_hand_over", appspace=appspace_id, part=part, uid=uid, wait=600.0)
 
+    def data_view(self, appspace_id: str, uid: int) -> str:
+        """A read-only view of the appspace's data, readable by the DS_RUN_AS user: its path."""
+        return self.call("data_view", appspace=appspace_id, uid=uid)["path"]
+
+    def data_view_close(self, appspace_id: str) -> None:
+        self.call("data_view_close", appspace=appspace_id)
+
     def data_swap(self, appspace_id: str, part: str) -> None:
         """Exchange `appspaces/<id>/<part>/data` with the live data, as root."""
         self.call("data_swap", appspace=appspace_id, part=part)

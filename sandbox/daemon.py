@@ -194,6 +194,10 @@ class ControlServer:
             )
         if op == "data_swap":
             return await datafiles.swap(request.get("appspace"), request.get("part"))
+        if op == "data_view":
+            return await datafiles.view(request.get("appspace"), request.get("uid"))
+        if op == "data_view_close":
+            return await datafiles.view_close(request.get("appspace"))
         if op == "data_usage":
             return await datafiles.measure(request.get("appspace"))
         raise SandboxBadRequest(f"unknown op {op!r}; known: {', '.join(protocol.OPS)}")

@@ -16,6 +16,9 @@ appspace by id, never a path:
 - `data_swap` {"appspace": id, "part": name}: exchange `appspaces/<id>/<part>/data` with
   `appspaces/<id>/data` in one rename (a folder of another uid cannot be moved by the
   platform user). The restore calls these two when not root.
+- `data_view` {"appspace": id, "uid": uid} -> {"path"}: a read-only view of the data where
+  `uid` (the appspace's) reads as the caller's DS_RUN_AS user (`sandbox.walls.views`), for a
+  backup; `data_view_close` {"appspace": id} takes it down.
 - `data_usage` {"appspace": id} -> the fields of `sandbox.usage.DiskUsage`: the disk used by
   `appspaces/<id>/data/`, walked as root (a walk as anyone else would miss what the app made
   unreadable, and let it hide bytes from its quota). The disk measure calls it when not root.
@@ -41,11 +44,11 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from sandbox import layout, usage
+from sandbox import access, layout, usage
 from sandbox.instance import FROZEN, RUNNING, STARTING, STOPPING
 from sandbox.protocol import SandboxBadRequest, SandboxBusy
 from sandbox.spec import _ID, UID_MAX
-from sandbox.walls import mounts
+from sandbox.walls import mounts, views
 
 if TYPE_CHECKING:
     from sandbox.supervisor import Supervisor
@@ -144,9 +147,7 @@ def _remove_part(sandbox_id: str, part: str) -> list[str]:
 
 async def hand_over(raw_id: Any, raw_part: Any, raw_uid: Any) -> dict[str, Any]:
     sandbox_id, part = appspace_id(raw_id), part_name(raw_part, restore_only=True)
-    base = settings.DS_SANDBOX_UID_BASE
-    if isinstance(raw_uid, bool) or not isinstance(raw_uid, int) or not base <= raw_uid <= UID_MAX:
-        raise SandboxBadRequest(f"uid {raw_uid!r} refused: sandbox uids start at {base}")
+    raw_uid = _sandbox_uid(raw_uid)
     loop = asyncio.get_running_loop()
     try:
         return await loop.run_in_executor(None, _hand_over, sandbox_id, part, raw_uid)
@@ -208,3 +209,29 @@ def _swap(sandbox_id: str, part: str) -> dict[str, Any]:
     finally:
         os.close(fd)
     return {"swapped": True}
+
+
+async def view(raw_id: Any, raw_uid: Any) -> dict[str, Any]:
+    sandbox_id, uid = appspace_id(raw_id), _sandbox_uid(raw_uid)
+    platform = access.run_as_user()
+    if os.geteuid() != 0 or platform is None:
+        raise SandboxBadRequest("views are for the DS_RUN_AS user of a supervisor running as root")
+    loop = asyncio.get_running_loop()
+    try:
+        path = await loop.run_in_executor(
+            None, views.open_view, sandbox_id, uid, platform.uid, platform.gid
+        )
+    except OSError as exc:
+        raise SandboxBadRequest(f"cannot open a view of {sandbox_id}: {exc}") from None
+    return {"path": str(path)}
+
+
+async def view_close(raw_id: Any) -> dict[str, Any]:
+    return {"closed": views.close_view(appspace_id(raw_id))}
+
+
+def _sandbox_uid(raw: Any) -> int:
+    base = settings.DS_SANDBOX_UID_BASE
+    if isinstance(raw, bool) or not isinstance(raw, int) or not base <= raw <= UID_MAX:
+        raise SandboxBadRequest(f"uid {raw!r} refused: sandbox uids start at {base}")
+    return raw

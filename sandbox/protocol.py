@@ -31,6 +31,8 @@ OPS = (
     "data_usage",
     "data_hand_over",
     "data_swap",
+    "data_view",
+    "data_view_close",
 )
 
 

@@ -304,3 +304,57 @@ def test_the_run_as_user_has_a_restored_tree_handed_over_and_swapped_in(sup, run
     )
     assert removed["responses"][0]["result"]["removed"] == [stage.name]
     assert not stage.exists() and (live / "sub" / "new.txt").read_text() == "new"
+
+
+def test_the_run_as_user_reads_an_appspace_s_data_through_a_read_only_view(sup, run_as, make_app):
+    """`data_view`: the appspace's uid reads as the DS_RUN_AS user on an idmapped, read-only
+    mount; nobody else gets in, nothing can be written, and closing it takes it down."""
+    spec = make_app({"app.ts": HELLO_APP}).spec()
+    sup.client.ensure(spec)
+    secret = Path(spec.data_dir) / "notes" / "secret.txt"
+    secret.parent.mkdir(mode=0o700)
+    secret.write_text("the owner's words")
+    for path in (secret.parent, secret):
+        os.chown(path, spec.uid, spec.uid)
+    secret.chmod(0o600)
+    control = sup.data_dir / "run" / "sandboxd.sock"
+    as_user = {"user": run_as.uid, "group": run_as.gid}
+    answer = control_as(
+        control,
+        [
+            {"id": 1, "op": "data_view", "appspace": spec.id, "uid": 0},
+            {"id": 2, "op": "data_view", "appspace": spec.id, "uid": spec.uid},
+        ],
+        **as_user,
+    )
+    refused, opened = answer["responses"]
+    assert refused["error"]["code"] == "bad_request"
+    view = Path(opened["result"]["path"])
+    read = (
+        "import sys\n"
+        "try:\n"
+        "    print(open(sys.argv[1] + '/notes/secret.txt').read())\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__)\n"
+        "try:\n"
+        "    open(sys.argv[1] + '/planted', 'w')\n"
+        "except OSError as exc:\n"
+        "    print(exc.strerror)\n"
+    )
+
+    def run(user: int, group: int) -> list[str]:
+        result = subprocess.run(
+            [SYSTEM_PYTHON, "-c", read, str(view)],
+            user=user, group=group, extra_groups=[], capture_output=True, text=True,
+            check=True, cwd="/",
+        )  # fmt: skip
+        return result.stdout.splitlines()
+
+    assert run(run_as.uid, run_as.gid) == ["the owner's words", "Read-only file system"]
+    assert run(NOBODY, NOBODY)[0] == "PermissionError"
+    assert os.stat(secret).st_uid == spec.uid  # the data itself is unchanged
+    closed = control_as(
+        control, [{"id": 3, "op": "data_view_close", "appspace": spec.id}], **as_user
+    )
+    assert closed["responses"][0]["result"] == {"closed": True}
+    assert not view.exists()

@@ -56,13 +56,15 @@ class Stack:
         return result.stdout
 
     def manage_as(self, user: access.RunAs, *args: str) -> str:
-        """A management command run by `user` (as the workers will), not by root."""
+        """A management command run by `user` (as the workers will), not by root, in serve's
+        mount namespace (where the supervisor's views and socket dirs are)."""
         argv = [
+            "nsenter", f"--mount=/proc/{self.proc.pid}/ns/mnt",
             "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
             sys.executable, str(BASE_DIR / "manage.py"), *args,
         ]  # fmt: skip
         result = subprocess.run(
-            reachable_python(user, argv),
+            argv,
             env=dict(self.env, HOME=str(self.data)),
             cwd=BASE_DIR,
             capture_output=True,
@@ -247,9 +249,14 @@ def test_install_create_open_back_up_restore_and_delete_through_it(stack, run_as
     meta = os.stat(stack.data / "appspaces" / appspace_id / "meta")
     assert (meta.st_uid, meta.st_gid) == (run_as.uid, uid)
 
-    backup = json.loads(stack.manage("backup_appspace", "gb", "--json").strip().splitlines()[-1])
+    # The backup, run by the unprivileged user: it reads the appspace's data (its uid's, 0700)
+    # through the supervisor's read-only view.
+    backup = stack.manage_as(run_as, "backup_appspace", "gb", "--json")
+    backup = json.loads(backup.strip().splitlines()[-1])
+    assert backup["files"] >= 1 and not backup["warnings"], backup
     archive = Path(backup["path"])
     assert os.stat(archive).st_uid == run_as.uid  # the web servers hand it out
+    assert not list((stack.data / "run" / "views").iterdir())  # the view is closed
 
     # The panel, served by the unprivileged web server: log in, download the archive.
     panel = "dropid.localhost"
