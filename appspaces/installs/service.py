@@ -35,6 +35,7 @@ from appspaces.jobs import (
 )
 from appspaces.models import App, Job
 from packages.extraction import remove_tree
+from sandbox import access
 from sandbox.protocol import SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ def install_job_create(
             os.replace(upload, staging / "package")
         elif upload is not None:
             upload.keep(staging / "package")  # an unnamed upload gets its only name here
+        # Queued by root (a `manage.py` command): the workers run as DS_RUN_AS.
+        access.give_tree_to_platform(staging)
         if enqueue:
             from appspaces.tasks import install_app
 

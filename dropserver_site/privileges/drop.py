@@ -1,15 +1,13 @@
 """`serve` started as root: which children give up root, and what they must own to work.
 
-Only the sandbox supervisor needs uid 0 (bubblewrap as per-appspace uids, cgroups, mounts). The
-web servers (Daphne) and the TLS edge (Caddy) face the network: started by root, `serve` runs
-them as the DS_RUN_AS user — `subprocess.Popen(user=, group=, extra_groups=)`, i.e. setgroups
-(initgroups' list), setgid and setuid in the child before exec. The edge keeps one capability,
-CAP_NET_BIND_SERVICE, and only when it must bind a port below 1024 (`setpriv`, ambient).
-
-The Celery workers still run as root: backups read appspace data that belongs to each
-appspace's uid, restores hand trees over to that uid, deletions remove them and the disk
-measurement walks them; those need the narrow supervisor operations listed in
-docs/security.md ("What still runs as root") before the workers can drop too.
+Only the sandbox supervisor needs uid 0 (bubblewrap as per-appspace uids, cgroups, mounts).
+Started by root, `serve` runs the web servers (Daphne), the TLS edge (Caddy) and the Celery
+workers as the DS_RUN_AS user — `subprocess.Popen(user=, group=, extra_groups=)`, i.e.
+setgroups (initgroups' list), setgid and setuid in the child before exec. The edge keeps one
+capability, CAP_NET_BIND_SERVICE, and only when it must bind a port below 1024 (`setpriv`,
+ambient). What the workers did as root on appspace data (read it for backups, hand restored
+trees to its uid, swap them in, remove old data, measure it) goes through the supervisor's
+narrow operations (`sandbox/datafiles.py`, docs/security.md).
 
 When `serve` is not root, nothing changes. When the DS_RUN_AS user does not exist, or cannot run
 this Python or read DS_DATA_DIR (a checkout under /root, say), `serve` says so and keeps
@@ -29,9 +27,9 @@ from django.conf import settings
 
 from sandbox import access
 
-# What the web servers write or hand out under DS_DATA_DIR (besides DS_DATA_DIR itself, where
-# SQLite puts its -wal and -shm files): theirs. run/ and logs/ stay the supervisor's (root's),
-# appspace data its uid's.
+# What the web servers and workers write or hand out under DS_DATA_DIR (besides DS_DATA_DIR
+# itself, where SQLite puts its -wal and -shm files): theirs. run/ and logs/ stay the
+# supervisor's (root's), appspace data its uid's.
 PLATFORM_ENTRIES = (
     "secret_key",
     "broker",
@@ -42,6 +40,13 @@ PLATFORM_ENTRIES = (
     "tls",
     "backups",  # archives the owners download, uploads they restore from (the workers write)
     "apps",  # installed versions, deleted from the panel (the workers and the supervisor write)
+    "trash",
+    "tmp",
+    "examples",  # packages `install_examples` built for the workers
+    "celerybeat-schedule",  # beat's shelve (one or three files, by dbm)
+    "celerybeat-schedule.bak",
+    "celerybeat-schedule.dat",
+    "celerybeat-schedule.dir",
 )
 
 
@@ -52,17 +57,14 @@ class Drop:
     def popen_kwargs(self) -> dict:
         return {"user": self.user.uid, "group": self.user.gid, "extra_groups": self.user.groups}
 
-    def worker_kwargs(self) -> dict:
-        """The Celery workers keep uid 0 (see above) but take the DS_RUN_AS group as their
-        group and umask 002: what they create in the platform's folders (the filesystem
-        broker's queue and exchange files, the beat schedule, mail) stays writable by the web
-        servers that share them."""
-        return {"group": self.user.gid, "extra_groups": [], "umask": 0o002}
-
     def env(self, env: dict[str, str]) -> dict[str, str]:
-        """No root's $HOME for the child: DS_DATA_DIR (the edge overrides it with tls/)."""
+        """No root's $HOME for the child: DS_DATA_DIR (the edge overrides it with tls/). Its
+        temporary files go to DS_DATA_DIR/tmp, the user's own, not the sticky /tmp: the
+        filesystem broker moves each message there before deleting it, and a message queued by
+        root (a `manage.py` command) could not be deleted from /tmp by another user."""
         home = str(settings.DS_DATA_DIR)
-        return dict(env, HOME=home, USER=self.user.name, LOGNAME=self.user.name)
+        tmp = str(Path(settings.DS_DATA_DIR) / "tmp")
+        return dict(env, HOME=home, TMPDIR=tmp, USER=self.user.name, LOGNAME=self.user.name)
 
     def edge_argv(self, argv: list[str], ports: list[int]) -> tuple[list[str], bool]:
         """Caddy's command line, and whether Popen must do the drop itself. A port below 1024
@@ -144,8 +146,9 @@ def give_platform_paths(drop: Drop) -> None:
     data = Path(settings.DS_DATA_DIR)
     data.mkdir(parents=True, exist_ok=True)
     os.chown(data, uid, gid, follow_symlinks=False)
-    for name in ("broker", "mail", "metrics", "uploads", "tls", "backups"):
+    for name in ("broker", "mail", "metrics", "uploads", "tls", "backups", "tmp"):
         (data / name).mkdir(exist_ok=True)
+    os.chmod(data / "tmp", 0o700)
     paths = [data / name for name in PLATFORM_ENTRIES]
     database = settings.DATABASES["default"]
     if database["ENGINE"] == "django.db.backends.sqlite3":

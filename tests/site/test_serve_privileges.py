@@ -159,7 +159,7 @@ def stack(ds_data_dir, run_as):
             print(output)  # shown when the test failed
 
 
-def test_only_the_supervisor_and_the_workers_keep_root(stack, run_as):
+def test_only_the_supervisor_keeps_root(stack, run_as):
     assert "DS_RUN_AS" not in stack.banner, stack.banner  # no fallback warning: it dropped
     table = stack.uids()
     roles = {
@@ -177,17 +177,12 @@ def test_only_the_supervisor_and_the_workers_keep_root(stack, run_as):
     assert {"supervisor", "web", "worker"} <= set(roles.values())
     for pid, (cmd, uids, gids, groups) in table.items():
         role = roles[pid]
-        if role == "web":
+        if role in ("web", "worker"):
             assert uids == [run_as.uid] * 4, (cmd, uids)
             assert gids == [run_as.gid] * 4, (cmd, gids)
             assert groups == sorted(set(run_as.groups)), (cmd, groups)
         elif role == "supervisor":
             assert uids == [0] * 4, (cmd, uids)
-        elif role == "worker":
-            # Still root for appspace data (docs/security.md), in the DS_RUN_AS group so what
-            # they write in shared folders stays the web servers' to write too.
-            assert uids == [0] * 4, (cmd, uids)
-            assert gids == [run_as.gid] * 4, (cmd, gids)
         else:
             raise AssertionError(f"unexpected process under serve: {cmd} {uids}")
     sock = os.stat(stack.data / "run" / "sandboxd.sock")

@@ -12,9 +12,9 @@ and DS_HTTPS_PORT. Caddy binds its ports itself: started as root it keeps root; 
 that runs it as another user (docs/operations.md) gives it CAP_NET_BIND_SERVICE for ports
 below 1024 — see `edge_child()`, the one place that builds its command.
 
-Started as root, `serve` runs the web servers and the edge as the DS_RUN_AS user
-(`dropserver_site.privileges.drop`); the supervisor keeps root, and the Celery workers too for
-now (docs/security.md, "Processes and their uids"). Not root: nothing changes.
+Started as root, `serve` runs the web servers, the edge and the Celery workers as the DS_RUN_AS
+user (`dropserver_site.privileges.drop`); only the supervisor keeps root (docs/security.md,
+"Processes and their uids"). Not root: nothing changes.
 """
 
 from __future__ import annotations
@@ -155,10 +155,11 @@ class Command(BaseCommand):
         drop = drop_target(lambda text: self.stderr.write(f"Warning: {text}"))
         children = [Child("sandbox supervisor", [*manage, "sandboxd"])]
         if not no_worker:
-            workers = drop.worker_kwargs() if drop is not None else {}
-            children.extend(
-                Child(name, argv, credentials=workers) for name, argv in worker_commands()
-            )
+            for name, argv in worker_commands():
+                worker = Child(name, argv)
+                if drop is not None:
+                    worker.env, worker.credentials = drop.env(env), drop.popen_kwargs()
+                children.append(worker)
         # With the TLS edge, Daphne is reached on loopback only; the edge listens for the world.
         web_bind, web_port = ("127.0.0.1", settings.DS_WEB_PORT) if edge else (bind, port)
         # One listening socket, bound here, shared by DS_WEB_PROCESSES Daphne processes: the
