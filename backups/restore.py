@@ -136,7 +136,7 @@ def hand_over(root: Path, uid: int) -> None:
 
 def _as_platform() -> bool:
     """Not root (a worker running as DS_RUN_AS): what touches data of the appspace's uid goes
-    through the supervisor's narrow operations (sandbox/datafiles.py)."""
+    through the supervisor's narrow operations (sandbox/data/files.py)."""
     return os.geteuid() != 0
 
 

@@ -53,7 +53,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "blocked": BOTH,
     "network_requests": BOTH,
     "run_once": BOTH,
-    "data_remove": BOTH,  # an appspace's files, by id (sandbox/datafiles.py)
+    "data_remove": BOTH,  # an appspace's files, by id (sandbox/data/files.py)
     "data_usage": BOTH,  # the disk its data uses, walked as root
     "data_hand_over": BOTH,  # a restored tree given to the appspace's uid
     "data_swap": BOTH,  # restored data swapped with the live data

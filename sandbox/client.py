@@ -216,7 +216,7 @@ class SandboxClient:
         self.call("data_swap", appspace=appspace_id, part=part)
 
     def data_usage(self, appspace_id: str) -> dict[str, int]:
-        """The disk an appspace's data uses (`sandbox.usage.DiskUsage` fields), measured by
+        """The disk an appspace's data uses (`sandbox.data.usage.DiskUsage` fields), measured by
         the supervisor: for callers that are not root."""
         return self.call("data_usage", appspace=appspace_id, wait=600.0)
 

@@ -17,7 +17,8 @@ import shutil
 import signal
 from typing import Any
 
-from sandbox import access, datafiles, layout, protocol
+from sandbox import access, layout, protocol
+from sandbox.data import files as datafiles
 from sandbox.protocol import SandboxBadRequest, SandboxError, SandboxForbidden
 from sandbox.supervisor import Supervisor
 from sandbox.walls import cgroups, diskimage, mounts, preflight

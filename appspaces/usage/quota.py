@@ -16,8 +16,8 @@ from django.utils import timezone
 from appspaces.models import Appspace
 from appspaces.sandboxes import appspace_data_held, appspace_spec
 from appspaces.usage.counters import add_to_day
-from sandbox import usage as disk_usage
 from sandbox.client import SandboxClient
+from sandbox.data import usage as disk_usage
 from sandbox.instance import FROZEN, RUNNING, STARTING, STOPPING
 from sandbox.protocol import SandboxError, SandboxNotFound
 from sandbox.walls import diskimage

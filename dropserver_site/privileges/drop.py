@@ -7,7 +7,7 @@ setgroups (initgroups' list), setgid and setuid in the child before exec. The ed
 capability, CAP_NET_BIND_SERVICE, and only when it must bind a port below 1024 (`setpriv`,
 ambient). What the workers did as root on appspace data (read it for backups, hand restored
 trees to its uid, swap them in, remove old data, measure it) goes through the supervisor's
-narrow operations (`sandbox/datafiles.py`, docs/security.md).
+narrow operations (`sandbox/data/files.py`, docs/security.md).
 
 When `serve` is not root, nothing changes. When the DS_RUN_AS user does not exist, or cannot run
 this Python or read DS_DATA_DIR (a checkout under /root, say), `serve` says so and keeps

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import access, protocol, usage
+from sandbox import access, protocol
+from sandbox.data import usage
 from tests.privileges import SYSTEM_PYTHON, control_as, run_as_test_user
 from tests.sandbox.fixtures import HELLO_APP
 

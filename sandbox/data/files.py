@@ -19,7 +19,7 @@ appspace by id, never a path:
 - `data_view` {"appspace": id, "uid": uid} -> {"path"}: a read-only view of the data where
   `uid` (the appspace's) reads as the caller's DS_RUN_AS user (`sandbox.walls.views`), for a
   backup; `data_view_close` {"appspace": id} takes it down.
-- `data_usage` {"appspace": id} -> the fields of `sandbox.usage.DiskUsage`: the disk used by
+- `data_usage` {"appspace": id} -> the fields of `sandbox.data.usage.DiskUsage`: the disk used by
   `appspaces/<id>/data/`, walked as root (a walk as anyone else would miss what the app made
   unreadable, and let it hide bytes from its quota). The disk measure calls it when not root.
 
@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from sandbox import access, layout, usage
+from sandbox import access, layout
+from sandbox.data import usage
 from sandbox.instance import FROZEN, RUNNING, STARTING, STOPPING
 from sandbox.protocol import SandboxBadRequest, SandboxBusy
 from sandbox.spec import _ID, UID_MAX
