@@ -312,10 +312,15 @@ class _Restore:
         _stop(client, sandbox_id)
         previous = appspace.path / f".previous-{timezone.now():%Y%m%dT%H%M%S}-{self.token}"
         os.rename(self.stage, previous)
-        replaced = any((previous / DATA).iterdir()) or (previous / diskimage.IMAGE_NAME).exists()
-        if not self.start and not replaced:
+        if not self.start and not self._replaced(previous):
             _remove_part(client, appspace, previous)  # nothing was replaced (an import)
         return previous
+
+    @staticmethod
+    def _replaced(previous: Path) -> bool:
+        """Whether the swap put data aside: files, or a data image (an import replaces none).
+        Asked only of imports: a restore's replaced data is its uid's, unreadable here."""
+        return any((previous / DATA).iterdir()) or (previous / diskimage.IMAGE_NAME).exists()
 
     def _start_or_undo(self, client: SandboxClient, previous: Path, meta: Metadata) -> None:
         appspace = self.appspace
