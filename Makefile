@@ -12,6 +12,7 @@ PYTEST_ARGS ?= -n 2
 .PHONY: run test bench lint lock system-deps test-system-deps services deps dev-deps clean
 
 run: system-deps deps
+	@if [ "$$(id -u)" = 0 ]; then scripts/run-as-user.sh; fi
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py install_examples
 	$(PY) manage.py serve --port $(PORT)

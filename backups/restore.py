@@ -44,6 +44,7 @@ from backups.offsite.copies import offsite_fetch
 from backups.offsite.restic import ResticError
 from backups.store import MB, ensure_backups_dir, worker_name
 from packages.extraction import remove_tree
+from sandbox import access
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxNotFound, SandboxUnavailable
 from sandbox.walls import diskimage
@@ -131,6 +132,28 @@ def hand_over(root: Path, uid: int) -> None:
                 os.chown(path, uid, uid, follow_symlinks=False)
         for name in dirnames:
             os.chmod(os.path.join(folder, name), 0o700, follow_symlinks=False)
+
+
+def _as_platform() -> bool:
+    """Not root (a worker running as DS_RUN_AS): what touches data of the appspace's uid goes
+    through the supervisor's narrow operations (sandbox/data/files.py)."""
+    return os.geteuid() != 0
+
+
+def _exchange_data(client: SandboxClient, appspace: Appspace, folder: Path) -> None:
+    """Swap `folder`/data with the appspace's live data."""
+    if _as_platform():
+        client.data_swap(str(appspace.public_id), folder.name)
+    else:
+        exchange(folder / DATA, appspace.data_path)
+
+
+def _remove_part(client: SandboxClient, appspace: Appspace, folder: Path) -> None:
+    """Remove a `.restore-*` or `.previous-*` folder of the appspace (data of its uid inside)."""
+    if _as_platform() and folder.exists():
+        client.data_remove(str(appspace.public_id), part=folder.name)
+    else:
+        remove_tree(folder)
 
 
 def _stop(client: SandboxClient, sandbox_id: str) -> bool:
@@ -230,14 +253,19 @@ class _Restore:
             # Traversable (not readable) by the sandbox uid, for a migration of the staged data.
             os.chmod(self.stage, 0o711)
             os.chmod(self.stage / META_NAME, 0o600)
-            hand_over(self.stage / DATA, appspace.sandbox_uid)
+            if _as_platform():
+                client.data_hand_over(
+                    str(appspace.public_id), self.stage.name, appspace.sandbox_uid
+                )
+            else:
+                hand_over(self.stage / DATA, appspace.sandbox_uid)
             if meta.data_schema < target:
                 self.step(f"Migrating the data from schema {meta.data_schema} to {target}", 70)
                 self._migrate(client, meta.data_schema, target)
             self.step("Putting the data in place", 90)
             previous = self._swap(client, target)
         except BaseException:
-            remove_tree(self.stage)
+            _remove_part(client, appspace, self.stage)
             client.close()
             raise
         try:
@@ -273,7 +301,7 @@ class _Restore:
         live = appspace.data_path
         if not live.exists():
             live.mkdir(mode=0o700)
-        exchange(self.stage / DATA, live)
+        _exchange_data(client, appspace, self.stage)
         # With a data image (sandbox.walls.diskimage) the replaced data is in it, not in the
         # folder: it goes aside too, and the next mount makes a new image of the restored data.
         image = diskimage.image_path(live)
@@ -284,10 +312,15 @@ class _Restore:
         _stop(client, sandbox_id)
         previous = appspace.path / f".previous-{timezone.now():%Y%m%dT%H%M%S}-{self.token}"
         os.rename(self.stage, previous)
-        replaced = any((previous / DATA).iterdir()) or (previous / diskimage.IMAGE_NAME).exists()
-        if not self.start and not replaced:
-            remove_tree(previous)  # nothing was replaced (an import): nothing to keep
+        if not self.start and not self._replaced(previous):
+            _remove_part(client, appspace, previous)  # nothing was replaced (an import)
         return previous
+
+    @staticmethod
+    def _replaced(previous: Path) -> bool:
+        """Whether the swap put data aside: files, or a data image (an import replaces none).
+        Asked only of imports: a restore's replaced data is its uid's, unreadable here."""
+        return any((previous / DATA).iterdir()) or (previous / diskimage.IMAGE_NAME).exists()
 
     def _start_or_undo(self, client: SandboxClient, previous: Path, meta: Metadata) -> None:
         appspace = self.appspace
@@ -299,18 +332,18 @@ class _Restore:
         except SandboxError as exc:
             _stop(client, str(appspace.public_id))
             appspace_data_released(appspace, client)
-            exchange(previous / DATA, appspace.data_path)
+            _exchange_data(client, appspace, previous)
             image = diskimage.image_path(appspace.data_path)
             image.unlink(missing_ok=True)  # made of the restored data by the start
             if (previous / diskimage.IMAGE_NAME).exists():
                 os.rename(previous / diskimage.IMAGE_NAME, image)
             Appspace.objects.filter(pk=appspace.pk).update(data_schema=self.old_schema)
-            remove_tree(previous)
+            _remove_part(client, appspace, previous)
             raise RestoreError(
                 "The app would not start with the restored data, so the data it had before "
                 f"was put back. ({exc})"
             ) from None
-        remove_tree(previous)  # it runs on the restored data: the old data may go
+        _remove_part(client, appspace, previous)  # it runs on the restored data: old data goes
 
 
 def _os_message(exc: OSError) -> str:
@@ -453,6 +486,8 @@ def uploads_dir() -> Path:
     path = backups_root() / ".uploads"
     path.parent.mkdir(mode=0o700, exist_ok=True)
     path.mkdir(mode=0o700, exist_ok=True)
+    for folder in (path.parent, path):  # the web servers (DS_RUN_AS) write uploads here
+        access.give_to_platform(folder)
     return path
 
 

@@ -9,8 +9,10 @@ back and verified). Nothing lists or restores a backup that is not READY.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -52,6 +54,7 @@ from backups.store import (
     worker_name,
 )
 from packages.extraction import remove_tree
+from sandbox.protocol import SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +177,24 @@ def _begin(appspace: Appspace, kind: str, job: Job | None) -> Backup:
         return backup
 
 
+def _snapshot(appspace: Appspace, staging, quiescer: Quiescer, report: Reporter):
+    """The snapshot of the live data. Run as root it is read in place; otherwise the data is
+    the appspace uid's and is read through a read-only view the supervisor opens
+    (`data_view`, docs/security.md), closed before the image's hold is released."""
+    if os.geteuid() == 0:
+        return take_snapshot(appspace.data_path, staging, quiescer, tick=report.beat)
+    sandbox_id = str(appspace.public_id)
+    try:
+        source = Path(quiescer.client.data_view(sandbox_id, appspace.sandbox_uid))
+    except SandboxError as exc:
+        raise SnapshotError(f"The data could not be opened for the backup: {exc}") from None
+    try:
+        return take_snapshot(source, staging, quiescer, tick=report.beat)
+    finally:
+        with contextlib.suppress(SandboxError):
+            quiescer.client.data_view_close(sandbox_id)
+
+
 def backup_leftovers_remove(backup: Backup) -> None:
     """Everything an unfinished backup may have left: its staging copy and temporary archive
     (and the archive itself if the row never became READY)."""
@@ -238,7 +259,7 @@ def _make(backup: Backup, appspace: Appspace, report: Reporter) -> None:
     try:
         # A stopped appspace's data image is mounted for the copy (the folder is empty under it).
         with appspace_data_held(appspace, quiescer.client):
-            snap = take_snapshot(appspace.data_path, staging, quiescer, tick=report.beat)
+            snap = _snapshot(appspace, staging, quiescer, report)
     except DataUnavailable as exc:
         raise BackupError(f"{exc} Nothing was backed up; try again shortly.") from None
     finally:

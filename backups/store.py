@@ -10,6 +10,7 @@ import socket
 
 from appspaces.models import Appspace
 from backups.models import Backup, BackupPolicy, appspace_backups_dir, backups_root
+from sandbox import access
 
 MB = 1024 * 1024
 
@@ -32,6 +33,9 @@ def ensure_backups_dir(appspace: Appspace) -> None:
     root.mkdir(mode=0o700, exist_ok=True)
     os.chmod(root, 0o700)
     appspace_backups_dir(appspace).mkdir(mode=0o700, exist_ok=True)
+    # The web servers (DS_RUN_AS) hand archives to their owners: backups/ is theirs.
+    for folder in (root, appspace_backups_dir(appspace)):
+        access.give_to_platform(folder)
 
 
 def staging_path(backup: Backup):

@@ -470,6 +470,11 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(DS_DATA_DIR / "metrics")
 DS_SANDBOX_BWRAP = env.str("DS_SANDBOX_BWRAP", default="/usr/bin/bwrap")
 DS_SANDBOX_DENO = env.str("DS_SANDBOX_DENO", default="")  # empty: the `deno` PyPI package's binary
 DS_SANDBOX_UID_BASE = env.int("DS_SANDBOX_UID_BASE", default=200000)
+# The unprivileged system user the web servers, the TLS edge and the Celery workers run as when
+# `serve` is started as root (docs/security.md, "Processes and their uids"); only it (and root)
+# may use the supervisor's control socket. Created by `make run` as root and by the install
+# (scripts/run-as-user.sh). Empty: nothing is dropped, and only root may call the supervisor.
+DS_RUN_AS = env.str("DS_RUN_AS", default="dropserver")
 DS_SANDBOX_CGROUP_PARENT = env.str("DS_SANDBOX_CGROUP_PARENT", default="dropserver")
 # Set by the supervisor's systemd unit (Delegate=yes): sandbox cgroups go below the unit's own
 # cgroup instead of at the top of each hierarchy (sandbox/walls/delegation.py).

@@ -194,6 +194,32 @@ class SandboxClient:
         )
         return RunResult(**result)
 
+    def data_remove(self, appspace_id: str, part: str | None = None) -> list[str]:
+        """Delete an appspace's folders (data, meta, log, socket dir; or only `part`, a
+        `.restore-*`/`.previous-*` folder) as the supervisor: for callers that are not root.
+        Its sandbox must be stopped."""
+        return self.call("data_remove", appspace=appspace_id, part=part, wait=600.0)["removed"]
+
+    def data_hand_over(self, appspace_id: str, part: str, uid: int) -> None:
+        """Give `appspaces/<id>/<part>/data` to the appspace's uid (0700/0600), as root."""
+        self.call("data_hand_over", appspace=appspace_id, part=part, uid=uid, wait=600.0)
+
+    def data_view(self, appspace_id: str, uid: int) -> str:
+        """A read-only view of the appspace's data, readable by the DS_RUN_AS user: its path."""
+        return self.call("data_view", appspace=appspace_id, uid=uid)["path"]
+
+    def data_view_close(self, appspace_id: str) -> None:
+        self.call("data_view_close", appspace=appspace_id)
+
+    def data_swap(self, appspace_id: str, part: str) -> None:
+        """Exchange `appspaces/<id>/<part>/data` with the live data, as root."""
+        self.call("data_swap", appspace=appspace_id, part=part)
+
+    def data_usage(self, appspace_id: str) -> dict[str, int]:
+        """The disk an appspace's data uses (`sandbox.data.usage.DiskUsage` fields), measured by
+        the supervisor: for callers that are not root."""
+        return self.call("data_usage", appspace=appspace_id, wait=600.0)
+
 
 class AsyncSandboxClient:
     """asyncio client: one persistent connection, requests pipelined and matched by id."""

@@ -1,7 +1,9 @@
 """The supervisor process: single-instance lock, stale cleanup, the control socket, shutdown.
 
-`manage.py sandboxd` calls `run()`. The control socket (DS_DATA_DIR/run/sandboxd.sock, mode
-0600) speaks the newline-delimited JSON protocol of `sandbox.protocol`.
+`manage.py sandboxd` calls `run()`. The control socket (DS_DATA_DIR/run/sandboxd.sock: root and
+the DS_RUN_AS group, 0660; or 0600 without root or without that user) speaks the
+newline-delimited JSON protocol of `sandbox.protocol`; each connection's caller is read from
+`SO_PEERCRED` and each request checked against `sandbox.access`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import shutil
 import signal
 from typing import Any
 
-from sandbox import layout, protocol
-from sandbox.protocol import SandboxBadRequest, SandboxError
+from sandbox import access, layout, protocol
+from sandbox.data import files as datafiles
+from sandbox.protocol import SandboxBadRequest, SandboxError, SandboxForbidden
 from sandbox.supervisor import Supervisor
 from sandbox.walls import cgroups, diskimage, mounts, preflight
 
@@ -67,6 +70,9 @@ class ControlServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         write_lock = asyncio.Lock()
         tasks: set[asyncio.Task] = set()
+        caller = access.peer_caller(writer.get_extra_info("socket"))
+        if caller.role is None:
+            log.warning("refused a control connection from uid %d (pid %d)", caller.uid, caller.pid)
 
         async def respond(message: dict) -> None:
             async with write_lock:
@@ -77,7 +83,7 @@ class ControlServer:
         async def serve_one(request: dict) -> None:
             request_id = request.get("id")
             try:
-                result = await self.dispatch(request)
+                result = await self.dispatch(request, caller)
                 await respond({"id": request_id, "ok": True, "result": result})
             except SandboxError as exc:
                 await respond({"id": request_id, "ok": False, "error": exc.to_json()})
@@ -115,6 +121,15 @@ class ControlServer:
                         }
                     )
                     continue
+                if caller.role is None:
+                    # Nothing is done for a stranger: one answer saying why, then hang up.
+                    try:
+                        caller.check(request.get("op"))
+                    except SandboxForbidden as exc:
+                        await respond(
+                            {"id": request.get("id"), "ok": False, "error": exc.to_json()}
+                        )
+                    break
                 task = asyncio.create_task(serve_one(request))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -131,9 +146,12 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def dispatch(self, request: dict[str, Any]) -> Any:
+    async def dispatch(self, request: dict[str, Any], caller: access.Caller) -> Any:
         sup = self.supervisor
         op = request.get("op")
+        if op not in protocol.OPS:
+            raise SandboxBadRequest(f"unknown op {op!r}; known: {', '.join(protocol.OPS)}")
+        caller.check(op)
         if op == "ping":
             host = sup.host
             return {
@@ -173,6 +191,20 @@ class ControlServer:
                 request.get("args"),
                 request.get("timeout"),
             )
+        if op == "data_remove":
+            return await datafiles.remove(sup, request.get("appspace"), request.get("part"))
+        if op == "data_hand_over":
+            return await datafiles.hand_over(
+                request.get("appspace"), request.get("part"), request.get("uid")
+            )
+        if op == "data_swap":
+            return await datafiles.swap(request.get("appspace"), request.get("part"))
+        if op == "data_view":
+            return await datafiles.view(request.get("appspace"), request.get("uid"))
+        if op == "data_view_close":
+            return await datafiles.view_close(request.get("appspace"))
+        if op == "data_usage":
+            return await datafiles.measure(request.get("appspace"))
         raise SandboxBadRequest(f"unknown op {op!r}; known: {', '.join(protocol.OPS)}")
 
 
@@ -191,14 +223,16 @@ async def serve(ready: asyncio.Event | None = None) -> None:
         server = ControlServer(supervisor)
         path = layout.control_socket_path()
         path.unlink(missing_ok=True)
-        old_umask = os.umask(0o177)  # the socket is born 0600: root only
+        old_umask = os.umask(0o177)  # the socket is born 0600: root only, until chowned below
         try:
             unix_server = await asyncio.start_unix_server(
                 server.handle, path=str(path), limit=protocol.MAX_FRAME
             )
         finally:
             os.umask(old_umask)
-        os.chmod(path, 0o600)
+        uid, gid, mode = access.socket_owner()
+        os.chown(path, uid, gid, follow_symlinks=False)
+        os.chmod(path, mode)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from sandbox import layout
+from sandbox import access, layout
 from sandbox.instance import Instance
 from sandbox.output import LogSink
 from sandbox.protocol import SandboxBadRequest, SandboxBusy, SandboxStartFailed
@@ -157,7 +157,8 @@ class JobRunner:
         return outcome
 
     def _install_cache(self, spec: SandboxSpec, outcome: dict, log_sink: LogSink) -> dict:
-        """Copy the warm job's tmpfs into a new root-owned cache and swap it in. The tmpfs was
+        """Copy the warm job's tmpfs into a new cache (root's, or the DS_RUN_AS user's) and swap
+        it in. The tmpfs was
         the job uid's: nothing in it is followed (`mounts.copy_out`)."""
         cache = Path(spec.cache_dir)
         token = secrets.token_hex(4)
@@ -171,6 +172,8 @@ class JobRunner:
             )
             with contextlib.suppress(sqlite3.Error):
                 prepare.checkpoint_cache_databases(str(fresh))
+            # The platform's, like the version's files: the web servers delete versions.
+            access.give_tree_to_platform(fresh)
             if cache.exists():
                 os.rename(cache, old)
             os.rename(fresh, cache)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sandbox import access
+
 MAX_LOG_LINE = 8 * 1024
 LOG_BYTES_PER_SECOND = 256 * 1024
 TAIL_LINES = 40
@@ -37,7 +39,11 @@ class LogSink:
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)
+        # Root's; the platform's group (DS_RUN_AS: the panel shows the log's tail) may read.
+        platform = access.run_as_user() if os.geteuid() == 0 else None
+        if platform is not None:
+            os.chown(self.directory, 0, platform.gid, follow_symlinks=False)
+        os.chmod(self.directory, 0o700 if platform is None else 0o750)
         self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - lives with the sink
         self._size = self._file.tell()
 

@@ -2,7 +2,8 @@
 
 The socket lives in `run/<id>/`, a directory the sandbox's uid owns until its app is ready (and
 could, were that seal ever missing, fill with symlinks to another appspace's socket or to a
-root-only system socket). So a connection, made by root, is only made to the socket itself:
+root-only system socket). So a connection, made by root or the DS_RUN_AS web servers, is only
+made to the socket itself:
 1. the socket path's last component is opened `O_PATH | O_NOFOLLOW` (its parents are root's:
    `run/` is 0711 root, `<id>` a mount point): a symlink is refused, never followed;
 2. what was opened must be a socket owned by the appspace's uid;
@@ -24,6 +25,8 @@ import socket
 import stat
 import struct
 
+from sandbox import layout
+
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -37,9 +40,16 @@ class NotAccepting(OSError):
 
 
 def expected_uid(spec_uid: int) -> int:
-    """The uid a sandbox's processes have: its own when the supervisor runs as root (it must);
-    the caller's own in UNSAFE development mode without root."""
-    return spec_uid if os.geteuid() == 0 else os.geteuid()
+    """The uid a sandbox's processes have: its own when the supervisor runs as root (it must),
+    whoever calls (root, or the unprivileged DS_RUN_AS web servers); the supervisor's own in
+    UNSAFE development mode without root. The supervisor's uid is its control socket's owner."""
+    if os.geteuid() == 0:
+        return spec_uid
+    try:
+        supervisor_uid = os.stat(layout.control_socket_path()).st_uid
+    except OSError:
+        supervisor_uid = os.geteuid()
+    return spec_uid if supervisor_uid == 0 else supervisor_uid
 
 
 def open_socket_path(path: str, uid: int) -> int:

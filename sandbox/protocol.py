@@ -29,6 +29,12 @@ OPS = (
     "run_once",
     "data_hold",
     "data_release",
+    "data_remove",
+    "data_usage",
+    "data_hand_over",
+    "data_swap",
+    "data_view",
+    "data_view_close",
 )
 
 
@@ -94,6 +100,12 @@ class SandboxBadRequest(SandboxError):
     code = "bad_request"
 
 
+class SandboxForbidden(SandboxError):
+    """This caller may not ask for this (its uid, from SO_PEERCRED; see `sandbox.access`)."""
+
+    code = "forbidden"
+
+
 ERRORS: dict[str, type[SandboxError]] = {
     cls.code: cls
     for cls in (
@@ -105,6 +117,7 @@ ERRORS: dict[str, type[SandboxError]] = {
         SandboxBusy,
         SandboxNotFound,
         SandboxBadRequest,
+        SandboxForbidden,
     )
 }
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from sandbox import layout
+from sandbox import access, layout
 from sandbox.instance import (
     CRASHED,
     FROZEN,
@@ -60,6 +60,13 @@ class Supervisor:
         self.data_holds: dict[str, int] = {}  # data dir -> callers working on it (data_hold)
 
     # --- helpers shared with jobs -------------------------------------------------------------
+
+    @property
+    def platform_gid(self) -> int | None:
+        """The DS_RUN_AS user's group, let into sealed socket dirs (`sandbox.access`); None
+        without root or without that user."""
+        user = access.run_as_user() if self.host.root else None
+        return user.gid if user else None
 
     def require_usable_host(self, sandbox_id: str) -> None:
         if not self.host.usable:
@@ -369,7 +376,8 @@ class Supervisor:
         try:
             inst.cgroup.set_cpu(spec.limits.cpu_percent)
             if self.host.root:
-                mounts.seal_run_dir(spec.id)  # the socket is bound: the dir becomes root's
+                # The socket is bound: the dir becomes root's (the web servers' group may in).
+                mounts.seal_run_dir(spec.id, spec.uid, self.platform_gid)
         except OSError as exc:
             await proc.terminate(0)
             self._cleanup(inst)

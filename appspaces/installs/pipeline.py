@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from appspaces.sandboxes import install_spec
 from packages.extraction import ExtractionLimits, PackageError, remove_tree, safe_extract
 from packages.fetch import FetchError, fetch_listing, fetch_to_file, newest_version, parse_listing
 from packages.manifest import Manifest, load_manifest
+from sandbox import access
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxUnavailable
 
@@ -232,7 +234,16 @@ class InstallPipeline:
         self.placed = target
         self.save_params(placed=f"{self.params['app_id']}/{version}")
         os.chmod(target, 0o711)
+        # Moving a folder to another parent rewrites its "..": its owner needs write permission
+        # on it (root does not), and the unpacked files are read-only.
+        mode = stat.S_IMODE(os.stat(files).st_mode)
+        os.chmod(files, mode | 0o200)
         os.rename(files, target / "files")
+        os.chmod(target / "files", mode)
+        # The platform's (DS_RUN_AS): the web servers delete apps and versions.
+        for directory in (app_dir.parent, app_dir):
+            access.give_to_platform(directory)
+        access.give_tree_to_platform(target)
 
     def _client(self) -> SandboxClient:
         if self.client is None:

@@ -36,6 +36,7 @@ from appspaces.jobs import (
 )
 from appspaces.models import App, Job
 from packages.extraction import remove_tree
+from sandbox import access
 from sandbox.protocol import SandboxUnavailable
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ def install_job_create(
             os.replace(upload, staging / "package")
         elif upload is not None:
             upload.keep(staging / "package")  # an unnamed upload gets its only name here
+        # Queued by root (a `manage.py` command): the workers run as DS_RUN_AS.
+        access.give_tree_to_platform(staging)
         if enqueue:
             enqueue_on_commit("appspaces.tasks.install_app", job.pk)
     return job

@@ -21,6 +21,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 
 from appspaces.models import data_dir
+from sandbox import access
 
 PACKAGE_FIELD = "package"
 MB = 1024 * 1024
@@ -32,7 +33,9 @@ class UploadTooLarge(Exception):
 
 def uploads_dir() -> Path:
     path = data_dir() / "uploads"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        access.give_to_platform(path)  # made by root: still the workers' (DS_RUN_AS)
     return path
 
 

@@ -332,13 +332,24 @@ def trash_dir() -> Path:
 def remove_appspace_files(appspace: Appspace, *, backups: bool, to_trash: bool = False) -> int:
     """The appspace's folders: data and meta, its log, its socket folder, and its backups
     (`backups`). With `to_trash` they are moved aside in one rename each (quick, whatever
-    their size) and removed by trash_empty(). -> how many were moved."""
+    their size) and removed by trash_empty(). -> how many were moved.
+
+    Not root (the web servers run as DS_RUN_AS): the data is the appspace uid's and the log and
+    socket folders root's, so the supervisor removes those (`data_remove`); only the backups,
+    which are the platform's, are handled here."""
     sandbox_id = str(appspace.public_id)
     folders = [
         appspace.path,
         layout.sandbox_log_dir(sandbox_id),
         layout.sandbox_run_dir(sandbox_id),
     ]
+    if os.geteuid() != 0 and any(os.path.lexists(f) for f in folders):
+        try:
+            with SandboxClient() as client:
+                client.data_remove(sandbox_id)
+        except SandboxError as exc:  # nothing here may remove them: say what is left
+            log.warning("the supervisor could not remove %s's folders: %s", sandbox_id, exc)
+        folders = []
     if backups:
         folders.append(appspace_backups_dir(appspace))
     moved = 0

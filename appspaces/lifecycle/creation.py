@@ -40,7 +40,7 @@ from appspaces.sandboxes import appspace_spec, parse_server_entry, publish_users
 from backups.models import Backup
 from backups.restore import RestoreError, backup_import
 from packages.allowlist import parse_browser_origin
-from sandbox import layout
+from sandbox import access, layout
 from sandbox.client import SandboxClient
 from sandbox.protocol import SandboxError, SandboxUnavailable
 
@@ -235,15 +235,19 @@ def appspace_row_remove(appspace: Appspace) -> None:
 
 
 def prepare_folders(appspace: Appspace) -> None:
-    """appspaces/<id>/ (traversable), data/ (the appspace's uid, 0700), meta/ (root:uid 0750)."""
+    """appspaces/<id>/ (the platform's, traversable), data/ (the appspace's uid, 0700), meta/
+    (the platform's: DS_RUN_AS or root, group uid, 0750; the supervisor sets the same at each
+    start)."""
     root = layout.appspaces_dir()
     root.mkdir(mode=0o711, parents=True, exist_ok=True)
     appspace.path.mkdir(mode=0o711, exist_ok=True)
     os.chmod(appspace.path, 0o711)
+    for folder in (root, appspace.path):  # the platform's: restores stage their data here
+        access.give_to_platform(folder)
     as_root = os.geteuid() == 0
     for folder, owner, mode in (
         (appspace.data_path, (appspace.sandbox_uid, appspace.sandbox_uid), 0o700),
-        (appspace.meta_path, (0, appspace.sandbox_uid), 0o750),
+        (appspace.meta_path, (access.platform_uid(), appspace.sandbox_uid), 0o750),
     ):
         folder.mkdir(mode=mode, exist_ok=True)
         if as_root:

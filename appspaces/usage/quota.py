@@ -16,8 +16,8 @@ from django.utils import timezone
 from appspaces.models import Appspace
 from appspaces.sandboxes import appspace_data_held, appspace_spec
 from appspaces.usage.counters import add_to_day
-from sandbox import usage as disk_usage
 from sandbox.client import SandboxClient
+from sandbox.data import usage as disk_usage
 from sandbox.instance import FROZEN, RUNNING, STARTING, STOPPING
 from sandbox.protocol import SandboxError, SandboxNotFound
 from sandbox.walls import diskimage
@@ -129,7 +129,7 @@ def _measure(
             if used is None:
                 return None, None
         else:
-            used = disk_usage.measure(path)
+            used = _walk(appspace)
     except (OSError, SandboxError) as exc:  # TreeMoved and DataUnavailable included
         log.warning("cannot measure the data of %s: %s", appspace.public_id, exc)
         return None, None
@@ -139,6 +139,15 @@ def _measure(
     if changed is not None:
         appspace.data_readonly = changed.data_readonly
     return used, changed
+
+
+def _walk(appspace: Appspace) -> disk_usage.DiskUsage:
+    """What the data dir holds. Run as root, the walk is made here; otherwise the data is the
+    appspace uid's and the supervisor walks it (`data_usage`, docs/security.md)."""
+    if os.geteuid() == 0:
+        return disk_usage.measure(appspace.data_path)
+    with SandboxClient() as client:
+        return disk_usage.DiskUsage(**client.data_usage(str(appspace.public_id)))
 
 
 def _measure_image(
@@ -151,7 +160,7 @@ def _measure_image(
     if not force and measured is not None and image.stat().st_mtime <= measured.timestamp():
         return None
     with appspace_data_held(appspace):
-        used = disk_usage.measure(appspace.data_path)
+        used = _walk(appspace)
     # The check and unmount around the walk wrote to the image: not a change of its data.
     with contextlib.suppress(OSError):
         os.utime(image, (started.timestamp(), started.timestamp()))

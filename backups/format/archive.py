@@ -32,6 +32,7 @@ from packages.archives import (
     open_tar_stream,
 )
 from packages.extraction import ExtractionLimits, PackageError, remove_tree, safe_extract
+from sandbox import access
 
 SUFFIX = ".tar.zst"
 CHUNK = 1024 * 1024
@@ -127,6 +128,7 @@ def write_archive(
             progress(written)
 
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    access.give_to_platform(fd)  # downloaded by the web servers (DS_RUN_AS)
     try:
         with os.fdopen(fd, "wb") as raw:
             compressor = zstandard.ZstdCompressor(

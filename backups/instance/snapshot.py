@@ -38,6 +38,7 @@ from backups.models import Backup, InstanceBackup, backups_root
 from backups.restore import RestoreError, restore_onto_new_host
 from backups.services import BackupError, backup_create
 from packages.extraction import remove_tree
+from sandbox import access
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -374,13 +375,15 @@ def _put_apps(root: Path) -> None:
 
 
 def _appspace_folders(appspace: Appspace) -> None:
-    """appspaces/<id>/ (traversable) and meta/ (root:uid 0750), as creation lays them out; the
+    """appspaces/<id>/ (traversable) and meta/ (platform:uid 0750), as creation lays them out; the
     restore puts data/ in place itself."""
     appspace.path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
     appspace.path.mkdir(mode=0o711, exist_ok=True)
     appspace.meta_path.mkdir(mode=0o750, exist_ok=True)
+    for folder in (appspace.path.parent, appspace.path):
+        access.give_to_platform(folder)
     if os.geteuid() == 0:
-        os.chown(appspace.meta_path, 0, appspace.sandbox_uid)
+        os.chown(appspace.meta_path, access.platform_uid(), appspace.sandbox_uid)
 
 
 def _restore_appspaces(root: Path, manifest: dict, step: Step) -> dict:

@@ -160,13 +160,29 @@ def mount_run_dir(spec: SandboxSpec, *, as_root: bool) -> Path:
     return run
 
 
-def seal_run_dir(sandbox_id: str) -> None:
+def seal_run_dir(sandbox_id: str, uid: int, platform_gid: int | None = None) -> None:
     """Once the socket is bound: the dir becomes root's, so the sandbox can no longer remove,
-    rename or replace the socket, nor add an entry. Deno keeps serving on its socket."""
+    rename or replace the socket, nor add an entry. Deno keeps serving on its socket.
+
+    With a platform group (the DS_RUN_AS user's, `sandbox.access`), the dir is root:<group>
+    0750 and the socket <uid>:<group> 0660: the unprivileged web servers may connect (a unix
+    connect needs write permission on the socket), nobody else may even look in. The socket
+    is reached through an O_PATH|O_NOFOLLOW descriptor and must be the uid's own socket."""
     fd = os.open(layout.sandbox_run_dir(sandbox_id), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        os.fchown(fd, 0, 0)
-        os.fchmod(fd, 0o755)
+        os.fchown(fd, 0, platform_gid or 0)
+        os.fchmod(fd, 0o755 if platform_gid is None else 0o750)
+        if platform_gid is None:
+            return
+        sock = os.open(layout.SOCKET_NAME, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            st = os.fstat(sock)
+            if not stat.S_ISSOCK(st.st_mode) or st.st_uid != uid:
+                raise OSError(f"{layout.SOCKET_NAME} of {sandbox_id} is not the uid's socket")
+            os.chown(f"/proc/self/fd/{sock}", uid, platform_gid)  # that very inode
+            os.chmod(f"/proc/self/fd/{sock}", 0o660)
+        finally:
+            os.close(sock)
     finally:
         os.close(fd)
 

@@ -1,8 +1,9 @@
 """Host-side directories of a sandbox, created and owned the way the sandbox must see them.
 
-The data dir belongs to the sandbox's uid (0700); meta is root's, readable by the sandbox's
-group only; app files and the emit cache stay root's and read-only (warming writes a tmpfs,
-`sandbox.walls.mounts`). The socket dir is `sandbox.walls.mounts.mount_run_dir`.
+The data dir belongs to the sandbox's uid (0700); meta is the platform's (the DS_RUN_AS user,
+or root), readable by the sandbox's group only; app files and the emit cache are read-only to
+the sandbox (warming writes a tmpfs, `sandbox.walls.mounts`). The socket dir is
+`sandbox.walls.mounts.mount_run_dir`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox import access
 from sandbox.protocol import SandboxStartFailed
 from sandbox.spec import SandboxSpec
 from sandbox.walls import launcher, seccomp
@@ -75,7 +77,7 @@ def prepare_common(spec: SandboxSpec, *, as_root: bool) -> None:
             _mkdir_chain(data.parent)
             data.mkdir()
         if as_root:
-            os.chown(data, spec.uid, spec.uid)
+            os.chown(data, spec.uid, spec.uid, follow_symlinks=False)
         os.chmod(data, 0o700)
         _check_reachable(data.parent, readable=False)
     if spec.meta_dir is not None:
@@ -85,7 +87,9 @@ def prepare_common(spec: SandboxSpec, *, as_root: bool) -> None:
             _mkdir_chain(meta.parent)
             meta.mkdir()
         if as_root:
-            os.chown(meta, 0, spec.uid)
+            # The platform (DS_RUN_AS, or root) writes users.json; the sandbox uid reads it.
+            platform = access.run_as_user()
+            os.chown(meta, platform.uid if platform else 0, spec.uid, follow_symlinks=False)
         os.chmod(meta, 0o750)
         _check_reachable(meta.parent, readable=False)
 

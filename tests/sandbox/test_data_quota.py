@@ -1,5 +1,5 @@
 """Over quota: the read-only data mode (spec.data_readonly), and the host-side disk usage
-measurement (`sandbox.usage`) that quota enforcement and cost displays rely on."""
+measurement (`sandbox.data.usage`) that quota enforcement and cost displays rely on."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import usage
+from sandbox.data import usage
 from sandbox.spec import SandboxSpec, SpecError
 from sandbox.walls import launcher
 
@@ -115,7 +115,7 @@ def test_an_appspace_over_quota_reads_but_cannot_write(supervisor, make_app, htt
     assert write["ok"] and (data / "new.txt").read_text() == "x"
 
 
-# --- sandbox.usage -----------------------------------------------------------------------------
+# --- sandbox.data.usage ------------------------------------------------------------------------
 
 
 def test_usage_counts_bytes_and_files_without_following_symlinks(tmp_path):

@@ -11,6 +11,10 @@ With DS_TLS on, Daphne listens on 127.0.0.1:DS_WEB_PORT and Caddy on DS_PORT (pl
 and DS_HTTPS_PORT. Caddy binds its ports itself: started as root it keeps root; a setup
 that runs it as another user (docs/operations.md) gives it CAP_NET_BIND_SERVICE for ports
 below 1024 — see `edge_child()`, the one place that builds its command.
+
+Started as root, `serve` runs the web servers, the edge and the Celery workers as the DS_RUN_AS
+user (`dropserver_site.privileges.drop`); only the supervisor keeps root (docs/security.md,
+"Processes and their uids"). Not root: nothing changes.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from dropserver_site.edge import caddy
+from dropserver_site.privileges.drop import Drop, drop_target, give_platform_paths
 from dropserver_site.process import parent_death_signal
 
 STOP_GRACE_SECONDS = 10
@@ -53,6 +58,8 @@ class Child:
     next_start: float = 0.0
     started: float = 0.0
     pass_fds: tuple[int, ...] = ()  # descriptors it inherits (the web servers' socket)
+    # Started as another user: Popen's user/group/extra_groups (set in the child before exec).
+    credentials: dict = field(default_factory=dict, repr=False)
 
     def start(self, env: dict[str, str]) -> None:
         self.started = time.monotonic()
@@ -62,6 +69,7 @@ class Child:
             start_new_session=True,
             preexec_fn=parent_death_signal(),
             pass_fds=self.pass_fds,
+            **self.credentials,
         )
 
     @property
@@ -146,9 +154,14 @@ class Command(BaseCommand):
         # connects to the web server's own listener: appspaces.sandboxes.gateway_address).
         env = dict(os.environ, DS_PORT=str(port), DS_BIND=bind, PYTHONUNBUFFERED="1")
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
+        drop = drop_target(lambda text: self.stderr.write(f"Warning: {text}"))
         children = [Child("sandbox supervisor", [*manage, "sandboxd"])]
         if not no_worker:
-            children.extend(Child(name, argv) for name, argv in worker_commands())
+            for name, argv in worker_commands():
+                worker = Child(name, argv)
+                if drop is not None:
+                    worker.env, worker.credentials = drop.env(env), drop.popen_kwargs()
+                children.append(worker)
         # With the TLS edge, Daphne is reached on loopback only; the edge listens for the world.
         web_bind, web_port = ("127.0.0.1", settings.DS_WEB_PORT) if edge else (bind, port)
         # One listening socket, bound here, shared by DS_WEB_PROCESSES Daphne processes: the
@@ -158,11 +171,16 @@ class Command(BaseCommand):
         for n in range(1, processes + 1):
             name = "web server" if processes == 1 else f"web server {n}/{processes}"
             shared = (listener.fileno(),) if listener.family == socket.AF_INET else ()
-            children.append(Child(name, web_argv(listener), pass_fds=shared))
+            web = Child(name, web_argv(listener), pass_fds=shared)
+            if drop is not None:
+                web.env, web.credentials = drop.env(env), drop.popen_kwargs()
+            children.append(web)
         if not shared:
             listener.close()  # Daphne binds the IPv6 address itself
         if edge:
-            children.append(edge_child(env, http_port=port, bind=bind, web_port=web_port))
+            children.append(
+                edge_child(env, http_port=port, bind=bind, web_port=web_port, drop=drop)
+            )
 
         stopping = False
 
@@ -178,6 +196,8 @@ class Command(BaseCommand):
         metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
+        if drop is not None:
+            give_platform_paths(drop)
         for child in children:
             child.start(env)
 
@@ -328,14 +348,15 @@ def edge_child(
     http_port: int,
     bind: str,
     web_port: int,
-    owner: tuple[int, int] | None = None,
+    drop: Drop | None = None,
 ) -> Child:
     """The TLS edge: Caddy with the config written for these ports.
 
-    Hook for running it unprivileged: pass `owner` (the uid and gid it will run as) and the
-    config and Caddy's storage under DS_DATA_DIR/tls/ are theirs; for ports below 1024 it then
-    needs CAP_NET_BIND_SERVICE, kept ambient across the user drop applied to this child.
+    With `drop` (serve started as root) it runs as the DS_RUN_AS user: the config and Caddy's
+    storage under DS_DATA_DIR/tls/ are that user's, and for ports below 1024 it keeps
+    CAP_NET_BIND_SERVICE (ambient, through `setpriv`) and nothing else.
     """
+    owner = (drop.user.uid, drop.user.gid) if drop is not None else None
     caddy.write_config(
         http_port=http_port,
         https_port=settings.DS_HTTPS_PORT,
@@ -343,4 +364,13 @@ def edge_child(
         bind=bind,
         owner=owner,
     )
-    return Child("TLS edge", caddy.caddy_argv(), restartable=True, env=caddy.caddy_env(env))
+    if drop is None:
+        return Child("TLS edge", caddy.caddy_argv(), restartable=True, env=caddy.caddy_env(env))
+    argv, by_popen = drop.edge_argv(caddy.caddy_argv(), [http_port, settings.DS_HTTPS_PORT])
+    return Child(
+        "TLS edge",
+        argv,
+        restartable=True,
+        env=caddy.caddy_env(drop.env(env)),
+        credentials=drop.popen_kwargs() if by_popen else {},
+    )
