@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the OS packages Dropserver needs (as root), or prints the exact command to run.
 #   system-deps.sh run   -> what `make run` needs (bubblewrap and libseccomp2 for the sandbox,
-#                           caddy for DS_TLS, restic for off-site backups)
+#                           e2fsprogs for the data images that enforce disk quotas, caddy for
+#                           DS_TLS, restic for off-site backups)
 #   system-deps.sh test  -> plus Chromium for the browser tests, wrk for `make bench`
 set -euo pipefail
-want=(bubblewrap libseccomp2 caddy restic)  # caddy: the TLS edge; restic: off-site copies
+want=(bubblewrap libseccomp2 e2fsprogs caddy restic)  # e2fsprogs: mkfs.ext4/e2fsck/resize2fs of data images; caddy: the TLS edge; restic: off-site copies
 [[ "${1:-run}" == test ]] && want+=(chromium iproute2 strace)  # ip netns: the sandbox network tests; strace: the seccomp trace
 [[ "${1:-run}" == test ]] && want+=(wrk)  # the load generator of bench/gateway.py
 [[ "${1:-run}" == test ]] && want+=(pebble libnss3-tools)  # TLS tests: a local ACME CA; certutil (Chromium trusting a test root)

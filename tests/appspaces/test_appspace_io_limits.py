@@ -18,6 +18,7 @@ from tests.appspaces.appspace_fixtures import (  # noqa: F401 (fixture)
     own_uids,
 )
 from tests.appspaces.conftest import HELLO
+from tests.sandbox.fixtures import host_lacks
 
 pytestmark = pytest.mark.django_db
 
@@ -104,7 +105,7 @@ def test_a_running_appspace_has_its_io_limits_in_its_cgroup(alice, start_supervi
     assert http_request(sock)[::2] == (200, b"hello")
     device = cgroups.throttle_device(appspace.data_path)
     if device is None:
-        pytest.skip("DS_DATA_DIR has no block device here (tmpfs, overlay)")
+        host_lacks("DS_DATA_DIR has no block device here (tmpfs, overlay)")
     files = {}
     for base in supervisor.cgroup_dirs():
         group = base / f"sb-{appspace.public_id}"

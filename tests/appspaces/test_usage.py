@@ -18,6 +18,7 @@ from appspaces.models import App, Appspace, AppspaceUsageDay, AppVersion
 from appspaces.usage import counters, quota
 from appspaces.usage.counters import Deltas, Sample, counter_deltas
 from appspaces.usage.quota import quota_readonly
+from tests.sandbox.fixtures import host_lacks
 
 MB = 1024 * 1024
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I)
@@ -308,7 +309,7 @@ def test_a_full_image_says_disk_full_and_the_admin_names_the_mechanism(alice, se
     from sandbox.walls import diskimage
 
     if not diskimage.available()[0]:
-        pytest.skip(diskimage.available()[1])
+        host_lacks(diskimage.available()[1])
     settings.DS_SANDBOX_DISK_IMAGES = True
     appspace = appspace_for(alice, disk_mb=8)
     column = AppspaceAdmin(Appspace, site).disk_quota

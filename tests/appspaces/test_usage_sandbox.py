@@ -20,7 +20,7 @@ from appspaces.models import App, Appspace, AppspaceUsageDay, AppVersion
 from appspaces.sandboxes import appspace_spec
 from appspaces.usage import collection, counters, quota
 from sandbox.client import SandboxClient
-from tests.sandbox.fixtures import lay_out_app, send_request
+from tests.sandbox.fixtures import host_lacks, lay_out_app, send_request
 
 pytestmark = [pytest.mark.sandbox]
 
@@ -417,7 +417,7 @@ def test_an_image_stops_writes_at_the_quota_and_a_raised_quota_makes_room(
     from sandbox.walls import diskimage
 
     if not diskimage.available()[0]:
-        pytest.skip(diskimage.available()[1])
+        host_lacks(diskimage.available()[1])
     settings.DS_SANDBOX_DISK_IMAGES = True  # the panel and workers: same switch, same env
     client = start_supervisor(DS_SANDBOX_DISK_IMAGES="1").client
     appspace = appspace_for(alice, disk_mb=20)

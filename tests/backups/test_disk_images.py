@@ -21,6 +21,7 @@ from backups.services import backup_create
 from sandbox.walls import diskimage
 from tests.backups.conftest import tree_hashes
 from tests.backups.test_failures import APP, _route
+from tests.sandbox.fixtures import host_lacks
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.django_db]
 MB = 1024 * 1024
@@ -36,7 +37,7 @@ def stopped(alice, make_appspace, supervisor, http_request):
     """An appspace on a 20 MB image whose app wrote its data, then stopped: (appspace, the
     files as the app left them)."""
     if not diskimage.enabled():
-        pytest.skip(f"no data images on this host: {diskimage.available()[1]}")
+        host_lacks(f"no data images on this host: {diskimage.available()[1]}")
     appspace = make_appspace(alice, schema=1, app_files={"app.ts": APP}, disk_mb=20)
     sock = supervisor.client.ensure(appspace_spec(appspace))
     status, _, body = _route(sock, http_request, 1)
@@ -136,7 +137,7 @@ def test_a_restore_the_app_cannot_start_on_puts_the_old_image_back(
     from backups.restore import RestoreError
 
     if not diskimage.enabled():
-        pytest.skip(f"no data images on this host: {diskimage.available()[1]}")
+        host_lacks(f"no data images on this host: {diskimage.available()[1]}")
     appspace = make_appspace(alice, app_files={"app.ts": POISON_APP}, disk_mb=20)
     sock = supervisor.client.ensure(appspace_spec(appspace))
     assert _route(sock, http_request, 0)[2] == b"poisoned"  # only read at the next start

@@ -30,6 +30,7 @@ from packages.extraction import remove_tree
 from tests.backups.conftest import fill, tree_hashes
 from tests.backups.sshd import listeners
 from tests.conftest import PASSWORD, make_user
+from tests.sandbox.fixtures import host_lacks
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -47,7 +48,7 @@ def _admin_dsn(name: str = "postgres") -> str:
 def second_instance(data_root, settings):
     """A fresh, empty instance: a new PostgreSQL database and a new DS_DATA_DIR."""
     if connection.vendor != "postgresql":
-        pytest.skip("the drill's second instance is a PostgreSQL database")
+        host_lacks("the drill's second instance is a PostgreSQL database (TEST_DATABASE_URL)")
     # Named after this worker's test database, so two xdist workers never share it.
     dr_db = f"{connection.settings_dict['NAME']}_drill"
     with psycopg.connect(_admin_dsn(), autocommit=True) as conn:
@@ -228,7 +229,7 @@ def test_a_damaged_snapshot_is_refused_before_anything_changes(
     ds_data_dir, make_appspace, tmp_path, damage, message, second_instance
 ):
     if connection.vendor != "postgresql":
-        pytest.skip("checks the pg dump")
+        host_lacks("checks the pg dump (TEST_DATABASE_URL)")
     alice = make_user("alice@example.com")
     space = make_appspace(alice)
     fill(space, {"a.txt": "alpha"})

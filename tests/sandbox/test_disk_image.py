@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.walls import diskimage
-from tests.sandbox.fixtures import poll
+from tests.sandbox.fixtures import host_lacks, poll
 
 pytestmark = pytest.mark.sandbox
 MB = 1024 * 1024
@@ -52,7 +52,7 @@ def mounted(path: str) -> bool:
 @pytest.fixture
 def image_supervisor(start_supervisor):
     if not diskimage.available()[0]:
-        pytest.skip(diskimage.available()[1])
+        host_lacks(diskimage.available()[1])
     return lambda: start_supervisor(DS_SANDBOX_DISK_IMAGES="1")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.walls.preflight import instance_ceiling
-from tests.sandbox.fixtures import HELLO_APP
+from tests.sandbox.fixtures import HELLO_APP, host_lacks
 
 pytestmark = pytest.mark.sandbox
 
@@ -60,7 +60,7 @@ def test_the_parent_cgroup_holds_the_io_ceiling(start_supervisor, make_app, http
 
     device = cgroups.throttle_device(settings.DS_DATA_DIR)
     if device is None:
-        pytest.skip("DS_DATA_DIR has no block device here (tmpfs, overlay)")
+        host_lacks("DS_DATA_DIR has no block device here (tmpfs, overlay)")
     supervisor = start_supervisor(
         DS_SANDBOXES_IO_READ_MBPS=300,
         DS_SANDBOXES_IO_WRITE_MBPS=120,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.walls import cgroups
-from tests.sandbox.fixtures import poll
+from tests.sandbox.fixtures import host_lacks, poll
 
 pytestmark = pytest.mark.sandbox
 
@@ -43,13 +43,13 @@ def _device(spec) -> str:
     Path(spec.data_dir).mkdir(parents=True, exist_ok=True)
     device = cgroups.throttle_device(spec.data_dir)
     if device is None:
-        pytest.skip("DS_DATA_DIR has no block device here (tmpfs, overlay)")
+        host_lacks("DS_DATA_DIR has no block device here (tmpfs, overlay)")
     return device
 
 
 def test_the_sandbox_cgroup_holds_the_io_limits(supervisor, make_app, http_request):
     if not Path("/sys/fs/cgroup/blkio").exists():
-        pytest.skip("cgroup v1 blkio only (v2 io.max is written the same way)")
+        host_lacks("cgroup v1 blkio only (v2 io.max is written the same way)")
     spec = make_app({"app.ts": READER_APP}).spec(
         io_read_mbps=7, io_write_mbps=3, io_read_iops=300, io_write_iops=200
     )
