@@ -59,6 +59,18 @@ class JobCancelled(Exception):
     """The owner cancelled the job; the task unwinds and leaves nothing behind."""
 
 
+def job_requeue(job: Job) -> str:
+    """Put a running job back in the queue to wait for the sandbox supervisor (its task retries
+    it, appspaces.tasks.NeedsSupervisor) -> REQUEUED; JobCancelled if the owner cancelled it
+    meanwhile. The caller has undone what the try left first."""
+    requeued = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
+        state=Job.State.QUEUED, step="Waiting for the sandbox supervisor", progress=0
+    )
+    if not requeued:
+        raise JobCancelled()
+    return REQUEUED
+
+
 class JobFailed(Exception):
     """A failure the user can act on: its message is shown as it is."""
 

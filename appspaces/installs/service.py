@@ -27,11 +27,10 @@ from appspaces.installs.staging import StoredUpload, job_staging_dir, upload_cop
 from appspaces.jobs import (
     DONE,
     NOT_CLAIMED,
-    REQUEUED,
-    JobCancelled,
     JobFailed,
     enqueue_on_commit,
     job_claim,
+    job_requeue,
     job_running,
 )
 from appspaces.models import App, Job
@@ -157,12 +156,7 @@ def install_job_run(*, job_id: int, requeue_if_sandbox_down: bool = False) -> st
                     f"({exc})"
                 ) from None
             pipeline.remove_placed()
-            requeued = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
-                state=Job.State.QUEUED, step="Waiting for the sandbox supervisor", progress=0
-            )
-            if not requeued:
-                raise JobCancelled() from None
-            return REQUEUED
+            return job_requeue(job)
         else:
             committed = pipeline.committed
         finally:

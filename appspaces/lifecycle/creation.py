@@ -18,12 +18,12 @@ from appspaces.allowances import AllowanceError, check_appspace, owner_lock
 from appspaces.jobs import (
     DONE,
     NOT_CLAIMED,
-    REQUEUED,
     JobCancelled,
     JobFailed,
     enqueue_on_commit,
     job_claim,
     job_finish,
+    job_requeue,
     job_running,
     job_step,
 )
@@ -282,12 +282,7 @@ def appspace_create_run(*, job_id: int, requeue_if_sandbox_down: bool = False) -
                         f"({exc})"
                     ) from None
                 creation.undo_folders()
-                requeued = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
-                    state=Job.State.QUEUED, step="Waiting for the sandbox supervisor", progress=0
-                )
-                if not requeued:
-                    raise JobCancelled() from None
-                return REQUEUED
+                return job_requeue(job)
     finally:
         creation.close()
     return DONE

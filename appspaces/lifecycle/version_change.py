@@ -23,12 +23,12 @@ from appspaces.installs.versions import parse_version, versions_newest_first
 from appspaces.jobs import (
     DONE,
     NOT_CLAIMED,
-    REQUEUED,
     JobCancelled,
     JobFailed,
     enqueue_on_commit,
     job_claim,
     job_finish,
+    job_requeue,
     job_running,
     job_step,
 )
@@ -279,12 +279,7 @@ def version_change_run(*, job_id: int, requeue_if_sandbox_down: bool = False) ->
             except SandboxUnavailable as exc:
                 if change.backup is None and requeue_if_sandbox_down:
                     change.roll_back()
-                    requeued = Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(
-                        state=Job.State.QUEUED, step="Waiting for the sandbox supervisor"
-                    )
-                    if not requeued:
-                        raise JobCancelled() from None
-                    return REQUEUED
+                    return job_requeue(job)
                 outcome = change.roll_back()
                 raise JobFailed(
                     f"The sandbox supervisor is not reachable ({exc}).{outcome}"
