@@ -425,6 +425,7 @@ class Listener:
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.accepted: list[tuple[str, int]] = []
+        self._arrived = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -435,8 +436,18 @@ class Listener:
                 conn, addr = self.sock.accept()
             except OSError:
                 return
-            self.accepted.append(addr)
+            with self._arrived:
+                self.accepted.append(addr)
+                self._arrived.notify_all()
             threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, int]]:
+        """The connections accepted once there are `count` of them (or the timeout passed).
+        A client that only connects and closes is done before this listener's thread has
+        called accept(): counting at once would race it."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: len(self.accepted) >= count, timeout)
+            return list(self.accepted)
 
     @staticmethod
     def _answer(conn: socket.socket) -> None:
