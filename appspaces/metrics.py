@@ -13,7 +13,14 @@ from prometheus_client import Counter, Histogram
 
 from sandbox.metrics import record
 
-__all__ = ["JOB_SECONDS", "REQUESTS", "REQUEST_SECONDS", "UNKNOWN_APPSPACE", "record"]
+__all__ = [
+    "JOB_SECONDS",
+    "REQUESTS",
+    "REQUEST_BUCKETS",
+    "REQUEST_SECONDS",
+    "UNKNOWN_APPSPACE",
+    "record",
+]
 
 UNKNOWN_APPSPACE = "-"
 
@@ -22,11 +29,12 @@ REQUESTS = Counter(
     "Requests to appspace hosts, by appspace and response status (0: no response sent).",
     ["appspace", "status"],
 )
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 REQUEST_SECONDS = Histogram(
     "dropserver_appspace_request_duration_seconds",
     "Time from a request's arrival at the gateway to the end of its response.",
     ["appspace"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=REQUEST_BUCKETS,
 )
 JOB_SECONDS = Histogram(
     "dropserver_job_duration_seconds",

@@ -14,6 +14,8 @@ from typing import Any
 
 request_context: ContextVar[dict[str, Any] | None] = ContextVar("request_context", default=None)
 
+_NO_CONTEXT: dict[str, Any] = {}
+
 FIELDS = ("request_id", "task", "host", "appspace", "user_id", "route", "status", "duration_ms")
 
 
@@ -32,8 +34,9 @@ class ContextFilter(logging.Filter):
     """Adds the current context's fields to each record (None where unknown)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        context = request_context.get() or {}
+        context = request_context.get() or _NO_CONTEXT
+        fields = record.__dict__  # dict operations: this runs for every line
         for name in FIELDS:
-            if not hasattr(record, name):
-                setattr(record, name, context.get(name))
+            if name not in fields:
+                fields[name] = context.get(name)
         return True

@@ -44,9 +44,11 @@ async def gateway_http(scope: dict, receive, send) -> None:
     if config is MISSING:
         config = await configs.get(subdomain)
     if config is None:
+        observe.note_appspace(None)
         return await pages.send_bare_not_found(
             send, await reused_names.not_found_headers(subdomain)
         )
+    observe.note_appspace(subdomain, config.pk)
     lim = limits()
     config = reused_names.for_request(config, scope, lim.platform_cookie_names)
     facts = RequestFacts(scope["headers"], lim.cookie_prefix)

@@ -1,78 +1,103 @@
-"""What the gateway records about each request once it is answered: the Prometheus counters
-(appspaces/metrics.py), the day's request count (appspaces/usage/requests.py) and one
-access-log line (logger `dropserver.access`; one JSON object under DS_LOG_FORMAT=json, see
-dropserver_site/observe/logs.py), with the request's context (request id, host, appspace, user
-id, route) kept in a contextvar that every log line of the request carries.
+"""What the gateway records about each request: the appspace it was for, noted into the
+request's log context as soon as the gateway knows it (dropserver_site/observe/access.py writes
+the access line from that context), and once answered, the Prometheus counters
+(appspaces/metrics.py) and the day's request count (appspaces/usage/requests.py).
+
+Answers are added up in memory on the event loop and written to the Prometheus files once per
+FLUSH_SECONDS, one update per (appspace, status) and per latency bucket: each update of a
+multiprocess metric takes a lock and writes its file, three per request when done one by one,
+which was a measurable share of a request's CPU (docs/benchmarks.md). A scrape sees a
+request at most FLUSH_SECONDS after it was answered; a process killed in between loses that
+second.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-import time
-import uuid
+import asyncio
+import bisect
 
-from appspaces.gateway.state.cache import MISSING
-from appspaces.gateway.state.config import configs
-from appspaces.metrics import REQUEST_SECONDS, REQUESTS, UNKNOWN_APPSPACE, record
+from appspaces.metrics import (
+    REQUEST_BUCKETS,
+    REQUEST_SECONDS,
+    REQUESTS,
+    UNKNOWN_APPSPACE,
+    record,
+)
 from appspaces.usage.requests import tally
-from packages.logcontext import bind, request_context
+from packages.logcontext import request_context
 
-access_log = logging.getLogger("dropserver.access")
+FLUSH_SECONDS = 1.0
+# The histogram's upper bounds, +Inf last: an answer of d seconds falls in the first bucket
+# whose bound is >= d, as Histogram.observe places it.
+_BOUNDS = (*REQUEST_BUCKETS, float("inf"))
 
 
 def note(**fields) -> None:
-    """Add to the current request's context (the gateway calls it once it knows who and which
-    route); a no-op outside a request."""
+    """Add to the current request's context (the gateway calls it once it knows which
+    appspace, who and which route); a no-op outside a request."""
     context = request_context.get()
     if context is not None:
         context.update(fields)
 
 
-def _observing_send(*args, original, state: list[int]):
-    message = args[-1]
-    if message["type"] == "http.response.start":
-        state[0] = message["status"]
-    return original(message)
+def note_appspace(label: str | None, pk: int | None = None) -> None:
+    """The request is for appspace `label` (None: a name no appspace holds)."""
+    context = request_context.get()
+    if context is not None:
+        context["appspace"] = label if label is not None else UNKNOWN_APPSPACE
+        context["appspace_pk"] = pk
 
 
-def observed(app):
-    """`app` (the gateway's HTTP entry point) wrapped to count, time and log each request."""
+class Answers:
+    """Counts and latency buckets since the last flush (one per process: `answers`)."""
 
-    async def handle(scope: dict, receive, send) -> None:
-        start = time.perf_counter()
-        state = [0]  # the response status, once sent
-        # Still a partial over Daphne's protocol, as server_hooks expects of `send`.
-        args = send.args if isinstance(send, functools.partial) else ()
-        send_observed = functools.partial(_observing_send, *args, original=send, state=state)
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int], int] = {}
+        self.latency: dict[str, list[float]] = {}  # bucket counts, then the sum of seconds
+        self._timer: asyncio.TimerHandle | None = None
 
-        subdomain = scope["appspace_subdomain"]
-        host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
-        with bind(request_id=uuid.uuid4().hex, host=host[:255]) as context:
-            try:
-                await app(scope, receive, send_observed)
-            finally:
-                status = state[0]
-                duration = time.perf_counter() - start
-                config = configs.peek(subdomain)
-                if config is MISSING:  # a request that outlived the cache entry
-                    config = await configs.get(subdomain)
-                # Names that are no appspace share one label: nobody can add series at will.
-                known = config is not None
-                label = subdomain if known else UNKNOWN_APPSPACE
-                record(lambda: REQUESTS.labels(label, str(status)).inc())
-                record(lambda: REQUEST_SECONDS.labels(label).observe(duration))
-                if known:
-                    tally.count(config.pk)  # the owner's requests-per-day chart
-                context.update(appspace=label, status=status, duration_ms=round(duration * 1e3, 2))
-                access_log.info(
-                    "%s %s %s %d %.1fms",
-                    scope["method"],
-                    host,
-                    scope["path"][:200],
-                    status,
-                    duration * 1e3,
-                    extra={"method": scope["method"]},
-                )
+    def add(self, label: str, status: int, seconds: float) -> None:
+        key = (label, status)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        row = self.latency.get(label)
+        if row is None:
+            row = self.latency[label] = [0] * len(_BOUNDS) + [0.0]
+        row[bisect.bisect_left(_BOUNDS, seconds)] += 1
+        row[-1] += seconds
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
 
-    return handle
+    def flush(self) -> None:
+        """Write what was added to the metrics files (record(): a file that cannot be written
+        is logged, never raised)."""
+        self._timer = None
+        counts, self.counts = self.counts, {}
+        latency, self.latency = self.latency, {}
+        for (label, status), n in counts.items():
+            record(lambda label=label, status=status, n=n: REQUESTS.labels(label, status).inc(n))
+        for label, row in latency.items():
+            record(lambda label=label, row=row: _add_latency(REQUEST_SECONDS.labels(label), row))
+
+
+def _add_latency(histogram, row: list[float]) -> None:
+    # Histogram.observe() has no "n observations" form: add to its bucket and sum values,
+    # as observe() does one at a time (tests/gateway/test_metrics.py compares the two).
+    for bucket, n in zip(histogram._buckets, row[:-1], strict=True):
+        if n:
+            bucket.inc(n)
+    histogram._sum.inc(row[-1])
+
+
+answers = Answers()
+
+
+def answered(context: dict, status: int, duration: float) -> None:
+    """Count an answered request (dropserver_site/observe/access.py calls it for every
+    request; those that never reached the gateway noted no appspace and are not counted)."""
+    label = context.get("appspace")
+    if label is None:
+        return
+    answers.add(label, status, duration)
+    pk = context.get("appspace_pk")
+    if pk is not None:
+        tally.count(pk)  # the owner's requests-per-day chart

@@ -32,6 +32,7 @@ from django.test import Client, override_settings
 
 from appspaces import models
 from appspaces.models import AllowlistEntry, App, Appspace, AppspaceUser
+from dropserver_site.management.commands.serve import listen_socket, web_argv
 from tests.conftest import make_user
 from tests.gateway.app_files import BINARY_FILES, FILES, MANIFEST_PERMISSIONS
 from tests.gateway.browser import Browser
@@ -180,6 +181,7 @@ def _database_url() -> str:
 
 
 def start_daphne(port: int, data_dir: Path, log_path: Path, **extra: str) -> subprocess.Popen:
+    """Daphne on 127.0.0.1:`port` with the command line `serve` gives it (serve.web_argv)."""
     env = dict(
         os.environ,
         DS_DATA_DIR=str(data_dir),
@@ -191,23 +193,15 @@ def start_daphne(port: int, data_dir: Path, log_path: Path, **extra: str) -> sub
         PYTHONUNBUFFERED="1",
         **{**GATEWAY_ENV, **extra},
     )
-    with open(log_path, "wb") as log:
+    listener = listen_socket("127.0.0.1", port)
+    with open(log_path, "wb") as log, listener:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-server-name",
-                "dropserver_site.asgi:application",
-            ],
+            web_argv(listener),
             cwd=REPO,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            pass_fds=(listener.fileno(),),
         )
 
     def ready() -> bool:

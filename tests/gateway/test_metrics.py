@@ -3,13 +3,18 @@ read it; the JSON access log line each request leaves (DS_LOG_FORMAT=json)."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import tempfile
 from pathlib import Path
 
 import pytest
+from django.conf import settings
+from prometheus_client import Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from appspaces.gateway.observe import Answers, _add_latency
+from appspaces.metrics import REQUEST_BUCKETS
 from appspaces.models import AppspaceUsageDay
 from appspaces.usage import charts
 from appspaces.usage.counters import today
@@ -44,19 +49,29 @@ def test_requests_are_counted_and_timed_per_appspace_and_status(stack):
     assert browser.get(stack.url(appspace, "/no/such/page")).status == 404
     for name in ("nosuchname1", "nosuchname2"):
         assert browser.get(f"http://{name}.localhost:{stack.port}/").status == 404
-    after = scrape(stack)
-
     requests = "dropserver_appspace_requests_total"
+    histogram = "dropserver_appspace_request_duration_seconds"
+
+    def unknown(samples) -> float:
+        return value(samples, f"{histogram}_count", appspace="-")
+
+    def all_written() -> dict | None:
+        # Answers reach the metrics files within a second (gateway/observe.py).
+        samples = scrape(stack)
+        done = value(samples, f"{histogram}_count", appspace=sub) >= 4
+        return samples if done and unknown(samples) - unknown(before) >= 2 else None
+
+    after = poll(all_written)
     assert value(after, requests, appspace=sub, status="200") == 3
     assert value(after, requests, appspace=sub, status="404") == 1
+    # (at least: the readiness probes of Daphnes started for other tests also count there)
     assert (
         value(after, requests, appspace="-", status="404")
         - value(before, requests, appspace="-", status="404")
-        == 2
+        >= 2
     )
     # Names that are no appspace never become a label of their own.
     assert not [k for k in after if ("appspace", "nosuchname1") in k[1]]
-    histogram = "dropserver_appspace_request_duration_seconds"
     assert value(after, f"{histogram}_count", appspace=sub) == 4
     assert value(after, f"{histogram}_bucket", appspace=sub, le="+Inf") == 4
     assert value(after, f"{histogram}_sum", appspace=sub) > 0
@@ -73,6 +88,34 @@ def test_requests_are_counted_and_timed_per_appspace_and_status(stack):
     assert value(after, f"{starts}_count", appspace_id=str(appspace.public_id)) == 1
     assert value(after, f"{starts}_sum", appspace_id=str(appspace.public_id)) > 0
     assert not [k for k in after if "user" in dict(k[1])]  # no user ids, ever
+
+
+def test_answers_added_up_in_memory_expose_as_observed_one_by_one():
+    """gateway/observe.py writes a second's answers with one update per bucket, reaching into
+    prometheus-client's histogram; the exposition must be what observe() would have given."""
+    one_by_one = Histogram("a_seconds", "", buckets=REQUEST_BUCKETS, registry=None)
+    added_up = Histogram("b_seconds", "", buckets=REQUEST_BUCKETS, registry=None)
+    answers = Answers()
+    seconds = [0.0, 0.001, 0.005, 0.0051, 0.3, 1.0, 29.9, 30.0, 31.0, 0.005, 2.5]
+    for d in seconds:
+        one_by_one.observe(d)
+        answers.latency.setdefault("a", [0] * (len(REQUEST_BUCKETS) + 1) + [0.0])
+    row = answers.latency["a"]
+    for d in seconds:  # as Answers.add places them
+        row[bisect.bisect_left((*REQUEST_BUCKETS, float("inf")), d)] += 1
+        row[-1] += d
+    _add_latency(added_up, row)
+
+    def samples(histogram) -> list[tuple]:
+        (family,) = histogram.collect()
+        return [
+            (s.name[2:], s.labels, s.value)
+            for s in family.samples
+            if not s.name.endswith("_created")  # when each was made
+        ]
+
+    assert samples(added_up) == samples(one_by_one)
+    assert samples(added_up)[-2] == ("seconds_count", {}, len(seconds))
 
 
 def test_answered_requests_reach_the_days_usage_row_and_its_chart(stack):
@@ -151,6 +194,16 @@ def test_with_the_token_a_proxied_client_reads_metrics(stack, proxied):
     assert b"dropserver_appspaces{" in response.body
 
 
+def logged_after(log: Path, mark: int) -> tuple[list[dict], list[bytes]]:
+    """The access lines written to `log` after `mark`, and every other line."""
+    with open(log, "rb") as f:
+        f.seek(mark)
+        lines = f.read().splitlines()
+    parsed = [json.loads(ln) for ln in lines if ln.startswith(b"{")]
+    access = [line for line in parsed if line.get("logger") == "dropserver.access"]
+    return access, [ln for ln in lines if not ln.startswith(b"{")]
+
+
 def test_each_request_leaves_one_json_access_line(stack, proxied):
     port, log = proxied
     appspace = stack.appspace()
@@ -158,16 +211,11 @@ def test_each_request_leaves_one_json_access_line(stack, proxied):
     url = stack.url(appspace, "/").replace(str(stack.port), str(port))
     assert Browser(port).get(url).status == 200
 
-    def access_lines() -> list[dict]:
-        with open(log, "rb") as f:
-            f.seek(mark)
-            lines = [json.loads(ln) for ln in f.read().splitlines() if ln.startswith(b"{")]
-        return [line for line in lines if line.get("logger") == "dropserver.access"]
-
     # The line is written once the response is sent: the client may read it first.
-    poll(access_lines)
-    access = access_lines()
+    poll(lambda: logged_after(log, mark)[0])
+    access, others = logged_after(log, mark)
     assert len(access) == 1, access
+    assert others == []  # Daphne's own access line is off: each request is logged once
     entry = access[0]
     assert entry["appspace"] == appspace.subdomain
     assert entry["host"] == f"{stack.host(appspace)}:{port}"
@@ -177,3 +225,15 @@ def test_each_request_leaves_one_json_access_line(stack, proxied):
     assert len(entry["request_id"]) == 32
     assert entry["level"] == "INFO"
     assert "user_id" not in entry  # an anonymous visitor
+
+
+def test_panel_requests_leave_an_access_line_too(stack, proxied):
+    port, log = proxied
+    mark = log.stat().st_size
+    url = stack.panel_url("/accounts/login/").replace(str(stack.port), str(port))
+    assert Browser(port).get(url).status == 200
+    poll(lambda: logged_after(log, mark)[0])
+    access, others = logged_after(log, mark)
+    assert [(e["status"], e["host"]) for e in access] == [(200, f"{settings.DS_PANEL_HOST}:{port}")]
+    assert "appspace" not in access[0] and len(access[0]["request_id"]) == 32
+    assert others == []

@@ -163,10 +163,11 @@ async def _reconnect(rt: Runtime, spec, lim) -> Connection:
 class _Exchange:
     """One request/response over one upstream connection, and what happens when it breaks.
 
-    Hot-path economy (every request pays for it): one timer for all the timeouts, re-armed
-    only when a read has to wait, and the disconnect watcher (a task reading `receive`) is
-    only started once a request has run for WATCH_AFTER seconds; a request that ends sooner
-    never notices a disconnect, and needs not.
+    Hot-path economy (every request pays for it): a request answered within WATCH_AFTER
+    seconds sets one timer. That timer starts the disconnect watcher (a task reading
+    `receive`; a request that ends sooner never notices a disconnect, and needs not) and arms
+    the first-byte timeout for what is left of it; from then on one timer serves all the
+    timeouts, re-armed only when a read has to wait.
     """
 
     WATCH_AFTER = 0.05
@@ -186,6 +187,7 @@ class _Exchange:
         self.task = asyncio.current_task()
         self.loop = asyncio.get_running_loop()
         self.timer: asyncio.TimerHandle | None = None
+        self.first_byte_by: float | None = None  # the deadline, until the watcher arms it
         self.expired = False
         self.watch_timer: asyncio.TimerHandle | None = None
         self.watcher: asyncio.Task | None = None
@@ -263,8 +265,12 @@ class _Exchange:
         else:
             conn.writer.write(head)
             await _discard_body(receive)
-        self._arm(self.lim.first_byte_timeout)
+        if self.watch_timer is None or self.lim.first_byte_timeout <= self.WATCH_AFTER:
+            self._arm(self.lim.first_byte_timeout)  # (the watcher runs already: a long upload)
+        else:  # armed by _watch_disconnect if the head is not there by then
+            self.first_byte_by = self.loop.time() + self.lim.first_byte_timeout
         response = await read_response(conn.reader, head_request=method == "HEAD")
+        self.first_byte_by = None
         self._disarm()
         headers = filter_response_headers(
             response.headers,
@@ -336,6 +342,8 @@ class _Exchange:
     def _watch_disconnect(self, receive) -> None:
         """From here on, a client disconnect cancels this request (and closes upstream)."""
         self.watch_timer = None
+        if self.first_byte_by is not None:
+            self._arm(max(0.0, self.first_byte_by - self.loop.time()))
         self.watcher = self.loop.create_task(receive())
         self.watcher.add_done_callback(self._client_gone)
         if self.guard is not None:

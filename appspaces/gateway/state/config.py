@@ -31,6 +31,8 @@ from sandbox.spec import SandboxSpec
 
 log = logging.getLogger(__name__)
 
+_ACTIVE = Appspace.Status.ACTIVE  # read once: an enum lookup through the model on each request
+
 
 @dataclass(frozen=True, slots=True)
 class Member:
@@ -60,7 +62,7 @@ class AppspaceConfig:
 
     @property
     def active(self) -> bool:
-        return self.status == Appspace.Status.ACTIVE
+        return self.status == _ACTIVE
 
 
 @dataclass(frozen=True, slots=True)

@@ -322,7 +322,8 @@ def listen_socket(bind: str, port: int) -> socket.socket:
 def web_argv(listener: socket.socket) -> list[str]:
     """Daphne's command line, adopting the shared socket. Behind a TLS proxy (ours or the
     operator's), it takes the client address and scheme from X-Forwarded-For/-Proto, which
-    that proxy sets."""
+    that proxy sets. Verbosity 0 turns Daphne's own access log off: the application writes
+    one line per request, with its context (dropserver_site/observe/access.py)."""
     if listener.family == socket.AF_INET:
         where = ["--fd", str(listener.fileno())]
     else:
@@ -334,6 +335,8 @@ def web_argv(listener: socket.socket) -> list[str]:
         "daphne",
         *where,
         "--no-server-name",
+        "--verbosity",
+        "0",
         "--websocket-max-message-size",
         str(2**20),
     ]
