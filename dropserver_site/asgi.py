@@ -16,6 +16,7 @@ from appspaces.gateway import observe  # noqa: E402
 from appspaces.gateway.asgi import gateway_http, gateway_websocket  # noqa: E402
 from dropserver_site import body_limits  # noqa: E402
 from dropserver_site.edge.ask import loopback_app  # noqa: E402
+from dropserver_site.observe import logs  # noqa: E402
 from dropserver_site.observe.access import observed  # noqa: E402
 from dropserver_site.routing import HostRouter, not_found  # noqa: E402
 
@@ -33,6 +34,9 @@ gc.set_threshold(20_000, 20, 20)
 # process: skip finding them on every line (the logging HOWTO's "Optimization" section).
 logging._srcfile = None
 logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+# An access line per request: written in blocks, at most a second late (WARNING and above
+# at once), rather than a system call each.
+logs.write_in_blocks(seconds=1.0)
 
 application = ProtocolTypeRouter(
     {
