@@ -430,9 +430,14 @@ def _report(r: dict[str, dict]) -> None:
     print(f"  added p50, gateway vs direct socket, 1 connection: {added:.3f} ms  (<= 1 ms)")
     for c in CONCURRENCY:
         hello = r[f"hello wrk c{c}"]["rps"]
+        # The targets are for a saturated server (32 connections); with fewer, the round trip
+        # to the sandbox bounds the function route, not the gateway's CPU.
+        targets = ("(>= 0.60)", "(>= 0.80)") if c == 32 else ("", "")
+        function = r[f"function wrk c{c}"]["rps"] / hello
+        static = r[f"static wrk c{c}"]["rps"] / hello
         print(
-            f"  c={c:<3} function/hello {r[f'function wrk c{c}']['rps'] / hello:5.2f} (>= 0.60)"
-            f"   static/hello {r[f'static wrk c{c}']['rps'] / hello:5.2f} (>= 0.80)"
+            f"  c={c:<3} function/hello {function:5.2f} {targets[0]:9}"
+            f"   static/hello {static:5.2f} {targets[1]}"
         )
     quiet = r["hello quiet wrk c32"]["rps"]
     print(
