@@ -17,6 +17,7 @@ from django.db import connection
 
 from dropserver_site.celery import app
 from dropserver_site.management.commands.serve import worker_commands
+from tests.sandbox.fixtures import host_lacks
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 JOBS = [
@@ -123,10 +124,9 @@ def _wait(check, what: str, logs: list[Path], workers, timeout: float = 90.0) ->
         time.sleep(0.1)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"), reason="needs Redis"
-)
 def test_housekeeping_runs_while_a_long_job_holds_the_jobs_worker(transactional_db, tmp_path):
+    if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"):
+        host_lacks("a Redis broker (CELERY_BROKER_URL, as scripts/test-env.sh sets)")
     env = dict(
         os.environ,
         DS_DATA_DIR=str(tmp_path / "data"),
