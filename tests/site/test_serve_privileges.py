@@ -431,8 +431,9 @@ def test_a_version_change_through_it_keeps_the_data_or_puts_it_back(stack, run_a
     Then a version whose migration destroys the notes and fails: the backup made before it is
     put back (hand-over and swap by the supervisor), the appspace back on its version."""
     install_examples(stack)
-    stack.manage(
-        "create_appspace", "--owner", OWNER, "--app", "Notes", "--version", "1.0.0",
+    # Created as the worker creates: by the platform user; the supervisor gives data/ to the uid.
+    stack.manage_as(
+        run_as, "create_appspace", "--owner", OWNER, "--app", "Notes", "--version", "1.0.0",
         "--subdomain", "notes",
     )  # fmt: skip
     appspace_id, uid = stack.query(
