@@ -1,6 +1,8 @@
 """`manage.py serve` started as root with DS_RUN_AS: who runs as what, read from /proc, and the
 platform still working end to end through it (install, create, open through the gateway, back
-up, download, restore, delete from the panel). Real processes, embedded defaults.
+up, download, restore, delete from the panel; a version change and its automatic restore; the
+scheduled instance backup): what the systemd worker units, also DS_RUN_AS, rely on. Real
+processes, embedded defaults.
 """
 
 from __future__ import annotations
