@@ -203,6 +203,9 @@ class _Restore:
     migrate: bool  # bring older data up to the installed version's schema
     start: bool  # start the appspace on the restored data (and swap back if it fails)
     trusted: bool  # one of our own backups (its size may exceed a since-lowered quota)
+    # The appspace has no data yet (an import, a new host): a swap that put nothing aside
+    # leaves no `.previous-*` behind. Any other swap put data aside (a failed migration's too).
+    into_new: bool = False
     step: Step = _no_step
     token: str = dataclasses.field(default_factory=lambda: secrets.token_hex(8))
     old_schema: int = 0  # the appspace's, to put back with its data
@@ -312,15 +315,22 @@ class _Restore:
         _stop(client, sandbox_id)
         previous = appspace.path / f".previous-{timezone.now():%Y%m%dT%H%M%S}-{self.token}"
         os.rename(self.stage, previous)
-        if not self.start and not self._replaced(previous):
-            _remove_part(client, appspace, previous)  # nothing was replaced (an import)
+        if self.into_new and not self._replaced(previous):
+            _remove_part(client, appspace, previous)  # nothing was replaced
         return previous
 
     @staticmethod
     def _replaced(previous: Path) -> bool:
-        """Whether the swap put data aside: files, or a data image (an import replaces none).
-        Asked only of imports: a restore's replaced data is its uid's, unreadable here."""
-        return any((previous / DATA).iterdir()) or (previous / diskimage.IMAGE_NAME).exists()
+        """Whether the swap put data aside: files, or a data image. Asked only when the
+        appspace had no data yet (`into_new`): its empty data/ is the platform's (or root
+        reads it), while data that was replaced is its uid's, unreadable by DS_RUN_AS: a
+        folder it cannot list (a forced instance restore over old data) counts as replaced."""
+        if (previous / diskimage.IMAGE_NAME).exists():
+            return True
+        try:
+            return any((previous / DATA).iterdir())
+        except PermissionError:
+            return True
 
     def _start_or_undo(self, client: SandboxClient, previous: Path, meta: Metadata) -> None:
         appspace = self.appspace
@@ -419,7 +429,9 @@ def restore_onto_new_host(*, appspace: Appspace, backup: Backup) -> None:
     READY backup, checked file by file and migrated up to its app version; not started."""
     if backup.appspace_id != appspace.pk or backup.state != Backup.State.READY:
         raise RestoreError("This backup cannot be restored here.")
-    restore = _Restore(appspace, backup.path, migrate=True, start=False, trusted=True)
+    restore = _Restore(
+        appspace, backup.path, migrate=True, start=False, trusted=True, into_new=True
+    )
     _run(restore, manage_status=False)
 
 
@@ -457,7 +469,9 @@ def backup_import(*, appspace: Appspace, archive_path: Path) -> Backup:
         shutil.copyfile(archive_path, tmp)
         os.chmod(tmp, 0o600)
         os.rename(tmp, backup.path)
-        restore = _Restore(appspace, backup.path, migrate=True, start=False, trusted=False)
+        restore = _Restore(
+            appspace, backup.path, migrate=True, start=False, trusted=False, into_new=True
+        )
         _run(restore, manage_status=False)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)

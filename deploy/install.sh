@@ -89,9 +89,6 @@ edit it, then restart dropserver.target, to change it"
   DATA_DIR=$(current DS_DATA_DIR) RUN_AS=$(current DS_RUN_AS)
 fi
 RUN_AS=${RUN_AS:-dropserver} DATA_DIR=${DATA_DIR:-/var/lib/dropserver}
-# The Celery workers still need root (docs/security.md, "What still needs root"); they run in
-# DS_RUN_AS's group. Set to "$RUN_AS" once the supervisor does their root work for them.
-WORKER_USER=root
 [[ $RUN_AS =~ ^[a-z_][a-z0-9_-]*$ ]] || die "--user $RUN_AS is not a valid user name"
 [[ $DATA_DIR == /* && $VENV == /* ]] || die "--data-dir and --venv must be absolute paths"
 [[ -n $DOMAIN ]] || die "--domain is required (the domain whose wildcard points at this host)"
@@ -168,7 +165,7 @@ render() {  # render TEMPLATE TARGET MODE: write only when the content differs
   target=$(at "$2")
   tmp=$(mktemp)  # outside the target's directory, which stays untouched when nothing changed
   sed -e "s|@APP_DIR@|$APP_DIR|g" -e "s|@PYTHON@|$PYTHON|g" -e "s|@USER@|$RUN_AS|g" \
-      -e "s|@WORKER_USER@|$WORKER_USER|g" -e "s|@ENV_FILE@|$ENV_FILE|g" \
+      -e "s|@ENV_FILE@|$ENV_FILE|g" \
       -e "s|@DATA_DIR@|$DATA_DIR|g" "$1" >"$tmp"
   if ! cmp -s "$tmp" "$target" || [[ $(stat -c '%a %u %g' "$target") != "${3#0} 0 0" ]]; then
     install -D -m "$3" -o 0 -g 0 "$tmp" "$target"

@@ -280,17 +280,17 @@ def test_web_and_edge_run_unprivileged_and_every_other_unit_hardened(fresh_root)
     assert Path(argv[1]).is_file()
 
 
-def test_the_workers_keep_root_in_the_run_as_group_for_now(fresh_root):
-    """As `serve` runs them (docs/security.md, "What still needs root"): uid 0, the DS_RUN_AS
-    group, umask 002 so what they write in shared folders stays writable by the web."""
-    assert install(fresh_root, "--domain", "example.org").returncode == 0
+def test_the_workers_run_as_the_platform_user_with_no_capability(fresh_root):
+    """As `serve` runs them (docs/security.md, "Processes and their uids"): they unpack
+    untrusted archives, so DS_RUN_AS, an empty bounding set, no ambient capability; the
+    supervisor does what needs root on appspace data (tests/site/test_serve_privileges.py)."""
+    assert install(fresh_root, "--domain", "example.org", "--user", "dsweb").returncode == 0
     for name in WORKERS:
         directives = unit(fresh_root, name)
-        assert (directives["User"], directives["Group"], directives["UMask"]) == (
-            ["root"],
-            ["dropserver"],
-            ["0002"],
-        ), name
+        assert (directives["User"], directives["Group"]) == (["dsweb"], ["dsweb"]), name
+        assert directives["CapabilityBoundingSet"] == [""], name
+        assert "AmbientCapabilities" not in directives, name
+        assert "UMask" not in directives, name  # the web's default: both are DS_RUN_AS now
 
 
 def test_the_worker_units_run_the_commands_serve_runs(fresh_root, settings):
@@ -310,12 +310,13 @@ def test_the_worker_units_run_the_commands_serve_runs(fresh_root, settings):
 
 @pytest.mark.parametrize(
     "name,most",
-    [("dropserver-web.service", 4.0), *((w, 6.0) for w in WORKERS)],
+    [(name, 4.0) for name in ("dropserver-web.service", *WORKERS)],
     ids=["web", "jobs", "housekeeping"],
 )
 def test_systemd_rates_the_hardened_units_exposure(fresh_root, name, most):
     """`systemd-analyze security` scores 0 (locked down) to 10 (exposed): the web was 3.4, the
-    workers (root for now) 5.4; the supervisor, with no namespace or filter of its own, 9.3."""
+    workers 3.3 (5.4 while they ran as root); the supervisor, with no namespace or filter of its
+    own, 9.3."""
     assert install(fresh_root, "--domain", "example.org").returncode == 0
     result = subprocess.run(
         [

@@ -1,20 +1,27 @@
 """`manage.py serve` started as root with DS_RUN_AS: who runs as what, read from /proc, and the
 platform still working end to end through it (install, create, open through the gateway, back
-up, download, restore, delete from the panel). Real processes, embedded defaults.
+up, download, restore, delete from the panel; a version change and its automatic restore; the
+scheduled instance backup): what the systemd worker units, also DS_RUN_AS, rely on. Real
+processes, embedded defaults.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
+import tarfile
 import urllib.parse
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -105,8 +112,17 @@ class Browser:
         self.port = port
         self.cookies: dict[str, dict[str, str]] = {}
 
-    def request(self, method: str, host: str, path: str, form: dict | None = None):
-        headers = {"Host": f"{host}:{self.port}"}
+    def request(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        form: dict | None = None,
+        *,
+        json_body=None,
+        headers: dict | None = None,
+    ):
+        headers = {"Host": f"{host}:{self.port}", **(headers or {})}
         if jar := self.cookies.get(host):
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
         body = None
@@ -115,6 +131,10 @@ class Browser:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             headers["Origin"] = f"http://{host}:{self.port}"
             headers["Referer"] = f"http://{host}:{self.port}{path}"
+        elif json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+            headers["Origin"] = f"http://{host}:{self.port}"
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
@@ -126,14 +146,16 @@ class Browser:
         return response.status, response.headers, data
 
 
-@pytest.fixture
-def stack(ds_data_dir, run_as):
+@contextlib.contextmanager
+def started_stack(ds_data_dir: Path, run_as: access.RunAs, **extra_env: str):
+    """`serve` started as root with DS_RUN_AS set, until the block ends (then Ctrl-C)."""
     port = free_port()
     env = embedded_env(ds_data_dir, port)
     env.update(
         DS_RUN_AS=run_as.name,
         DS_SANDBOX_UID_BASE=str(6_000_000 + secrets.randbelow(10_000) * 100),
         DS_SANDBOX_STOP_GRACE="1",
+        **extra_env,
     )
     manage = [sys.executable, str(BASE_DIR / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput"], env=env, check=True, capture_output=True)
@@ -157,6 +179,78 @@ def stack(ds_data_dir, run_as):
                 proc.kill()
                 output = proc.communicate()[0]
             print(output)  # shown when the test failed
+
+
+@pytest.fixture
+def stack(ds_data_dir, run_as):
+    with started_stack(ds_data_dir, run_as) as started:
+        yield started
+
+
+def install_examples(stack: Stack) -> None:
+    """The example apps, installed by the jobs worker (queued, as `make run` does)."""
+    stack.query(
+        "import json; from tests.conftest import make_user; "
+        f"make_user({OWNER!r}, staff=True); print(json.dumps(1))"
+    )
+    stack.manage("install_examples", "--owner", OWNER)
+    poll(
+        lambda: (
+            stack.query(
+                "import json; from appspaces.models import Job; "
+                "print(json.dumps(Job.objects.filter(kind='install', state='succeeded').count()))"
+            )
+            == 3
+        ),
+        timeout=240,
+        interval=1,
+    )
+
+
+def csrf_token(page: bytes) -> str:
+    return re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1).decode()
+
+
+PANEL = "dropid.localhost"
+
+
+def panel_login(browser: Browser) -> None:
+    """The owner logs in to the panel (served by the unprivileged web server)."""
+    _, _, login = browser.request("GET", PANEL, "/accounts/login/")
+    form = {"login": OWNER, "password": PASSWORD, "csrfmiddlewaretoken": csrf_token(login)}
+    status, _, _ = browser.request("POST", PANEL, "/accounts/login/", form)
+    assert status == 302
+
+
+def job_outcome(stack: Stack, kind: str, count: int, timeout: float = 240) -> list:
+    """[state, message] of the `count`th job of `kind`, once it has ended."""
+    code = (
+        "import json; from appspaces.models import Job; "
+        f"jobs = list(Job.objects.filter(kind={kind!r}).order_by('pk')); "
+        f"job = jobs[{count - 1}] if len(jobs) >= {count} else None; "
+        "print(json.dumps(job and [job.state, job.message]))"
+    )
+    ended = ("succeeded", "failed", "cancelled")
+    return poll(
+        lambda: (found := stack.query(code)) and found[0] in ended and found,
+        timeout=timeout,
+        interval=1,
+    )
+
+
+def swap_leftovers(stack: Stack, appspace_id: str) -> list[str]:
+    folder = stack.data / "appspaces" / appspace_id
+    return [p.name for p in folder.iterdir() if p.name.startswith((".restore", ".previous"))]
+
+
+def data_owners(stack: Stack, appspace_id: str) -> set[int]:
+    """Who owns the appspace's data, read from the host; and nothing left of a swap."""
+    folder = stack.data / "appspaces" / appspace_id
+    assert not swap_leftovers(stack, appspace_id)
+    assert not list((stack.data / "run" / "views").iterdir())  # every view closed
+    return {os.stat(p).st_uid for p in (folder / "data").rglob("*")} | {
+        os.stat(folder / "data").st_uid
+    }
 
 
 def test_only_the_supervisor_keeps_root(stack, run_as):
@@ -197,22 +291,7 @@ def test_only_the_supervisor_keeps_root(stack, run_as):
 
 
 def test_install_create_open_back_up_restore_and_delete_through_it(stack, run_as):
-    stack.query(
-        "import json; from tests.conftest import make_user; "
-        f"make_user({OWNER!r}, staff=True); print(json.dumps(1))"
-    )
-    stack.manage("install_examples", "--owner", OWNER)  # queued: the jobs worker installs
-    poll(
-        lambda: (
-            stack.query(
-                "import json; from appspaces.models import Job; "
-                "print(json.dumps(Job.objects.filter(kind='install', state='succeeded').count()))"
-            )
-            == 3
-        ),
-        timeout=240,
-        interval=1,
-    )
+    install_examples(stack)  # queued: the jobs worker installs
     # Installed files and the warmed cache are the platform's, as the panel deletes them.
     apps = list((stack.data / "apps").iterdir())
     assert apps and all(os.stat(a).st_uid == run_as.uid for a in apps)
@@ -254,16 +333,8 @@ def test_install_create_open_back_up_restore_and_delete_through_it(stack, run_as
     assert not list((stack.data / "run" / "views").iterdir())  # the view is closed
 
     # The panel, served by the unprivileged web server: log in, download the archive.
-    panel = "dropid.localhost"
-    status, _, login = browser.request("GET", panel, "/accounts/login/")
-    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', login).group(1).decode()
-    status, _, _ = browser.request(
-        "POST",
-        panel,
-        "/accounts/login/",
-        {"login": OWNER, "password": PASSWORD, "csrfmiddlewaretoken": token},
-    )
-    assert status == 302
+    panel = PANEL
+    panel_login(browser)
     backup_id = backup["backup_id"]
     status, _, body = browser.request(
         "GET", panel, f"/appspaces/{appspace_id}/backups/{backup_id}/download"
@@ -275,17 +346,13 @@ def test_install_create_open_back_up_restore_and_delete_through_it(stack, run_as
     # The restore, run by the unprivileged user (not root): hand-over, swap and clean-up go
     # through the supervisor's narrow operations.
     stack.manage_as(run_as, "restore_appspace", "gb", str(archive), "--yes")
-    folder = stack.data / "appspaces" / appspace_id
-    assert {os.stat(p).st_uid for p in (folder / "data").rglob("*")} | {
-        os.stat(folder / "data").st_uid
-    } == {uid}
-    assert not [p.name for p in folder.iterdir() if p.name.startswith((".restore", ".previous"))]
+    assert data_owners(stack, appspace_id) == {uid}
     restored = browser.request("GET", host, "/")[2]
     assert b"first words" in restored and b"second words" not in restored
 
     # Delete from the panel: the web server (not root) has the supervisor remove the files.
     status, _, form = browser.request("GET", panel, f"/appspaces/{appspace_id}/delete")
-    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1).decode()
+    token = csrf_token(form)
     status, _, _ = browser.request(
         "POST",
         panel,
@@ -297,6 +364,207 @@ def test_install_create_open_back_up_restore_and_delete_through_it(stack, run_as
     poll(lambda: not (stack.data / "appspaces" / appspace_id).exists(), timeout=60)
     assert not (stack.data / "logs" / appspace_id).exists()
     assert not archive.exists()
+
+
+# A Notes version whose schema 3 migration empties the notes, then throws.
+FAILING_MIGRATION = """    {
+      schema: 3,
+      up: ({ dataPath }) =>
+        withDb(dataPath, (db) => {
+          db.exec("DELETE FROM notes");
+          throw new Error("disk on fire halfway through");
+        }),
+      down: ({ dataPath }) => withDb(dataPath, () => undefined),
+    },
+  ],
+});
+"""
+
+
+def broken_notes_package(stack: Stack) -> Path:
+    """Notes 3.0.0, packaged where the platform user can read it."""
+    folder = stack.data / "packages"
+    folder.mkdir(mode=0o755)
+    source = folder / "notes-3.0.0"
+    shutil.copytree(BASE_DIR / "examples" / "notes" / "2.0.0", source)
+    manifest = json.loads((source / "dropapp.json").read_text())
+    (source / "dropapp.json").write_text(json.dumps({**manifest, "version": "3.0.0"}))
+    app = (source / "app.ts").read_text()
+    assert app.endswith("  ],\n});\n")
+    (source / "app.ts").write_text(app.removesuffix("  ],\n});\n") + FAILING_MIGRATION)
+    package = folder / "notes-3.0.0.tar.gz"
+    stack.manage("package_app", str(source), "-o", str(package))
+    os.chmod(package, 0o644)
+    return package
+
+
+def open_appspace(browser: Browser, appspace_id: str, host: str) -> None:
+    """*Open* on the appspace's page, then the login link as a browser follows it from there."""
+    _, _, page = browser.request("GET", PANEL, f"/appspaces/{appspace_id}/")
+    status, headers, _ = browser.request(
+        "POST", PANEL, f"/appspaces/{appspace_id}/open", {"csrfmiddlewaretoken": csrf_token(page)}
+    )
+    assert status == 302, status
+    link = urllib.parse.urlsplit(headers["Location"])
+    assert link.hostname == host
+    panel_origin = f"http://{PANEL}:{browser.port}/"
+    status, _, _ = browser.request(
+        "GET",
+        host,
+        f"{link.path}?{link.query}",
+        headers={"Sec-Fetch-Site": "cross-site", "Referer": panel_origin},
+    )
+    assert status == 302, status
+
+
+def change_version(browser: Browser, appspace_id: str, version_id: str) -> None:
+    """The panel's *upgrade to it*: the page with the plan, then its form."""
+    path = f"/appspaces/{appspace_id}/version"
+    status, _, page = browser.request("GET", PANEL, f"{path}?to={version_id}")
+    assert status == 200, page[:300]
+    form = {"to": version_id, "csrfmiddlewaretoken": csrf_token(page)}
+    status, headers, _ = browser.request("POST", PANEL, path, form)
+    assert status == 302 and "/jobs/" in headers["Location"], (status, headers["Location"])
+
+
+def test_a_version_change_through_it_keeps_the_data_or_puts_it_back(stack, run_as):
+    """Upgrade from the panel, run by the unprivileged jobs worker: offline, a backup first (the
+    schema changes), the migration in the sandbox, back up on the new version with the notes.
+    Then a version whose migration destroys the notes and fails: the backup made before it is
+    put back (hand-over and swap by the supervisor), the appspace back on its version."""
+    install_examples(stack)
+    # Created as the worker creates: by the platform user; the supervisor gives data/ to the uid.
+    stack.manage_as(
+        run_as, "create_appspace", "--owner", OWNER, "--app", "Notes", "--version", "1.0.0",
+        "--subdomain", "notes",
+    )  # fmt: skip
+    appspace_id, uid = stack.query(
+        "import json; from appspaces.models import Appspace; a = Appspace.objects.get(); "
+        "print(json.dumps([str(a.public_id), a.sandbox_uid]))"
+    )
+    versions_code = (
+        "import json; from appspaces.models import Appspace; a = Appspace.objects.get(); "
+        "print(json.dumps({v.version: str(v.public_id) for v in a.app.versions.all()}))"
+    )
+    state_code = (
+        "import json; from appspaces.models import Appspace; from backups.models import Backup; "
+        "a = Appspace.objects.get(); backups = Backup.objects.filter(appspace=a).order_by('pk'); "
+        "print(json.dumps([a.app_version.version, a.data_schema, a.status, "
+        "[[b.kind, b.state, str(b.path)] for b in backups]]))"
+    )
+    host = "notes.localhost"
+    browser = Browser(stack.port)
+    panel_login(browser)
+    open_appspace(browser, appspace_id, host)
+    status, _, body = browser.request("POST", host, "/api/notes", json_body={"text": "milk"})
+    assert status == 201, body
+
+    change_version(browser, appspace_id, stack.query(versions_code)["2.0.0"])
+    state, message = job_outcome(stack, "migrate", 1)
+    assert state == "succeeded", message
+    version, schema, status, backups = stack.query(state_code)
+    assert (version, schema, status) == ("2.0.0", 2, "active")
+    [(kind, backup_state, archive)] = backups
+    assert (kind, backup_state) == ("pre-migration", "ready")
+    assert os.stat(archive).st_uid == run_as.uid
+    notes = json.loads(browser.request("GET", host, "/api/notes")[2])
+    assert [(n["text"], n["done"]) for n in notes] == [("milk", False)]  # schema 2's column
+    assert data_owners(stack, appspace_id) == {uid}
+
+    # A new version of the same app, queued as the panel's *Install a new version* does.
+    stack.query(
+        "import json; from pathlib import Path; from appspaces.models import Appspace; "
+        "from appspaces.installs.service import install_job_create; "
+        "from appspaces.installs.staging import upload_copy; a = Appspace.objects.get(); "
+        f"package = Path({str(broken_notes_package(stack))!r}); "
+        "install_job_create(owner=a.owner, app=a.app, upload=upload_copy(package), "
+        "filename=package.name, accept_warnings=True); print(json.dumps(1))"
+    )
+    state, message = job_outcome(stack, "install", 4)
+    assert state == "succeeded", message
+    change_version(browser, appspace_id, stack.query(versions_code)["3.0.0"])
+    state, message = job_outcome(stack, "migrate", 2)
+    assert state == "failed"
+    assert "disk on fire halfway through" in message, message
+    assert "back on version 2.0.0" in message and "exactly as it was" in message, message
+    version, schema, status, backups = stack.query(state_code)
+    assert (version, schema, status) == ("2.0.0", 2, "active")
+    assert [b[:2] for b in backups] == [["pre-migration", "ready"]] * 2
+    # The data the failed migration left is kept aside until the appspace has run.
+    [aside] = swap_leftovers(stack, appspace_id)
+    assert aside.startswith(".previous-")
+    notes = json.loads(browser.request("GET", host, "/api/notes")[2])
+    assert [n["text"] for n in notes] == ["milk"]
+    # It ran: the sweep (the housekeeping worker) has the supervisor remove what was kept.
+    stack.manage("shell", "-c", "from backups.tasks import backups_sweep; backups_sweep.delay()")
+    poll(lambda: not swap_leftovers(stack, appspace_id), timeout=90, interval=1)
+    assert data_owners(stack, appspace_id) == {uid}
+
+
+def test_an_instance_backup_through_it_writes_a_snapshot_of_the_platform_user(ds_data_dir, run_as):
+    """The scheduled instance backup, run by the unprivileged jobs worker: a fresh backup of the
+    appspace first (through the supervisor's view), the apps, the database, into
+    DS_BACKUP_INSTANCE_DIR; and `backup_instance --to` run as that user, as the worker would."""
+    folder = Path(f"{ds_data_dir}-instance")
+    folder.mkdir(mode=0o700)
+    os.chown(folder, run_as.uid, run_as.gid)
+    extra = {"DS_BACKUP_INSTANCE_HOURS": "1", "DS_BACKUP_INSTANCE_DIR": str(folder)}
+    with started_stack(ds_data_dir, run_as, **extra) as stack:
+        install_examples(stack)
+        stack.manage(
+            "create_appspace", "--owner", OWNER, "--app", "Guestbook", "--version", "1.0.0",
+            "--subdomain", "gb",
+        )  # fmt: skip
+        browser = Browser(stack.port)
+        form = {"name": "Ann", "message": "kept words"}
+        assert browser.request("POST", "gb.localhost", "/", form)[0] == 303
+
+        # Queued as beat queues it; its route sends it to the jobs worker.
+        stack.manage(
+            "shell", "-c",
+            "from backups.tasks import instance_backup_scheduled as t; t.delay()",
+        )  # fmt: skip
+        code = (
+            "import json; from backups.models import InstanceBackup, Backup; "
+            "r = InstanceBackup.objects.order_by('pk').last(); "
+            "b = Backup.objects.filter(state='ready').order_by('pk').last(); "
+            "print(json.dumps(r and r.state != 'pending' and "
+            "[r.state, r.target, r.message, r.appspace_count, b and [b.kind, str(b.public_id), "
+            "str(b.path)]]))"
+        )
+        state, target, error, appspaces, backup = poll(
+            lambda: stack.query(code), timeout=240, interval=1
+        )
+        assert (state, error, appspaces) == ("ready", "", 1), (state, error)
+        snapshot = Path(target)
+        assert snapshot.parent == folder and snapshot.name.startswith("instance-")
+        assert {os.stat(p).st_uid for p in [snapshot, *snapshot.rglob("*")]} == {run_as.uid}
+        manifest = json.loads((snapshot / "manifest.json").read_text())
+        assert not manifest["warnings"], manifest["warnings"]
+        for rel, info in manifest["files"].items():
+            assert hashlib.sha256((snapshot / rel).read_bytes()).hexdigest() == info["sha256"]
+        [entry] = manifest["appspaces"]
+        kind, backup_id, archive = backup
+        # The worker backed the appspace up first (none was fresh) and took that archive.
+        assert (entry["subdomain"], entry["backup"], kind) == ("gb", backup_id, "scheduled")
+        assert (snapshot / entry["archive"]).read_bytes() == Path(archive).read_bytes()
+        assert os.stat(archive).st_uid == run_as.uid
+        assert sorted(manifest["apps"]) == sorted(
+            str(p.relative_to(stack.data / "apps")) for p in (stack.data / "apps").glob("*/*")
+        )
+        with sqlite3.connect(snapshot / manifest["database"]) as db:
+            rows = db.execute("SELECT subdomain FROM appspaces_appspace").fetchall()
+        assert rows == [("gb",)]
+        assert not list((stack.data / "run" / "views").iterdir())
+
+        by_hand = folder / "by-hand.tar"
+        out = stack.manage_as(run_as, "backup_instance", "--to", str(by_hand), "--json")
+        result = json.loads(out.strip().splitlines()[-1])
+        assert (result["appspaces"], result["warnings"]) == (1, []), result
+        assert os.stat(by_hand).st_uid == run_as.uid
+        with tarfile.open(by_hand) as tar:
+            names = set(tar.getnames())
+        assert {"./manifest.json", f"./{entry['archive']}"} <= names
 
 
 def _free_low_port(exclude: tuple[int, ...] = ()) -> int:
