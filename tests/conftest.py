@@ -16,6 +16,8 @@ from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.test import override_settings
 
+from tests.db_sessions import fail_if_left_open, is_test_database
+
 PASSWORD = "correct horse battery staple 42"
 
 
@@ -26,6 +28,22 @@ def data_root():
     root.chmod(0o711)
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, checked at the end for sessions something left open on
+    it (tests/db_sessions.py): with one open, it cannot be dropped, and pytest-django would only
+    warn about it. (With no test asking for the database, pytest-django creates none.)"""
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    checked = connection.vendor == "postgresql" and is_test_database(connection)
+    yield
+    if not checked or connection.settings_dict["NAME"] != name:
+        return
+    with django_db_blocker.unblock():
+        fail_if_left_open(connection)
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,11 @@ A worker that answers navigations itself gets the first visit, and is gone right
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection
 
 from tests.conftest import make_user
+from tests.db_sessions import in_thread
 from tests.gateway.browser import Browser
 from tests.gateway.conftest import UID_BASE, wait_for
 from tests.sandbox.fixtures import lay_out_app
@@ -65,19 +64,6 @@ createApp({
 """,
     "public/index.html": "<!doctype html><title>new</title><h1>the new app</h1>",
 }
-
-
-def in_thread(fn):
-    """Playwright's sync API runs an event loop in this thread, where the ORM may not run."""
-
-    def run():
-        try:
-            return fn()
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
 
 
 def install(platform, owner, files: dict, uid_offset: int):

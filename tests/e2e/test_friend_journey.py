@@ -17,6 +17,7 @@ from django.conf import settings
 from packages.build import build_package
 from packages.extraction import ExtractionLimits
 from tests.conftest import PASSWORD, make_user
+from tests.db_sessions import in_thread
 from tests.sandbox.fixtures import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.sandbox]
@@ -66,25 +67,16 @@ def enter_by_address(page, platform) -> None:
 def issue_login_token(email: str, subdomain: str) -> str:
     """A login token as the panel issues it. In a thread: Playwright's sync API runs an event
     loop in this one, where the ORM may not run."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from django.db import connection
-
     from accounts.models import User
     from appspaces.models import Appspace
     from appspaces.sharing.sessions import login_token_issue
 
-    def issue() -> str:
-        try:
-            return login_token_issue(
-                user=User.objects.get(email=email),
-                appspace=Appspace.objects.get(subdomain=subdomain),
-            )
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(issue).result()
+    return in_thread(
+        lambda: login_token_issue(
+            user=User.objects.get(email=email),
+            appspace=Appspace.objects.get(subdomain=subdomain),
+        )
+    )
 
 
 def wait_for_job(page, link_text: str) -> None:

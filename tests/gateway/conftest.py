@@ -34,6 +34,7 @@ from appspaces import models
 from appspaces.models import AllowlistEntry, App, Appspace, AppspaceUser
 from dropserver_site.management.commands.serve import listen_socket, web_argv
 from tests.conftest import make_user
+from tests.db_sessions import fail_if_left_open, is_test_database
 from tests.gateway.app_files import BINARY_FILES, FILES, MANIFEST_PERMISSIONS
 from tests.gateway.browser import Browser
 from tests.sandbox.fixtures import *  # noqa: F403
@@ -73,23 +74,15 @@ def gateway_db(django_db_setup, django_db_blocker) -> Iterator[None]:
     """The test database. pytest-django only creates it when some collected test asks for
     `db`; when only this package runs, none does, so create (and destroy) it here."""
     with django_db_blocker.unblock():
-        settings_dict = connection.settings_dict
-        name = settings_dict["NAME"]
-        is_test_db = name.startswith("test_") or name == settings_dict["TEST"].get("NAME")
         old_name = None
-        if not is_test_db:
-            old_name = name
+        if not is_test_database(connection):
+            old_name = connection.settings_dict["NAME"]
             connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     yield
     if old_name is not None:
         with django_db_blocker.unblock():
             if connection.vendor == "postgresql":
-                # Threads of in-process gateway tests may still hold connections.
-                with connection.cursor() as cursor:
-                    cursor.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    )
+                fail_if_left_open(connection)  # as tests/conftest.py's django_db_setup does
             connection.creation.destroy_test_db(old_name, verbosity=0)
 
 

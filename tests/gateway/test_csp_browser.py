@@ -11,6 +11,7 @@ import pytest
 from django.urls import reverse
 
 from appspaces.models import AllowlistEntry, NetworkRequest
+from tests.db_sessions import in_thread
 from tests.gateway.browser import csrf_token
 from tests.gateway.conftest import wait_for
 
@@ -58,10 +59,9 @@ def assets():
 
 
 @pytest.fixture
-def chromium(monkeypatch):
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls here are plain
-    # blocking calls between its steps, not inside a coroutine.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+def chromium():
+    # Playwright's sync API keeps an event loop in this thread: the test's ORM calls run in
+    # another (tests/db_sessions.in_thread).
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -90,7 +90,7 @@ def states(page) -> tuple[str, str]:
 
 
 def test_blocked_origins_are_reported_and_one_click_allows_one(stack, assets, chromium):
-    appspace = stack.appspace()
+    appspace = in_thread(stack.appspace)
     img_origin = f"http://img-origin.localhost:{assets}"
     js_origin = f"http://js-origin.localhost:{assets}"
     url = stack.url(appspace, f"/assets/network.html?img={quote(img_origin)}&js={quote(js_origin)}")
@@ -105,12 +105,12 @@ def test_blocked_origins_are_reported_and_one_click_allows_one(stack, assets, ch
         }
         return rows if {img_origin, js_origin} <= set(rows) else None
 
-    rows = wait_for(reported, timeout=30)  # Chromium sends reports asynchronously
+    rows = in_thread(lambda: wait_for(reported, timeout=30))  # Chromium reports asynchronously
     assert rows[img_origin].source == "report"
     assert "img-src" in rows[img_origin].directives
     assert "script-src" in rows[js_origin].directives
 
-    owner = stack.browser(stack.alice)
+    owner = in_thread(lambda: stack.browser(stack.alice))
     panel_path = reverse("appspace_detail", kwargs={"appspace_id": appspace.public_id})
     panel = owner.get(stack.panel_url(panel_path))
     assert panel.status == 200
@@ -126,10 +126,13 @@ def test_blocked_origins_are_reported_and_one_click_allows_one(stack, assets, ch
         ).encode(),
     )
     assert allow.status == 302, allow.text[:500]
-    assert AllowlistEntry.objects.filter(
-        appspace=appspace, kind="browser", value=img_origin
-    ).exists()
-    assert not NetworkRequest.objects.filter(appspace=appspace, value=img_origin).exists()
+
+    def allowed() -> tuple[bool, bool]:
+        entry = AllowlistEntry.objects.filter(appspace=appspace, kind="browser", value=img_origin)
+        request = NetworkRequest.objects.filter(appspace=appspace, value=img_origin)
+        return entry.exists(), request.exists()
+
+    assert in_thread(allowed) == (True, False)
 
     page.reload()
     assert states(page) == ("loaded", "blocked")
