@@ -1,7 +1,5 @@
 """ASGI entry point: Daphne serves the panel (Django) and the appspace gateway from here."""
 
-import gc
-import logging
 import os
 
 from django.core.asgi import get_asgi_application
@@ -19,21 +17,13 @@ from dropserver_site.edge.ask import loopback_app  # noqa: E402
 from dropserver_site.observe import logs  # noqa: E402
 from dropserver_site.observe.access import observed  # noqa: E402
 from dropserver_site.routing import HostRouter, not_found  # noqa: E402
+from dropserver_site.tuning import tune_web_process  # noqa: E402
 
 # Under Daphne, refuse oversized bodies while they arrive, not once they are on disk.
 body_limits.install()
 
-# Everything loaded so far lives as long as the process: keep it out of the garbage
-# collector's full passes, which otherwise scan all of Django on every few thousand requests.
-gc.freeze()
-# A request allocates a few hundred objects that reference counting frees; the collector's
-# default (a pass every 700 net allocations) ran every few requests and cost ~10% of a gateway
-# request's CPU (measured with bench/gateway.py). Cycles are still collected, in fewer passes.
-gc.set_threshold(20_000, 20, 20)
-# No log format of a web process prints where a line was logged from, nor its thread or
-# process: skip finding them on every line (the logging HOWTO's "Optimization" section).
-logging._srcfile = None
-logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+# Collector, log records and Twisted's own access lines, set for the per-request cost.
+tune_web_process()
 # An access line per request: written in blocks, at most a second late (WARNING and above
 # at once), rather than a system call each.
 logs.write_in_blocks(seconds=1.0)
