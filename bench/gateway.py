@@ -1,7 +1,7 @@
 """Gateway benchmark: a function route through the whole stack (Daphne + gateway + sandbox) vs
 the same request straight to the sandbox's unix socket vs a hello-world ASGI app on the same
 Daphne; and a static route. p50/p99 latency and requests/s at a few concurrencies, as ratios;
-and the function route served by one Daphne process per core on one socket (DS_WEB_PROCESSES)
+and the function route served by one Daphne process per core on one port (DS_WEB_PROCESSES)
 against one process.
 
 Load generators: `wrk` (Debian's; C, one thread) for the TCP targets, and a small asyncio
@@ -217,27 +217,28 @@ class Stack:
     def daphnes(
         self, app: str, name: str, count: int = 1, *, as_serve: bool = True, **env: str
     ) -> tuple[int, list[int]]:
-        """`count` Daphne processes on one shared socket, as `serve` runs DS_WEB_PROCESSES.
+        """`count` Daphne processes on one port, each on a socket of its own as `serve` runs
+        DS_WEB_PROCESSES (serve.listen_sockets).
 
         `as_serve`: Daphne's command line exactly as serve builds it (serve.web_argv: its own
         access log off, the application writes one line per request); otherwise Daphne as it
         ships (its access log on), for the hello-world baselines."""
-        from dropserver_site.management.commands.serve import listen_socket, web_argv
+        from dropserver_site.management.commands.serve import listen_sockets, web_argv
 
         port = _free_port()
-        listener = listen_socket("127.0.0.1", port)
-        fd = listener.fileno()
-        if as_serve:
-            argv = web_argv(listener)
-            assert argv[-1] == "dropserver_site.asgi:application"
-            argv[-1] = app
-        else:
-            argv = [sys.executable, "-m", "daphne", "--fd", str(fd), "--no-server-name", app]
-        pids = [
-            self.spawn(argv, f"{name}-{n}", pass_fds=(fd,), DS_PORT=str(port), **env).pid
-            for n in range(count)
-        ]
-        listener.close()  # the children hold it
+        pids = []
+        for n, listener in enumerate(listen_sockets("127.0.0.1", port, count)):
+            fd = listener.fileno()
+            if as_serve:
+                argv = web_argv(listener)
+                assert argv[-1] == "dropserver_site.asgi:application"
+                argv[-1] = app
+            else:
+                argv = [sys.executable, "-m", "daphne", "--fd", str(fd), "--no-server-name", app]
+            pids.append(
+                self.spawn(argv, f"{name}-{n}", pass_fds=(fd,), DS_PORT=str(port), **env).pid
+            )
+            listener.close()  # the child holds it
         _wait(
             lambda: _try(lambda: socket.create_connection(("127.0.0.1", port)).close()),
             f"daphne ({name})",
@@ -365,7 +366,7 @@ def run(options) -> None:
         quiet_port, quiet_pid = stack.daphne(
             "bench._hello_tuned:app", "hello-tuned", DATABASE_URL=db_url
         )
-        # What DS_WEB_PROCESSES buys: the same gateway, one process per core on one socket.
+        # What DS_WEB_PROCESSES buys: the same gateway, one process per core on one port.
         multi_port, multi_pids = stack.daphnes(
             "dropserver_site.asgi:application", "gateway-multi", WEB_PROCESSES, DATABASE_URL=db_url
         )

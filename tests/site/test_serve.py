@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -118,7 +119,7 @@ def _stat_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def _listening_inodes(pid: int) -> set[str]:
+def _socket_inodes(pid: int) -> set[str]:
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -130,9 +131,32 @@ def _listening_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def test_every_web_process_serves_on_one_socket(ds_data_dir):
-    """DS_WEB_PROCESSES Daphne processes adopt the one socket serve bound, and the kernel
-    hands connections to each: checked from the host (their descriptors, their CPU time)."""
+def _held_connections(port: int, pids: list[int], count: int) -> dict[int, int]:
+    """Open `count` connections at once, one request each, kept open: which process holds
+    each one (ss, from the host)."""
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(count)]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /accounts/login/ HTTP/1.1\r\nHost: dropid.localhost\r\n\r\n")
+        for conn in conns:
+            assert conn.recv(64).startswith(b"HTTP/1.1 200"), "no answer"
+        # The kernel's table of TCP sockets: local "ADDR:PORT" in hex, state 01 = established.
+        accepted = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].split(":")[1], 16) == port:
+                accepted.add(f"socket:[{fields[9]}]")
+        assert len(accepted) == count, accepted
+        return {pid: len(_socket_inodes(pid) & accepted) for pid in pids}
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_every_web_process_serves_its_share_of_connections(ds_data_dir):
+    """DS_WEB_PROCESSES Daphne processes each adopt a socket serve bound on the port, and the
+    kernel spreads connections over them, kept-open ones included: checked from the host (their
+    descriptors, who holds the established connections, their CPU time)."""
     port = free_port()
     env = embedded_env(ds_data_dir, port)
     env["DS_WEB_PROCESSES"] = "2"
@@ -149,8 +173,11 @@ def test_every_web_process_serves_on_one_socket(ds_data_dir):
         read_until(proc, "Press Ctrl-C to stop.", timeout=90)
         webs = [pid for pid, cmd in descendants(proc.pid, with_cmdline=True) if "daphne" in cmd]
         assert len(webs) == 2, webs
-        shared = _listening_inodes(webs[0]) & _listening_inodes(webs[1])
-        assert shared, "the two web processes hold no socket in common"
+        # A socket each (SO_REUSEPORT), not one shared: whoever is awake first would take them.
+        assert not _socket_inodes(webs[0]) & _socket_inodes(webs[1])
+        held = _held_connections(port, webs, 32)
+        # By a hash of the addresses: fewer than 4 of 32 for one has a chance of ~3 in a million.
+        assert all(n >= 4 for n in held.values()), held
 
         before = {pid: _stat_ticks(pid) for pid in webs}
         errors: list[BaseException] = []

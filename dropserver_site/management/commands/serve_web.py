@@ -1,7 +1,7 @@
 """`manage.py serve_web`: the web servers and the TLS edge alone, as the `dropserver-web` unit
 runs them (deploy/systemd/), where the supervisor and the Celery workers are units of their own.
 
-Built from `serve`'s pieces (the shared listening socket, Daphne's command line, the edge, the
+Built from `serve`'s pieces (the listening sockets, Daphne's command line, the edge, the
 watch loop that restarts the edge and stops everything in order), so both start the web the
 same way. Two differences: no supervisor and no workers, and the metrics directory is not
 emptied (the other units are writing to it): only the files of processes that are gone go.
@@ -52,15 +52,18 @@ class Command(serve.Command):
             raise CommandError(f"--port {port} must differ from DS_HTTPS_PORT and DS_WEB_PORT.")
         env = dict(os.environ, DS_PORT=str(port), PYTHONUNBUFFERED="1")
         web_bind, web_port = ("127.0.0.1", settings.DS_WEB_PORT) if edge else (bind, port)
-        listener = serve.listen_socket(web_bind, web_port)
-        shared = (listener.fileno(),) if listener.family == socket.AF_INET else ()
-        processes = settings.DS_WEB_PROCESSES if shared else 1
+        listeners = serve.listen_sockets(web_bind, web_port, settings.DS_WEB_PROCESSES)
+        processes = len(listeners)
         children = [
-            serve.Child(f"web server {n}/{processes}", serve.web_argv(listener), pass_fds=shared)
-            for n in range(1, processes + 1)
+            serve.Child(
+                f"web server {n}/{processes}",
+                serve.web_argv(listener),
+                pass_fds=(listener.fileno(),) if listener.family == socket.AF_INET else (),
+            )
+            for n, listener in enumerate(listeners, 1)
         ]
-        if not shared:
-            listener.close()
+        if listeners[0].family != socket.AF_INET:
+            listeners[0].close()
         if edge:
             children.append(serve.edge_child(env, http_port=port, bind=bind, web_port=web_port))
 
