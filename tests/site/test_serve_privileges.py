@@ -45,22 +45,21 @@ def run_as() -> access.RunAs:
     return run_as_test_user()
 
 
+def _succeeds(argv: list[str], env: dict[str, str]) -> str:
+    """The output of a command that must exit 0 (its output in the failure otherwise)."""
+    result = subprocess.run(
+        argv, env=env, cwd=BASE_DIR, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 class Stack:
     def __init__(self, proc: subprocess.Popen, port: int, env: dict, data: Path, banner: str):
         self.proc, self.port, self.env, self.data, self.banner = proc, port, env, data, banner
 
     def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, str(BASE_DIR / "manage.py"), *args],
-            env=self.env,
-            cwd=BASE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
+        return _succeeds([sys.executable, str(BASE_DIR / "manage.py"), *args], self.env)
 
     def manage_as(self, user: access.RunAs, *args: str) -> str:
         """A management command run by `user` (as the workers will), not by root, in serve's
@@ -70,17 +69,7 @@ class Stack:
             "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
             sys.executable, str(BASE_DIR / "manage.py"), *args,
         ]  # fmt: skip
-        result = subprocess.run(
-            argv,
-            env=dict(self.env, HOME=str(self.data)),
-            cwd=BASE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
+        return _succeeds(argv, dict(self.env, HOME=str(self.data)))
 
     def query(self, code: str):
         """The JSON printed by `code` run in `manage.py shell` (what the platform recorded)."""
